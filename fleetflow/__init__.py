@@ -1,0 +1,1 @@
+"""fleetflow: pools of cloud nodes kept ready by persisted TaskFlow flows."""

@@ -1,0 +1,25 @@
+"""[status_api] options."""
+
+from oslo_config import cfg
+
+status_group = cfg.OptGroup('status_api', title='Status endpoint',
+                            help='A read-only JSON status endpoint over '
+                                 'HTTP; off unless enabled.')
+
+status_opts = [
+    cfg.BoolOpt('enabled', default=False,
+                help='Serve the status endpoint.'),
+    cfg.HostAddressOpt('bind_host', default='127.0.0.1',
+                       help='Address to listen on (loopback by default).'),
+    cfg.PortOpt('bind_port', default=8022,
+                help='Port to listen on; 0 picks a free one.'),
+]
+
+
+def register_opts(conf):
+    conf.register_group(status_group)
+    conf.register_opts(status_opts, group=status_group)
+
+
+def list_opts():
+    return {status_group: status_opts}

@@ -1,0 +1,55 @@
+"""[launcher] options."""
+
+from oslo_config import cfg
+
+launcher_group = cfg.OptGroup('launcher', title='Launcher options',
+                              help='How the launcher serves node requests.')
+
+launcher_opts = [
+    cfg.StrOpt('layout_file',
+               default='/etc/fleetflow/layout.yaml',
+               help='YAML file of labels, providers and pools, in '
+                    'nodepool\'s shape.'),
+    cfg.StrOpt('role', default='both',
+               choices=[('launcher', 'serve requests and post flows'),
+                        ('conductor', 'only run flows from the jobboard'),
+                        ('both', 'serve requests and run flows')],
+               help='What this launcher process does.'),
+    cfg.IntOpt('workers', default=64, min=1, max=4096,
+               help='Flows run at once by this process (the size of its '
+                    'bounded worker pool).'),
+    cfg.FloatOpt('request_interval', default=5.0, min=0.05, max=600,
+                 help='Longest time between two passes over requests; a '
+                      'new request or a finished flow wakes the launcher '
+                      'at once.'),
+    cfg.FloatOpt('cleanup_interval', default=60.0, min=0.1, max=86400,
+                 help='Seconds between passes that look for leaked '
+                      'instances and resources.'),
+    cfg.FloatOpt('instance_refresh_interval', default=1.0, min=0.01,
+                 max=600,
+                 help='Seconds between two listings of a provider\'s '
+                      'instances; one listing serves every waiting node.'),
+    cfg.FloatOpt('poll_attempt', default=5.0, min=0.01, max=600,
+                 help='Longest a single poll attempt waits for a change '
+                      'before the retry controller checks its deadline.'),
+    cfg.IntOpt('delete_timeout', default=600, min=1, max=86400,
+               help='Seconds to wait for a deleted instance to disappear.'),
+    cfg.FloatOpt('delete_retry_interval', default=30.0, min=0.1, max=86400,
+                 help='Seconds before a node whose delete failed is '
+                      'deleted again.'),
+    cfg.FloatOpt('quota_cache_ttl', default=300.0, min=0, max=86400,
+                 help='Seconds the quota a label needs and the provider '
+                      'limits are cached.'),
+    cfg.FloatOpt('aborted_request_delay', default=5.0, min=0, max=3600,
+                 help='Seconds before a request whose node was aborted for '
+                      'quota is served again.'),
+]
+
+
+def register_opts(conf):
+    conf.register_group(launcher_group)
+    conf.register_opts(launcher_opts, group=launcher_group)
+
+
+def list_opts():
+    return {launcher_group: launcher_opts}

@@ -1,0 +1,215 @@
+"""The node store: nodes and node requests in the SQL database.
+
+Rows are returned as plain dicts. Every state change is compare-and-set:
+the UPDATE names the states the row may be in, so of two workers racing
+for one node only one wins and the other gets :class:`NodeStateConflict`.
+"""
+
+import threading
+import time
+import uuid
+
+import sqlalchemy as sa
+from sqlalchemy import event
+
+from fleetflow.db import models
+from fleetflow import exceptions
+
+NODES = models.Node.__table__
+REQUESTS = models.NodeRequest.__table__
+
+
+def create_engine(url, pool_size=10, busy_timeout=30):
+    """Create an engine tuned for many short transactions from threads."""
+    kwargs = {}
+    if url.startswith('sqlite'):
+        kwargs['connect_args'] = {'check_same_thread': False,
+                                  'timeout': busy_timeout}
+        kwargs['pool_size'] = pool_size
+    else:
+        kwargs.update(pool_size=pool_size, max_overflow=pool_size,
+                      pool_pre_ping=True)
+    engine = sa.create_engine(url, **kwargs)
+    if url.startswith('sqlite'):
+        @event.listens_for(engine, 'connect')
+        def _sqlite_pragmas(dbapi_conn, _record):
+            cursor = dbapi_conn.cursor()
+            cursor.execute('PRAGMA journal_mode=WAL')
+            cursor.execute('PRAGMA synchronous=NORMAL')
+            cursor.execute('PRAGMA busy_timeout=%d' % (busy_timeout * 1000))
+            cursor.close()
+    return engine
+
+
+def _row(row):
+    return dict(row._mapping) if row is not None else None
+
+
+class Store:
+    """Node and request rows, on one SQLAlchemy engine.
+
+    Listeners registered with :meth:`add_listener` are called after every
+    committed change, so that waiters in this process wake at once.
+    """
+
+    def __init__(self, engine):
+        self.engine = engine
+        self._listeners = []
+        self.transactions = 0
+        self._count_lock = threading.Lock()
+        event.listen(engine, 'commit', self._count_commit)
+
+    def _count_commit(self, _conn):
+        with self._count_lock:
+            self.transactions += 1
+
+    def add_listener(self, callback):
+        self._listeners.append(callback)
+
+    def _changed(self):
+        for callback in self._listeners:
+            callback()
+
+    def _write(self, statement):
+        with self.engine.begin() as conn:
+            result = conn.execute(statement)
+        self._changed()
+        return result
+
+    def _read(self, statement):
+        with self.engine.connect() as conn:
+            return [dict(r._mapping) for r in conn.execute(statement)]
+
+    # Nodes
+
+    def create_node(self, label, provider, pool, state=models.BUILDING,
+                    **fields):
+        now = time.time()
+        values = dict(id=str(uuid.uuid4()), label=label, provider=provider,
+                      pool=pool, state=state, created_at=now, state_time=now,
+                      host_keys=[], launch_attempts=0,
+                      connection_type='ssh', connection_port=22)
+        values.update(fields)
+        self._write(NODES.insert().values(**values))
+        return values
+
+    def get_node(self, node_id):
+        rows = self._read(NODES.select().where(NODES.c.id == node_id))
+        if not rows:
+            raise exceptions.FleetflowError('node %s not found' % node_id)
+        return rows[0]
+
+    def find_node(self, node_id):
+        rows = self._read(NODES.select().where(NODES.c.id == node_id))
+        return rows[0] if rows else None
+
+    def list_nodes(self, states=None, provider=None, label=None,
+                   request_id=None, pool=None):
+        query = NODES.select().order_by(NODES.c.created_at)
+        if states is not None:
+            query = query.where(NODES.c.state.in_(states))
+        for column, value in (('provider', provider), ('label', label),
+                              ('request_id', request_id), ('pool', pool)):
+            if value is not None:
+                query = query.where(NODES.c[column] == value)
+        return self._read(query)
+
+    def update_node(self, node_id, **fields):
+        self._write(NODES.update().where(NODES.c.id == node_id)
+                    .values(**fields))
+
+    def set_node_state(self, node_id, state, expected=None, **fields):
+        """Move a node to ``state`` if it is in one of ``expected``.
+
+        :raises NodeStateConflict: when the node is in another state or gone.
+        """
+        query = NODES.update().where(NODES.c.id == node_id)
+        if expected is not None:
+            query = query.where(NODES.c.state.in_(expected))
+        now = time.time()
+        values = dict(state=state, state_time=now, **fields)
+        if state == models.READY:
+            values.setdefault('ready_at', now)
+        if self._write(query.values(**values)).rowcount != 1:
+            raise exceptions.NodeStateConflict(
+                'node %s is not in state %s' % (node_id, expected))
+
+    def assign_node(self, node_id, request_id):
+        """Give a ready, unassigned node to a request (compare-and-set)."""
+        query = (NODES.update()
+                 .where(NODES.c.id == node_id)
+                 .where(NODES.c.state == models.READY)
+                 .where(NODES.c.request_id.is_(None))
+                 .values(request_id=request_id))
+        return self._write(query).rowcount == 1
+
+    def delete_node(self, node_id):
+        self._write(NODES.delete().where(NODES.c.id == node_id))
+
+    # Requests
+
+    def create_request(self, labels, priority=100, requestor=None):
+        if not labels:
+            raise exceptions.FleetflowError('a request needs labels')
+        now = time.time()
+        values = dict(id=str(uuid.uuid4()), state=models.REQUESTED,
+                      labels=list(labels), priority=priority,
+                      requestor=requestor, created_at=now, state_time=now)
+        self._write(REQUESTS.insert().values(**values))
+        return values
+
+    def get_request(self, request_id):
+        rows = self._read(REQUESTS.select()
+                          .where(REQUESTS.c.id == request_id))
+        if not rows:
+            raise exceptions.FleetflowError(
+                'request %s not found' % request_id)
+        return rows[0]
+
+    def list_requests(self, states=None):
+        query = REQUESTS.select().order_by(REQUESTS.c.priority,
+                                           REQUESTS.c.created_at)
+        if states is not None:
+            query = query.where(REQUESTS.c.state.in_(states))
+        return self._read(query)
+
+    def set_request_state(self, request_id, state, expected=None, **fields):
+        query = REQUESTS.update().where(REQUESTS.c.id == request_id)
+        if expected is not None:
+            query = query.where(REQUESTS.c.state.in_(expected))
+        values = dict(state=state, state_time=time.time(), **fields)
+        if self._write(query.values(**values)).rowcount != 1:
+            raise exceptions.NodeStateConflict(
+                'request %s is not in state %s' % (request_id, expected))
+
+    def update_request(self, request_id, **fields):
+        self._write(REQUESTS.update().where(REQUESTS.c.id == request_id)
+                    .values(**fields))
+
+    def release_request(self, request_id):
+        """Hand a request's nodes back (they become used) and forget it."""
+        now = time.time()
+        with self.engine.begin() as conn:
+            conn.execute(NODES.update()
+                         .where(NODES.c.request_id == request_id)
+                         .where(NODES.c.state.in_([models.IN_USE,
+                                                   models.READY]))
+                         .values(state=models.USED, state_time=now))
+            conn.execute(NODES.update()
+                         .where(NODES.c.request_id == request_id)
+                         .values(request_id=None))
+            deleted = conn.execute(REQUESTS.delete()
+                                   .where(REQUESTS.c.id == request_id))
+        self._changed()
+        if deleted.rowcount != 1:
+            raise exceptions.FleetflowError(
+                'request %s not found' % request_id)
+
+    def change_marker(self):
+        """A cheap value that changes when another process writes."""
+        with self.engine.connect() as conn:
+            nodes = conn.execute(sa.select(sa.func.max(NODES.c.state_time),
+                                           sa.func.count())).one()
+            requests = conn.execute(sa.select(
+                sa.func.max(REQUESTS.c.state_time), sa.func.count())).one()
+        return tuple(nodes) + tuple(requests)

@@ -1,0 +1,51 @@
+"""Errors that fleetflow raises to its callers."""
+
+
+class FleetflowError(Exception):
+    """Base of fleetflow's own errors."""
+
+
+class ConfigError(FleetflowError):
+    """The service configuration or the layout is not valid."""
+
+
+class NodeStateConflict(FleetflowError):
+    """A compare-and-set state change found the row in another state."""
+
+
+class RequestDeclined(FleetflowError):
+    """A request cannot be served; the reason is on the request."""
+
+
+class LaunchError(FleetflowError):
+    """A launch attempt failed; the launch may be tried again."""
+
+    stat_key = 'error.unknown'
+
+
+class LaunchTimeout(LaunchError):
+    """The instance did not become active within launch-timeout."""
+
+    stat_key = 'error.timeout'
+
+
+class InstanceErrorState(LaunchError):
+    """The instance went to ERROR in the cloud."""
+
+    stat_key = 'error.instance'
+
+
+class KeyscanError(LaunchError):
+    """SSH did not answer within boot-timeout, or its keys were refused."""
+
+    stat_key = 'error.keyscan'
+
+
+class HostKeyMismatch(KeyscanError):
+    """The host offered keys other than the ones expected of it."""
+
+    stat_key = 'error.hostkey'
+
+
+class StillWaiting(FleetflowError):
+    """A poll found the awaited change has not happened yet."""
