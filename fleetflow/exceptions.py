@@ -47,5 +47,22 @@ class HostKeyMismatch(KeyscanError):
     stat_key = 'error.hostkey'
 
 
+class HostUnreachable(FleetflowError):
+    """SSH does not answer yet."""
+
+
 class StillWaiting(FleetflowError):
-    """A poll found the awaited change has not happened yet."""
+    """A poll found that the awaited change has not happened yet.
+
+    The runner parks the flow instead of holding a thread: it resumes it
+    when the provider's instance listing shows ``external_id`` in another
+    state than ``seen_state``, or at ``wake_at`` at the latest.
+    """
+
+    def __init__(self, message, wake_at, provider=None, external_id=None,
+                 seen_state=None):
+        super().__init__(message)
+        self.wake_at = wake_at
+        self.provider = provider
+        self.external_id = external_id
+        self.seen_state = seen_state

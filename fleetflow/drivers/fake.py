@@ -1,0 +1,202 @@
+"""A simulated cloud for tests and benchmarks.
+
+Instances live in a SQLite file (``state-path``) so that the cloud outlives
+a launcher that crashes, and so that two processes (a launcher and a test,
+or two launchers) see one cloud. An instance is BUILDING until
+``create-latency`` seconds after it was created, then ACTIVE; a delete takes
+``delete-latency`` seconds. ``quota`` limits are enforced with QuotaError and
+``faults`` injects each fault kind at a rate between 0 and 1. Every call is
+counted in the file, so a benchmark can report the API calls made.
+"""
+
+import contextlib
+import json
+import os
+import random
+import sqlite3
+import threading
+import time
+import uuid
+
+import voluptuous as v
+
+from fleetflow.drivers import base
+
+RATE = v.All(v.Any(int, float), v.Range(min=0, max=1))
+LATENCY = v.All(v.Any(int, float), v.Range(min=0))
+FAULTS = ('create-error', 'instance-error', 'quota-error', 'rate-limit',
+          'delete-error')
+CALLS = ('create', 'get', 'list', 'delete')
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS instances (
+    id TEXT PRIMARY KEY, provider TEXT NOT NULL, metadata TEXT NOT NULL,
+    cores INTEGER NOT NULL, ram INTEGER NOT NULL, created REAL NOT NULL,
+    active_at REAL NOT NULL, error INTEGER NOT NULL, gone_at REAL);
+CREATE TABLE IF NOT EXISTS calls (
+    provider TEXT NOT NULL, call TEXT NOT NULL, count INTEGER NOT NULL,
+    PRIMARY KEY (provider, call));
+"""
+
+
+class FakeDriver(base.Driver):
+    """A simulated cloud whose state is kept in a SQLite file."""
+
+    provider_schema = {
+        'state-path': str,
+        'create-latency': LATENCY,
+        'delete-latency': LATENCY,
+        'quota': {'instances': int, 'cores': int, 'ram': int},
+        'faults': {v.Optional(kind): RATE for kind in FAULTS},
+        'rate-limit-delay': LATENCY,
+        'interface-ip': str,
+        'connection-port': int,
+    }
+    label_schema = {
+        'cloud-image': str,
+        'flavor-name': str,
+        'cores': v.All(int, v.Range(min=0)),
+        'ram': v.All(int, v.Range(min=0)),
+    }
+
+    def __init__(self, provider, conf):
+        super().__init__(provider, conf)
+        self.path = provider.get('state-path') or os.path.join(
+            conf.state_path, 'fake-cloud.sqlite')
+        self.create_latency = provider.get('create-latency', 0)
+        self.delete_latency = provider.get('delete-latency', 0)
+        self.quota = provider.get('quota', {})
+        self.faults = provider.get('faults', {})
+        self.rate_limit_delay = provider.get('rate-limit-delay', 1.0)
+        self.interface_ip = provider.get('interface-ip', '198.51.100.1')
+        self.port = provider.get('connection-port', 22)
+        self._local = threading.local()
+        self._random = random.Random()
+        os.makedirs(os.path.dirname(os.path.abspath(self.path)),
+                    exist_ok=True)
+        self._connection().executescript(SCHEMA)
+
+    def _connection(self):
+        db = getattr(self._local, 'db', None)
+        if db is None:
+            db = sqlite3.connect(self.path, timeout=60,
+                                 isolation_level=None)
+            db.execute('PRAGMA journal_mode=WAL')
+            db.execute('PRAGMA synchronous=NORMAL')
+            self._local.db = db
+        return db
+
+    @contextlib.contextmanager
+    def _transaction(self):
+        db = self._connection()
+        db.execute('BEGIN IMMEDIATE')
+        try:
+            yield db
+        except BaseException:
+            db.execute('ROLLBACK')
+            raise
+        db.execute('COMMIT')
+
+    def _count(self, call):
+        self._connection().execute('INSERT INTO calls VALUES (?, ?, 1) ON CONFLICT '
+                   '(provider, call) DO UPDATE SET count = count + 1',
+                   (self.name, call))
+
+    def _fault(self, kind):
+        return self._random.random() < self.faults.get(kind, 0)
+
+    def _instance(self, row, now):
+        (instance_id, metadata, created, active_at, error) = row
+        if error and now >= active_at:
+            state, fault = base.ERROR, 'simulated instance error'
+        elif now >= active_at:
+            state, fault = base.ACTIVE, None
+        else:
+            state, fault = base.BUILDING, None
+        return base.Instance(
+            external_id=instance_id, state=state,
+            metadata=json.loads(metadata), fault=fault,
+            interface_ip=self.interface_ip if state == base.ACTIVE else None,
+            private_ipv4=self.interface_ip if state == base.ACTIVE else None,
+            connection_port=self.port, region='fake-region', az='fake-az')
+
+    def _select(self, db, where='', args=()):
+        now = time.time()
+        rows = db.execute(
+            'SELECT id, metadata, created, active_at, error FROM instances '
+            'WHERE provider = ? AND (gone_at IS NULL OR gone_at > ?) ' +
+            where + ' ORDER BY created', (self.name, now) + tuple(args))
+        return [self._instance(row, now) for row in rows]
+
+    def create_instance(self, node_id, pool, label, metadata):
+        now = time.time()
+        self._count('create')
+        with self._transaction() as db:
+            if self._fault('rate-limit'):
+                raise base.RateLimitError(
+                    'simulated rate limit', now + self.rate_limit_delay)
+            if self._fault('quota-error'):
+                raise base.QuotaError('simulated quota error')
+            if self._fault('create-error'):
+                raise base.DriverError('simulated create error')
+            cores, ram = label.get('cores', 1), label.get('ram', 1024)
+            used = db.execute(
+                'SELECT count(*), coalesce(sum(cores), 0), '
+                'coalesce(sum(ram), 0) FROM instances WHERE provider = ? '
+                'AND (gone_at IS NULL OR gone_at > ?)',
+                (self.name, now)).fetchone()
+            for (kind, need), in_use in zip(
+                    (('instances', 1), ('cores', cores), ('ram', ram)), used):
+                limit = self.quota.get(kind)
+                if limit is not None and in_use + need > limit:
+                    raise base.QuotaError('quota exceeded for %s: %d of %d '
+                                          'in use' % (kind, in_use, limit))
+            instance_id = 'fake-' + uuid.uuid4().hex[:12]
+            db.execute('INSERT INTO instances VALUES (?, ?, ?, ?, ?, ?, ?, '
+                       '?, NULL)',
+                       (instance_id, self.name, json.dumps(metadata), cores,
+                        ram, now, now + self.create_latency,
+                        int(self._fault('instance-error'))))
+            return self._select(db, 'AND id = ?', (instance_id,))[0]
+
+    def get_instance(self, external_id):
+        self._count('get')
+        with self._transaction() as db:
+            found = self._select(db, 'AND id = ?', (external_id,))
+        if not found:
+            raise base.NotFound('instance %s not found' % external_id)
+        return found[0]
+
+    def list_instances(self):
+        self._count('list')
+        with self._transaction() as db:
+            return self._select(db)
+
+    def delete_instance(self, external_id):
+        now = time.time()
+        self._count('delete')
+        with self._transaction() as db:
+            if not self._select(db, 'AND id = ?', (external_id,)):
+                raise base.NotFound('instance %s not found' % external_id)
+            if self._fault('delete-error'):
+                raise base.DriverError('simulated delete error')
+            db.execute('UPDATE instances SET gone_at = ? WHERE id = ? AND '
+                       '(gone_at IS NULL OR gone_at > ?)',
+                       (now + self.delete_latency, external_id,
+                        now + self.delete_latency))
+
+    def get_quota_limits(self):
+        return base.Quota(**{k: self.quota.get(k) for k in base.Quota.FIELDS})
+
+    def get_quota_for_label(self, pool, label):
+        return base.Quota(instances=1, cores=label.get('cores', 1),
+                          ram=label.get('ram', 1024))
+
+    def call_counts(self):
+        """API calls made to this provider, by kind, across processes."""
+        with self._transaction() as db:
+            rows = db.execute('SELECT call, count FROM calls WHERE '
+                              'provider = ?', (self.name,)).fetchall()
+        counts = dict.fromkeys(CALLS, 0)
+        counts.update(rows)
+        return counts

@@ -1,0 +1,29 @@
+"""The delete flow of a node."""
+
+from taskflow.patterns import linear_flow
+
+from fleetflow import retries
+from fleetflow.tasks import instances
+from fleetflow.tasks import nodes
+
+
+def get_delete_flow(node_id, provider, delete_timeout):
+    """Delete one node: deleting, delete instance, wait gone, remove row.
+
+    A delete that fails leaves the node deleting; the launcher runs this
+    flow for it again later.
+    """
+    flow = linear_flow.Flow('delete-%s' % node_id)
+    flow.add(nodes.MarkNodeDeleting(name='mark-deleting',
+                                    provides='external_id'))
+    flow.add(instances.DeleteInstance(name='delete-instance',
+                                      provides='deleted'))
+    flow.add(linear_flow.Flow(
+        'wait-gone',
+        retry=retries.PollUntilDeadline(delete_timeout,
+                                        name='wait-gone-deadline',
+                                        provides='gone_deadline'),
+    ).add(instances.WaitForInstanceGone(
+        name='wait-instance-gone', rebind={'deadline': 'gone_deadline'})))
+    flow.add(nodes.RemoveNode(name='remove-node'))
+    return flow

@@ -1,0 +1,48 @@
+"""The launch flow of a node."""
+
+from taskflow.patterns import linear_flow
+
+from fleetflow import retries
+from fleetflow.tasks import instances
+from fleetflow.tasks import keyscan
+from fleetflow.tasks import nodes
+
+
+def get_launch_flow(node_id, provider, pool, label, launch_retries,
+                    launch_timeout, boot_timeout, host_key_checking):
+    """Launch one node: building, create, active, addresses, keys, ready.
+
+    All inputs are plain values, so any process can rebuild the flow from
+    its logbook. The same values are the flow's store.
+    """
+    attempt = linear_flow.Flow(
+        'launch-attempt',
+        retry=retries.LaunchAttempts(launch_retries,
+                                     name='launch-attempts'))
+    attempt.add(instances.CreateInstance(name='create-instance',
+                                         provides='created'))
+    attempt.add(linear_flow.Flow(
+        'wait-active',
+        retry=retries.PollUntilDeadline(launch_timeout,
+                                        name='wait-active-deadline',
+                                        provides='active_deadline'),
+    ).add(instances.WaitForInstanceActive(
+        name='wait-instance-active', provides='instance',
+        rebind={'instance': 'created', 'deadline': 'active_deadline'})))
+    attempt.add(nodes.UpdateNodeFromInstance(name='update-node'))
+    if host_key_checking:
+        attempt.add(linear_flow.Flow(
+            'keyscan',
+            retry=retries.PollUntilDeadline(boot_timeout,
+                                            name='keyscan-deadline',
+                                            provides='keyscan_deadline'),
+        ).add(keyscan.ScanHostKeys(
+            name='scan-host-keys', provides='host_keys',
+            rebind={'deadline': 'keyscan_deadline'})))
+        attempt.add(nodes.SaveHostKeys(name='save-host-keys'))
+
+    flow = linear_flow.Flow('launch-%s' % node_id)
+    flow.add(nodes.MarkNodeBuilding(name='mark-building'))
+    flow.add(attempt)
+    flow.add(nodes.MarkNodeReady(name='mark-ready'))
+    return flow

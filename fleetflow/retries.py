@@ -1,0 +1,93 @@
+"""fleetflow's retry controllers.
+
+They replace hand-written retry and polling loops: a controller decides,
+after a failure in its subflow, whether to undo the subflow and run it
+again. The runner parks a flow whose failure says when to try again
+(:class:`~fleetflow.exceptions.StillWaiting`, a rate limit), so a waiting
+node holds no thread.
+"""
+
+import time
+
+from taskflow import retry
+
+from fleetflow.drivers import base as driver_base
+from fleetflow import exceptions
+
+#: failures that are not a failed attempt: try again when the cloud allows
+NOT_AN_ATTEMPT = (driver_base.RateLimitError,)
+#: failures that abort the launch at once, without spending an attempt
+ABORTING = (driver_base.QuotaError,)
+
+
+def _last_failures(history):
+    if not len(history):
+        return []
+    return [failure for _name, failure in history.outcomes_iter(-1)]
+
+
+class LaunchAttempts(retry.Retry):
+    """Try a launch attempt up to ``attempts`` times.
+
+    Provides the number of the attempt about to run. A rate-limit error is
+    tried again without counting as an attempt; a quota error reverts at
+    once (the node is aborted and its request served again later); any
+    other failure is an attempt spent.
+    """
+
+    def __init__(self, attempts, name=None, provides='attempt', **kwargs):
+        super().__init__(name=name, provides=provides, **kwargs)
+        self.attempts = attempts
+
+    @staticmethod
+    def _spent(history):
+        return sum(
+            1 for index in range(len(history))
+            if not any(f.check(*NOT_AN_ATTEMPT)
+                       for _n, f in history.outcomes_iter(index)))
+
+    def execute(self, history, *args, **kwargs):
+        return self._spent(history) + 1
+
+    def on_failure(self, history, *args, **kwargs):
+        failures = _last_failures(history)
+        if any(f.check(*ABORTING) for f in failures):
+            return retry.REVERT_ALL
+        if failures and all(f.check(*NOT_AN_ATTEMPT) for f in failures):
+            return retry.RETRY
+        if self._spent(history) < self.attempts:
+            return retry.RETRY
+        return retry.REVERT_ALL
+
+    def revert(self, history, *args, **kwargs):
+        pass
+
+
+class PollUntilDeadline(retry.Retry):
+    """Run a poll task again while it is still waiting, until a deadline.
+
+    Provides the deadline (``timeout`` seconds after the first poll), which
+    the poll task compares with the clock to raise its own, precise,
+    timeout error. Only :class:`~fleetflow.exceptions.StillWaiting` is
+    retried; the subflow should hold only the idempotent poll task, since
+    a retry reverts everything in it.
+    """
+
+    def __init__(self, timeout, name=None, provides='deadline', **kwargs):
+        super().__init__(name=name, provides=provides, **kwargs)
+        self.timeout = timeout
+
+    def execute(self, history, *args, **kwargs):
+        if len(history):
+            return history[0][0]
+        return time.time() + self.timeout
+
+    def on_failure(self, history, *args, **kwargs):
+        failures = _last_failures(history)
+        if failures and all(f.check(exceptions.StillWaiting)
+                            for f in failures):
+            return retry.RETRY
+        return retry.REVERT
+
+    def revert(self, history, *args, **kwargs):
+        pass

@@ -1,0 +1,241 @@
+"""Runs launch and delete flows on a bounded pool of workers.
+
+Every flow has a flow detail in its node's logbook (the logbook's uuid is
+the node's id), with the factory and inputs that rebuild it, so that a
+process that starts again resumes every flow that did not finish.
+
+A flow that waits holds no worker: when a poll finds that it must wait
+(:class:`~fleetflow.exceptions.StillWaiting`) or the cloud asks to be
+called later (a rate limit), the flow's engine is suspended at the next
+task boundary and parked. It is resumed when the provider's instance
+listing shows its instance changed, or when its time to try again comes.
+"""
+
+import contextlib
+import logging
+import threading
+import uuid
+
+import futurist
+from taskflow import engines
+from taskflow.listeners import base as listener_base
+from taskflow.persistence import models as tf_models
+from taskflow import states
+from taskflow.types import failure as tf_failure
+
+from fleetflow.drivers import base as driver_base
+from fleetflow import exceptions
+from fleetflow.flows import delete as delete_flows
+from fleetflow.flows import launch as launch_flows
+from fleetflow import logutils
+
+LOG = logging.getLogger(__name__)
+
+FINISHED = (states.SUCCESS, states.REVERTED, states.FAILURE)
+PARKING = (exceptions.StillWaiting, driver_base.RateLimitError)
+
+
+class FlowRun:
+    """One flow of one node, running, parked or done."""
+
+    def __init__(self, node_id, engine):
+        self.node_id = node_id
+        self.engine = engine
+        self.flow_id = engine.storage.flow_uuid
+        self.name = engine.storage.flow_name
+        self.park = None
+        self.watch = None
+        self.generation = 0
+        self.state = None
+        self.error = None
+        self.done = threading.Event()
+
+
+class _ParkOnWait(listener_base.Listener):
+    """Suspends the engine when a task says it has to wait."""
+
+    def __init__(self, run):
+        super().__init__(run.engine, task_listen_for=(states.FAILURE,),
+                         flow_listen_for=(), retry_listen_for=())
+        self._run = run
+
+    def _task_receiver(self, state, details):
+        failure = details.get('result')
+        if (isinstance(failure, tf_failure.Failure)
+                and failure.check(*PARKING)
+                and failure.exception is not None):
+            self._run.park = failure.exception
+            self._engine.suspend()
+
+
+class Runner:
+    """Runs, parks and resumes flows; one flow per node at a time.
+
+    :param on_done: called with each :class:`FlowRun` that finished.
+    """
+
+    def __init__(self, ctx, workers=None, on_done=None):
+        self.ctx = ctx
+        self._executor = futurist.ThreadPoolExecutor(
+            max_workers=workers or ctx.conf.launcher.workers)
+        self._runs = {}
+        self._lock = threading.Lock()
+        self._stopping = False
+        self._on_done = on_done
+
+    # Starting flows
+
+    def launch(self, node):
+        """Start the launch flow of a building node row."""
+        provider = self.ctx.layout.providers[node['provider']]
+        pool = self.ctx.layout.get_pool(node['provider'], node['pool'])
+        return self.start_flow(
+            node['id'], launch_flows.get_launch_flow,
+            dict(node_id=node['id'], provider=node['provider'],
+                 pool=node['pool'], label=node['label'],
+                 launch_retries=provider['launch-retries'],
+                 launch_timeout=provider['launch-timeout'],
+                 boot_timeout=provider['boot-timeout'],
+                 host_key_checking=pool['host-key-checking']))
+
+    def delete(self, node):
+        """Start the delete flow of a node row."""
+        return self.start_flow(
+            node['id'], delete_flows.get_delete_flow,
+            dict(node_id=node['id'], provider=node['provider'],
+                 delete_timeout=self.ctx.conf.launcher.delete_timeout))
+
+    def start_flow(self, node_id, factory, inputs):
+        """Record a new flow of ``factory(**inputs)`` and run it."""
+        flow = factory(**inputs)
+        backend = self.ctx.persistence
+        with contextlib.closing(backend.get_connection()) as conn:
+            try:
+                book = conn.get_logbook(node_id, lazy=True)
+            except Exception:
+                book = tf_models.LogBook('node-%s' % node_id, uuid=node_id)
+            detail = tf_models.FlowDetail(flow.name,
+                                          uuid=str(uuid.uuid4()))
+            engines.save_factory_details(detail, factory, (), inputs)
+            book.add(detail)
+            conn.save_logbook(book)
+        self.ctx.store.update_node(node_id, flow_id=detail.uuid)
+        engine = engines.load(flow, flow_detail=detail, book=book,
+                              backend=backend, store=inputs,
+                              engine='serial')
+        return self._start(node_id, engine)
+
+    def resume_all(self):
+        """Resume every flow that did not finish; return how many."""
+        resumed = 0
+        backend = self.ctx.persistence
+        with contextlib.closing(backend.get_connection()) as conn:
+            books = list(conn.get_logbooks(lazy=False))
+        for book in books:
+            unfinished = [fd for fd in book if fd.state not in FINISHED]
+            if not unfinished:
+                if self.ctx.store.find_node(book.uuid) is None:
+                    self._forget(book.uuid)
+                continue
+            for detail in unfinished:
+                LOG.info('[node %s] Resuming flow %s (%s)', book.uuid,
+                         detail.name, detail.state)
+                engine = engines.load_from_detail(
+                    detail, backend=backend, book=book, engine='serial')
+                self._start(book.uuid, engine)
+                resumed += 1
+        return resumed
+
+    def _start(self, node_id, engine):
+        run = FlowRun(node_id, engine)
+        _ParkOnWait(run).register()
+        with self._lock:
+            if node_id in self._runs:
+                raise exceptions.FleetflowError(
+                    'node %s already has a flow running' % node_id)
+            self._runs[node_id] = run
+        self._submit(run)
+        return run
+
+    # Running, parking, waking
+
+    def _submit(self, run):
+        self._executor.submit(self._run, run)
+
+    def _run(self, run):
+        run.park = None
+        try:
+            run.engine.run()
+        except Exception as e:
+            run.error = e
+        state = run.engine.storage.get_flow_state()
+        if state == states.SUSPENDED and run.park is not None \
+                and not self._stopping:
+            self._park(run, run.park)
+            return
+        self._finish(run, state)
+
+    def _park(self, run, reason):
+        with self._lock:
+            generation = run.generation
+
+        def wake():
+            self._wake(run, generation)
+
+        if getattr(reason, 'external_id', None) and reason.provider:
+            run.watch = self.ctx.provider(reason.provider).cache.watch(
+                reason.external_id, reason.seen_state, wake)
+        wake_at = getattr(reason, 'wake_at', None) or reason.retry_at
+        self.ctx.scheduler.call_at(wake_at, wake)
+
+    def _wake(self, run, generation):
+        with self._lock:
+            if run.generation != generation or self._stopping:
+                return
+            run.generation += 1
+        if run.watch is not None:
+            run.watch.cancel()
+            run.watch = None
+        self._submit(run)
+
+    def _finish(self, run, state):
+        run.state = state
+        with self._lock:
+            self._runs.pop(run.node_id, None)
+        if state in FINISHED and self.ctx.store.find_node(run.node_id) is None:
+            self._forget(run.node_id)
+        if run.error is not None and state != states.SUSPENDED:
+            logutils.node_logger(LOG, run.node_id).info(
+                'Flow %s ended %s: %s', run.name, state, run.error)
+        run.done.set()
+        if self._on_done is not None and state in FINISHED:
+            self._on_done(run)
+
+    def _forget(self, node_id):
+        with contextlib.closing(
+                self.ctx.persistence.get_connection()) as conn:
+            with contextlib.suppress(Exception):
+                conn.destroy_logbook(node_id)
+
+    # Looking and stopping
+
+    def is_running(self, node_id):
+        with self._lock:
+            return node_id in self._runs
+
+    def running(self):
+        with self._lock:
+            return len(self._runs)
+
+    def stop(self, timeout=None):
+        """Stop at task boundaries; unfinished flows resume at next start."""
+        with self._lock:
+            self._stopping = True
+            runs = list(self._runs.values())
+        for run in runs:
+            run.engine.suspend()
+        self._executor.shutdown(wait=True)
+        with self._lock:
+            for run in runs:
+                run.done.set()
+            self._runs.clear()

@@ -1,0 +1,142 @@
+"""Tasks that act on the cloud through a provider's driver."""
+
+import time
+
+from taskflow.types import failure as tf_failure
+
+from fleetflow.drivers import base as driver_base
+from fleetflow import exceptions
+from fleetflow import instance_cache
+from fleetflow.tasks import base
+
+
+def _still_waiting(ctx, what, deadline, provider, external_id, seen_state):
+    wake_at = min(deadline, time.time() + ctx.conf.launcher.poll_attempt)
+    return exceptions.StillWaiting(what, wake_at, provider, external_id,
+                                   seen_state)
+
+
+class CreateInstance(base.FleetflowTask):
+    """Create the node's instance, tagged with the node's id.
+
+    When this attempt may have created it already (the task runs again
+    after a crash), the instance is looked up by its tag first, so a
+    resumed launch never makes a second one.
+
+    Revert: delete the instance and wait until it is gone.
+    """
+
+    def execute(self, node_id, provider, pool, label, attempt):
+        ctx = self.ctx
+        cloud = ctx.provider(provider)
+        node = ctx.store.get_node(node_id)
+        instance = None
+        if node['launch_attempts'] >= attempt:
+            instance = cloud.driver.find_instance(node_id)
+        ctx.store.update_node(node_id, launch_attempts=attempt)
+        if instance is None:
+            metadata = {driver_base.META_NODE_ID: node_id,
+                        driver_base.META_POOL: pool,
+                        driver_base.META_PROVIDER: provider}
+            instance = cloud.driver.create_instance(
+                node_id, cloud.pool(pool), cloud.label(pool, label),
+                metadata)
+            self.log(node_id).info('Created instance %s (attempt %d)',
+                                   instance.external_id, attempt)
+        return dict(instance.to_dict(), created_at=time.time())
+
+    def revert(self, node_id, provider, result, **kwargs):
+        if isinstance(result, tf_failure.Failure) or result is None:
+            return
+        cloud = self.ctx.provider(provider)
+        external_id = result['external_id']
+        log = self.log(node_id)
+        try:
+            cloud.driver.delete_instance(external_id)
+        except driver_base.NotFound:
+            return
+        except driver_base.DriverError as e:
+            log.warning('Deleting instance %s failed (%s); the node\'s '
+                        'cleanup deletes it later', external_id, e)
+            return
+        if not cloud.cache.wait_gone(external_id,
+                                     self.ctx.conf.launcher.delete_timeout):
+            log.warning('Instance %s still exists after %ss; the node\'s '
+                        'cleanup deletes it later', external_id,
+                        self.ctx.conf.launcher.delete_timeout)
+
+
+class WaitForInstanceActive(base.FleetflowTask):
+    """Poll until the instance is active; an instance in ERROR fails at once.
+
+    One poll does not call the cloud: it reads the provider's shared
+    instance listing, and the runner parks the flow until that listing
+    changes.
+    """
+
+    def execute(self, provider, instance, deadline):
+        cloud = self.ctx.provider(provider)
+        external_id = instance['external_id']
+        known, current = cloud.cache.lookup(external_id,
+                                            instance['created_at'])
+        if known and current is None:
+            raise driver_base.DriverError(
+                'instance %s disappeared while building' % external_id)
+        if known and current.state == driver_base.ACTIVE:
+            return dict(current.to_dict(), created_at=instance['created_at'])
+        if known and current.state == driver_base.ERROR:
+            error = (driver_base.QuotaError if current.quota_fault
+                     else exceptions.InstanceErrorState)
+            raise error('instance %s went to ERROR: %s'
+                        % (external_id, current.fault))
+        if time.time() >= deadline:
+            raise exceptions.LaunchTimeout(
+                'instance %s not active within launch-timeout'
+                % external_id)
+        raise _still_waiting(
+            self.ctx, 'instance %s not active yet' % external_id, deadline,
+            provider, external_id,
+            instance_cache.state_of(current) if known else None)
+
+
+class DeleteInstance(base.FleetflowTask):
+    """Delete the node's instance; one that is not found is deleted.
+
+    A node that never learnt its instance's id is looked up by its tag.
+    Nothing to revert: a failed delete is tried again later.
+    """
+
+    def execute(self, node_id, provider, external_id):
+        driver = self.ctx.provider(provider).driver
+        if external_id is None:
+            found = driver.find_instance(node_id)
+            if found is None:
+                return None
+            external_id = found.external_id
+        try:
+            driver.delete_instance(external_id)
+        except driver_base.NotFound:
+            return None
+        self.log(node_id).info('Deleting instance %s', external_id)
+        return {'external_id': external_id, 'deleted_at': time.time()}
+
+
+class WaitForInstanceGone(base.FleetflowTask):
+    """Poll until the deleted instance no longer exists."""
+
+    def execute(self, provider, deleted, deadline):
+        if deleted is None:
+            return
+        external_id = deleted['external_id']
+        known, current = self.ctx.provider(provider).cache.lookup(
+            external_id, deleted['deleted_at'])
+        if known and current is None:
+            return
+        if time.time() >= deadline:
+            raise driver_base.DriverError(
+                'instance %s still exists after the delete timeout'
+                % external_id)
+        raise _still_waiting(
+            self.ctx, 'instance %s not gone yet' % external_id, deadline,
+            provider, external_id,
+            instance_cache.state_of(current) if known else None)
