@@ -267,10 +267,18 @@ class Listener:
                 if self._closed.is_set():
                     conn.close()
                     break
+                self._connections = {c for c in self._connections
+                                     if self._open(c)}
                 self._connections.add(conn)
             if not self.silent:
                 threading.Thread(target=self._handle, args=(conn, peer),
                                  daemon=True).start()
+
+    @staticmethod
+    def _open(conn):
+        if isinstance(conn, paramiko.Transport):
+            return conn.is_active()
+        return conn.fileno() != -1
 
     def _handle(self, conn, peer):
         transport = paramiko.Transport(conn)
@@ -368,12 +376,13 @@ def main(argv=None):
         sock, host_keys,
         lambda peer: ServerInterface(args.username, authorized, cwd=home,
                                      env=env, peer=peer))
-    signal.signal(signal.SIGTERM, lambda *a: listener._closed.set())
+    stopping = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *a: stopping.set())
     listener.listen()
     LOG.info('listening on 127.0.0.1:%d for user %r, host keys: %s', port,
              args.username, ', '.join(ssh.key_string(k).split()[0]
                                       for k in host_keys))
-    while not listener._closed.wait(1.0):
+    while not stopping.wait(1.0):
         pass
     LOG.info('stopping')
     listener.close()
