@@ -48,13 +48,11 @@ def _row(row):
 class Store:
     """Node and request rows, on one SQLAlchemy engine.
 
-    Listeners registered with :meth:`add_listener` are called after every
-    committed change, so that waiters in this process wake at once.
+    ``transactions`` counts the transactions committed on the engine.
     """
 
     def __init__(self, engine):
         self.engine = engine
-        self._listeners = []
         self.transactions = 0
         self._count_lock = threading.Lock()
         event.listen(engine, 'commit', self._count_commit)
@@ -63,18 +61,9 @@ class Store:
         with self._count_lock:
             self.transactions += 1
 
-    def add_listener(self, callback):
-        self._listeners.append(callback)
-
-    def _changed(self):
-        for callback in self._listeners:
-            callback()
-
     def _write(self, statement):
         with self.engine.begin() as conn:
-            result = conn.execute(statement)
-        self._changed()
-        return result
+            return conn.execute(statement)
 
     def _read(self, statement):
         with self.engine.connect() as conn:
@@ -114,6 +103,15 @@ class Store:
                 query = query.where(NODES.c[column] == value)
         return self._read(query)
 
+    def count_nodes(self):
+        """Rows of (provider, pool, label, state, count), one query."""
+        query = (sa.select(NODES.c.provider, NODES.c.pool, NODES.c.label,
+                           NODES.c.state, sa.func.count())
+                 .group_by(NODES.c.provider, NODES.c.pool, NODES.c.label,
+                           NODES.c.state))
+        with self.engine.connect() as conn:
+            return [tuple(row) for row in conn.execute(query)]
+
     def update_node(self, node_id, **fields):
         self._write(NODES.update().where(NODES.c.id == node_id)
                     .values(**fields))
@@ -142,6 +140,23 @@ class Store:
                  .where(NODES.c.request_id.is_(None))
                  .values(request_id=request_id))
         return self._write(query).rowcount == 1
+
+    def retire_spare(self, node_id):
+        """Mark a ready node that no request holds as used (compare-and-set).
+
+        :returns: whether it was still a spare.
+        """
+        query = (NODES.update()
+                 .where(NODES.c.id == node_id)
+                 .where(NODES.c.state == models.READY)
+                 .where(NODES.c.request_id.is_(None))
+                 .values(state=models.USED, state_time=time.time()))
+        return self._write(query).rowcount == 1
+
+    def detach_nodes(self, request_id):
+        """Take a request's nodes away from it (they stay as they are)."""
+        self._write(NODES.update().where(NODES.c.request_id == request_id)
+                    .values(request_id=None))
 
     def delete_node(self, node_id):
         self._write(NODES.delete().where(NODES.c.id == node_id))
@@ -200,16 +215,12 @@ class Store:
                          .values(request_id=None))
             deleted = conn.execute(REQUESTS.delete()
                                    .where(REQUESTS.c.id == request_id))
-        self._changed()
         if deleted.rowcount != 1:
             raise exceptions.FleetflowError(
                 'request %s not found' % request_id)
 
-    def change_marker(self):
-        """A cheap value that changes when another process writes."""
+    def request_marker(self):
+        """A cheap value that changes when a request changes, anywhere."""
         with self.engine.connect() as conn:
-            nodes = conn.execute(sa.select(sa.func.max(NODES.c.state_time),
-                                           sa.func.count())).one()
-            requests = conn.execute(sa.select(
-                sa.func.max(REQUESTS.c.state_time), sa.func.count())).one()
-        return tuple(nodes) + tuple(requests)
+            return tuple(conn.execute(sa.select(
+                sa.func.max(REQUESTS.c.state_time), sa.func.count())).one())

@@ -143,6 +143,23 @@ class Quota:
     def __sub__(self, other):
         return self._combine(other, lambda a, b: a - b)
 
+    @classmethod
+    def zero(cls):
+        return cls(instances=0, cores=0, ram=0)
+
+    def times(self, count):
+        return Quota(**{f: None if getattr(self, f) is None
+                        else getattr(self, f) * count for f in self.FIELDS})
+
+    def least(self, other):
+        """Field by field, the smaller limit (``None`` is unlimited)."""
+        values = {}
+        for field in self.FIELDS:
+            mine, theirs = getattr(self, field), getattr(other, field)
+            values[field] = (theirs if mine is None else mine
+                             if theirs is None else min(mine, theirs))
+        return Quota(**values)
+
     def fits(self, needed):
         """Whether ``needed`` fits in what this quota leaves."""
         return all(getattr(self, f) is None

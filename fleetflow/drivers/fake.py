@@ -98,9 +98,9 @@ class FakeDriver(base.Driver):
         db.execute('COMMIT')
 
     def _count(self, call):
-        self._connection().execute('INSERT INTO calls VALUES (?, ?, 1) ON CONFLICT '
-                   '(provider, call) DO UPDATE SET count = count + 1',
-                   (self.name, call))
+        self._connection().execute(
+            'INSERT INTO calls VALUES (?, ?, 1) ON CONFLICT (provider, call) '
+            'DO UPDATE SET count = count + 1', (self.name, call))
 
     def _fault(self, kind):
         return self._random.random() < self.faults.get(kind, 0)

@@ -1,0 +1,382 @@
+"""The launcher: serves node requests with the launch and delete flows.
+
+A pass runs when something changed: a flow of this process finished, or
+the requests table changed (a new request, a release, from any process),
+and at the latest every ``request_interval``. A pass reads every node and
+active request once, then:
+
+- deletes nodes that are used, failed or aborted, held past their expiry,
+  or ready past their label's ``max-ready-age``;
+- settles pending requests: fulfilled when all their nodes are ready (the
+  nodes go in-use), failed when a node failed, served again later when a
+  node was aborted for quota;
+- serves new requests, oldest and highest priority (lowest number) first,
+  from the first pool that serves all their labels and has quota for what
+  ready spares do not cover; a request that fits nowhere waits, and the
+  pools it would use pause until the next pass;
+- keeps ``min-ready`` spare nodes of each label.
+
+Every ``cleanup_interval`` it lists each provider's instances and
+resources and deletes those tagged as its own that no node owns, once
+seen on two passes in a row.
+"""
+
+import collections
+import logging
+import threading
+import time
+
+import futurist
+from futurist import periodics
+
+from fleetflow.db import models
+from fleetflow.drivers import base as driver_base
+from fleetflow import exceptions
+from fleetflow import logutils
+from fleetflow import quota
+from fleetflow import runner as ff_runner
+
+LOG = logging.getLogger(__name__)
+
+TICK = 0.05
+
+
+class Launcher:
+    """Serves requests in one process; see the module docstring."""
+
+    def __init__(self, ctx):
+        self.ctx = ctx
+        self.store = ctx.store
+        self.host = ctx.conf.host
+        self.runner = ff_runner.Runner(ctx, on_done=self._flow_done)
+        self._wake = threading.Event()
+        self._marker = None
+        self._last_pass = 0.0
+        self._last_cleanup = time.time()
+        self._leak_candidates = {}
+        self.leaked = collections.Counter()
+        self.passes = 0
+        self._worker = periodics.PeriodicWorker(
+            [(periodics.periodic(TICK)(self._tick), (), {})],
+            executor_factory=futurist.SynchronousExecutor)
+        self._thread = None
+
+    def start(self):
+        self.ctx.start()
+        resumed = self.runner.resume_all()
+        LOG.info('Launcher %s started; %d unfinished flows resumed',
+                 self.host, resumed)
+        self._thread = threading.Thread(target=self._worker.start,
+                                        name='fleetflow-launcher',
+                                        daemon=True)
+        self._thread.start()
+
+    def stop(self):
+        """Start no new flow; stop running flows at a task boundary."""
+        self._worker.stop()
+        if self._thread is not None:
+            self._worker.wait()
+            self._thread.join()
+        self.runner.stop()
+        self.ctx.stop()
+        LOG.info('Launcher %s stopped', self.host)
+
+    def wake(self):
+        self._wake.set()
+
+    def _flow_done(self, run):
+        self.wake()
+
+    def _tick(self):
+        now = time.time()
+        marker = self.store.request_marker()
+        if (self._wake.is_set() or marker != self._marker
+                or now - self._last_pass >= self.ctx.conf.launcher
+                .request_interval):
+            self._wake.clear()
+            self._marker = marker
+            self._last_pass = now
+            self.run_pass()
+        if now - self._last_cleanup >= self.ctx.conf.launcher \
+                .cleanup_interval:
+            self._last_cleanup = now
+            self.cleanup_leaks()
+
+    # The pass
+
+    def run_pass(self):
+        try:
+            nodes = self.store.list_nodes()
+            requests = self.store.list_requests(
+                states=[models.REQUESTED, models.PENDING])
+            self._handle_nodes(nodes)
+            usage = quota.Usage(self.ctx, _counts(nodes))
+            self._settle_pending(requests, nodes)
+            self._serve_new(requests, nodes, usage)
+            self._keep_min_ready(nodes, usage)
+            self._send_gauges(nodes)
+            self.passes += 1
+        except Exception:
+            LOG.exception('Launcher pass failed')
+
+    def _handle_nodes(self, nodes):
+        now = time.time()
+        conf = self.ctx.conf.launcher
+        for node in nodes:
+            if self.runner.is_running(node['id']):
+                continue
+            state = node['state']
+            if state in (models.USED, models.FAILED, models.ABORTED):
+                self._start(self.runner.delete, node)
+            elif state == models.DELETING:
+                if now - node['state_time'] >= conf.delete_retry_interval:
+                    self._start(self.runner.delete, node)
+            elif state == models.HOLD:
+                if node['hold_expires'] and node['hold_expires'] <= now:
+                    self._node_log(node).info('Hold expired')
+                    self._cas(node, models.USED, [models.HOLD])
+            elif state == models.READY and node['request_id'] is None:
+                max_age = self.ctx.layout.labels.get(
+                    node['label'], {}).get('max-ready-age')
+                if max_age and now - node['ready_at'] > max_age:
+                    if self.store.retire_spare(node['id']):
+                        self._node_log(node).info(
+                            'Ready for longer than max-ready-age (%ss); '
+                            'replacing it', max_age)
+            elif state == models.BUILDING and node['launcher'] in (
+                    None, self.host):
+                self._start(self.runner.launch, node)
+
+    def _settle_pending(self, requests, nodes):
+        by_request = collections.defaultdict(list)
+        for node in nodes:
+            if node['request_id']:
+                by_request[node['request_id']].append(node)
+        for request in requests:
+            if request['state'] != models.PENDING or \
+                    request['launcher'] != self.host:
+                continue
+            self._settle(request, by_request[request['id']])
+
+    def _settle(self, request, nodes):
+        states = {node['state'] for node in nodes}
+        failed = [n for n in nodes if n['state'] == models.FAILED]
+        if failed:
+            reason = 'node %s failed: %s' % (failed[0]['id'],
+                                             failed[0]['failure'])
+            self.store.detach_nodes(request['id'])
+            self._request_state(request, models.REQUEST_FAILED,
+                                reason=reason)
+        elif models.ABORTED in states or len(nodes) != len(
+                request['labels']) or states - {models.BUILDING,
+                                                models.READY}:
+            self.store.detach_nodes(request['id'])
+            self._request_state(
+                request, models.REQUESTED, reason='a node was aborted '
+                '(cloud quota); served again shortly', provider=None,
+                pool=None, launcher=None,
+                not_before=time.time()
+                + self.ctx.conf.launcher.aborted_request_delay)
+        elif states == {models.READY}:
+            for node in nodes:
+                self._cas(node, models.IN_USE, [models.READY])
+            self._request_state(request, models.FULFILLED)
+            LOG.info('[request %s] Fulfilled with nodes %s', request['id'],
+                     ', '.join(n['id'] for n in nodes))
+
+    def _serve_new(self, requests, nodes, usage):
+        now = time.time()
+        spares = collections.defaultdict(list)
+        for node in nodes:
+            if node['state'] == models.READY and node['request_id'] is None:
+                spares[(node['provider'], node['pool'], node['label'])] \
+                    .append(node)
+        paused = set()
+        for request in requests:
+            if request['state'] != models.REQUESTED or \
+                    (request['not_before'] or 0) > now:
+                continue
+            candidates = list(self.ctx.layout.pools_serving(
+                request['labels']))
+            if not candidates:
+                self._decline(request)
+                continue
+            chosen = None
+            for provider, pool in candidates:
+                key = (provider['name'], pool['name'])
+                if key in paused:
+                    continue
+                reuse, launch = _split(request['labels'], spares, key)
+                if usage.fits(key[0], key[1], launch):
+                    chosen = (key, reuse, launch)
+                    break
+            if chosen is None:
+                paused.update((p['name'], pl['name'])
+                              for p, pl in candidates)
+                continue
+            self._serve(request, *chosen, usage=usage)
+
+    def _serve(self, request, key, reuse, launch, usage):
+        provider, pool = key
+        try:
+            self.store.set_request_state(
+                request['id'], models.PENDING, expected=[models.REQUESTED],
+                provider=provider, pool=pool, launcher=self.host,
+                reason=None)
+        except exceptions.NodeStateConflict:
+            return
+        for node in reuse:
+            if not self.store.assign_node(node['id'], request['id']):
+                launch.append(node['label'])
+        for label in launch:
+            node = self.store.create_node(
+                label, provider, pool, request_id=request['id'],
+                launcher=self.host)
+            usage.take(provider, pool, self.ctx.provider(provider)
+                       .quota_for_label(pool, label))
+            self._start(self.runner.launch, node)
+        LOG.info('[request %s] Served by %s/%s: %d ready nodes reused, %d '
+                 'launched', request['id'], provider, pool,
+                 len(reuse), len(launch))
+        if not launch:
+            self.wake()
+
+    def _decline(self, request):
+        unknown = [label for label in request['labels']
+                   if label not in self.ctx.layout.labels]
+        if unknown:
+            reason = 'unknown label(s): %s' % ', '.join(unknown)
+        else:
+            reason = ('no provider pool serves all of: %s'
+                      % ', '.join(request['labels']))
+        LOG.warning('[request %s] Declined: %s', request['id'], reason)
+        self._request_state(request, models.REQUEST_FAILED, reason=reason)
+
+    def _keep_min_ready(self, nodes, usage):
+        spare_states = (models.READY, models.BUILDING)
+        have = collections.Counter(
+            node['label'] for node in nodes
+            if node['state'] in spare_states and node['request_id'] is None)
+        for name, label in self.ctx.layout.labels.items():
+            for _ in range(label['min-ready'] - have[name]):
+                for provider, pool in self.ctx.layout.pools_serving([name]):
+                    if usage.fits(provider['name'], pool['name'], [name]):
+                        node = self.store.create_node(
+                            name, provider['name'], pool['name'],
+                            launcher=self.host)
+                        usage.take(provider['name'], pool['name'],
+                                   self.ctx.provider(provider['name'])
+                                   .quota_for_label(pool['name'], name))
+                        self._start(self.runner.launch, node)
+                        break
+
+    # Leaks
+
+    def cleanup_leaks(self):
+        """Delete instances and resources that no node owns.
+
+        What is tagged as a provider's but owned by no node is deleted once
+        it has been seen on two passes in a row (a launch may be in
+        between).
+        """
+        nodes = {node['id']: node for node in self.store.list_nodes()}
+        for name, provider in self.ctx.providers.items():
+            try:
+                self._cleanup_provider(name, provider, nodes)
+            except Exception:
+                LOG.exception('Leak cleanup of provider %s failed', name)
+
+    def _cleanup_provider(self, name, provider, nodes):
+        driver = provider.driver
+        if hasattr(driver, 'check_hosts'):
+            driver.check_hosts()
+        found = {}
+        for instance in driver.list_instances():
+            if not driver.owned_metadata(instance.metadata) or \
+                    instance.state == driver_base.DELETING:
+                continue
+            node = nodes.get(instance.node_id)
+            if node is None or (node['external_id'] not in (
+                    None, instance.external_id)
+                    and node['state'] != models.BUILDING):
+                found[('instance', instance.external_id)] = instance
+        for resource in driver.list_resources():
+            if resource.metadata.get(driver_base.META_NODE_ID) not in nodes:
+                found[(resource.resource_type, resource.resource_id)] = \
+                    resource
+        previous = self._leak_candidates.get(name, set())
+        self._leak_candidates[name] = set(found) - previous
+        for key in set(found) & previous:
+            kind, ident = key
+            LOG.warning('Deleting leaked %s %s of provider %s', kind, ident,
+                        name)
+            try:
+                if kind == 'instance':
+                    driver.delete_instance(ident)
+                else:
+                    driver.delete_resource(found[key])
+            except driver_base.NotFound:
+                continue
+            self.leaked[(name, kind)] += 1
+            self.ctx.stats.leaked(name, kind)
+
+    # Helpers
+
+    def _start(self, start_flow, node):
+        try:
+            start_flow(node)
+        except exceptions.FleetflowError as e:
+            self._node_log(node).debug('Flow not started: %s', e)
+
+    def _cas(self, node, state, expected):
+        try:
+            self.store.set_node_state(node['id'], state, expected=expected)
+            return True
+        except exceptions.NodeStateConflict:
+            return False
+
+    def _request_state(self, request, state, **fields):
+        try:
+            self.store.set_request_state(request['id'], state,
+                                         expected=[request['state']],
+                                         **fields)
+        except exceptions.NodeStateConflict:
+            pass
+
+    def _node_log(self, node):
+        return logutils.node_logger(LOG, node['id'], node['request_id'])
+
+    def _send_gauges(self, nodes):
+        if self.ctx.stats.client is None:
+            return
+        gauges = collections.Counter()
+        for node in nodes:
+            for key in ('nodes.%s' % node['state'],
+                        'provider.%s.nodes.%s' % (node['provider'],
+                                                  node['state']),
+                        'label.%s.nodes.%s' % (node['label'],
+                                               node['state'])):
+                gauges[key] += 1
+        for state in models.NODE_STATES:
+            gauges.setdefault('nodes.%s' % state, 0)
+        self.ctx.stats.gauges(gauges)
+
+
+def _counts(nodes):
+    counter = collections.Counter(
+        (n['provider'], n['pool'], n['label'], n['state']) for n in nodes)
+    return [key + (count,) for key, count in counter.items()]
+
+
+def _split(labels, spares, key):
+    """Split labels into spares of pool ``key`` to reuse and to launch."""
+    taken = collections.defaultdict(int)
+    reuse, launch = [], []
+    for label in labels:
+        pool_spares = spares.get(key + (label,), [])
+        if taken[label] < len(pool_spares):
+            reuse.append(pool_spares[taken[label]])
+            taken[label] += 1
+        else:
+            launch.append(label)
+    return reuse, launch

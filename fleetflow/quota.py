@@ -1,0 +1,71 @@
+"""Quota as nodepool reckons it.
+
+What a pool may still launch is the least of what its own limits
+(``max-servers``, ``max-cores``, ``max-ram``) leave and what the provider's
+limits leave. The provider's limits come from the driver (which subtracts
+what instances fleetflow does not manage use); every node fleetflow has in
+the provider counts against them, with the quota its label needs (asked of
+the driver once and cached).
+"""
+
+import collections
+
+from fleetflow.drivers import base as driver_base
+
+
+def pool_limits(pool):
+    return driver_base.Quota(instances=pool.get('max-servers'),
+                             cores=pool.get('max-cores'),
+                             ram=pool.get('max-ram'))
+
+
+class Usage:
+    """A snapshot of what every provider and pool uses, from one query."""
+
+    def __init__(self, ctx, counts=None):
+        self.ctx = ctx
+        self.pool_used = collections.defaultdict(driver_base.Quota.zero)
+        self.provider_used = collections.defaultdict(driver_base.Quota.zero)
+        self.states = collections.Counter()
+        for provider, pool, label, state, count in (
+                counts if counts is not None
+                else ctx.store.count_nodes()):
+            self.states[(provider, pool, label, state)] += count
+            if provider not in ctx.providers:
+                continue
+            try:
+                need = ctx.providers[provider].quota_for_label(pool, label)
+            except KeyError:
+                need = driver_base.Quota(instances=1)
+            used = need.times(count)
+            self.pool_used[(provider, pool)] += used
+            self.provider_used[provider] += used
+
+    def available(self, provider_name, pool_name):
+        """What ``provider_name``/``pool_name`` can still launch."""
+        provider = self.ctx.providers[provider_name]
+        pool_left = (pool_limits(provider.pool(pool_name))
+                     - self.pool_used[(provider_name, pool_name)])
+        provider_left = (provider.quota_limits()
+                         - self.provider_used[provider_name])
+        return pool_left.least(provider_left)
+
+    def take(self, provider_name, pool_name, quota):
+        """Count ``quota`` as used (for launches decided in this pass)."""
+        self.pool_used[(provider_name, pool_name)] += quota
+        self.provider_used[provider_name] += quota
+
+    def fits(self, provider_name, pool_name, label_names):
+        """Whether nodes of ``label_names`` fit in the pool now."""
+        provider = self.ctx.providers[provider_name]
+        needed = driver_base.Quota.zero()
+        for label in label_names:
+            needed += provider.quota_for_label(pool_name, label)
+        return self.available(provider_name, pool_name).fits(needed)
+
+    def count(self, provider=None, pool=None, label=None, state=None):
+        return sum(n for (pv, pl, lb, st), n in self.states.items()
+                   if (provider is None or pv == provider)
+                   and (pool is None or pl == pool)
+                   and (label is None or lb == label)
+                   and (state is None or st == state))
