@@ -26,15 +26,13 @@ import logging
 import threading
 import time
 
-import futurist
-from futurist import periodics
-
 from fleetflow.db import models
 from fleetflow.drivers import base as driver_base
 from fleetflow import exceptions
 from fleetflow import logutils
 from fleetflow import quota
 from fleetflow import runner as ff_runner
+from fleetflow import scheduler as ff_scheduler
 
 LOG = logging.getLogger(__name__)
 
@@ -56,27 +54,19 @@ class Launcher:
         self._leak_candidates = {}
         self.leaked = collections.Counter()
         self.passes = 0
-        self._worker = periodics.PeriodicWorker(
-            [(periodics.periodic(TICK)(self._tick), (), {})],
-            executor_factory=futurist.SynchronousExecutor)
-        self._thread = None
+        self._scheduler = ff_scheduler.Scheduler()
+        self._scheduler.add_periodic(self._tick, TICK)
 
     def start(self):
         self.ctx.start()
         resumed = self.runner.resume_all()
         LOG.info('Launcher %s started; %d unfinished flows resumed',
                  self.host, resumed)
-        self._thread = threading.Thread(target=self._worker.start,
-                                        name='fleetflow-launcher',
-                                        daemon=True)
-        self._thread.start()
+        self._scheduler.start()
 
     def stop(self):
         """Start no new flow; stop running flows at a task boundary."""
-        self._worker.stop()
-        if self._thread is not None:
-            self._worker.wait()
-            self._thread.join()
+        self._scheduler.stop()
         self.runner.stop()
         self.ctx.stop()
         LOG.info('Launcher %s stopped', self.host)
