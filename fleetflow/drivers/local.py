@@ -186,8 +186,10 @@ class LocalDriver(base.Driver):
 
     @contextlib.contextmanager
     def _locked(self):
-        """The thread lock and the state path's flock, for cross-process
-        safety of create and the quota count."""
+        """Hold the thread lock and the state path's flock.
+
+        For create and the quota count, across threads and processes.
+        """
         with self._lock:
             fd = os.open(os.path.join(self.state_path, LOCK_FILE),
                          os.O_RDWR | os.O_CREAT, 0o644)

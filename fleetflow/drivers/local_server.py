@@ -94,8 +94,10 @@ def generate_host_keys(directory, kinds=DEFAULT_HOST_KEY_KINDS):
 
 
 def read_public_keys(text):
-    """``"type base64"`` keys of an authorized_keys text (options unsupported;
-    blank lines and comments skipped)."""
+    """Return the ``"type base64"`` keys of an authorized_keys text.
+
+    Blank lines and comments are skipped; key options are not supported.
+    """
     keys = []
     for line in text.splitlines():
         line = line.strip()
@@ -246,13 +248,13 @@ class Listener:
         return self.sock.getsockname()[1]
 
     def listen(self, backlog=128):
+        self.sock.settimeout(0.2)
         self.sock.listen(backlog)
         self._thread = threading.Thread(target=self.serve, daemon=True,
                                         name='ssh-listener-%d' % self.port)
         self._thread.start()
 
     def serve(self):
-        self.sock.settimeout(0.2)
         while not self._closed.is_set():
             try:
                 conn, peer = self.sock.accept()
