@@ -1,0 +1,146 @@
+"""The node store: migrations and compare-and-set state changes."""
+
+import os
+import tempfile
+import threading
+
+import sqlalchemy as sa
+import testtools
+
+from fleetflow.db import api
+from fleetflow.db import migration
+from fleetflow.db import models
+from fleetflow import exceptions
+from tests import db_urls
+
+TABLES = {'fleetflow_nodes', 'fleetflow_requests',
+          'fleetflow_alembic_version', 'logbooks', 'flowdetails',
+          'atomdetails'}
+
+
+class StoreTests:
+    """Run against the engine ``make_url`` gives."""
+
+    def setUp(self):
+        super().setUp()
+        self.engine = api.create_engine(self.make_url())
+        self.addCleanup(self.engine.dispose)
+        migration.upgrade(self.engine)
+        self.store = api.Store(self.engine)
+
+    def test_migrations_create_everything(self):
+        self.assertTrue(TABLES <= set(sa.inspect(self.engine)
+                                      .get_table_names()))
+        self.assertEqual('0001', migration.current_revision(self.engine))
+        migration.upgrade(self.engine)
+        self.assertEqual('0001', migration.current_revision(self.engine))
+
+    def test_taskflow_keeps_its_own_version_table(self):
+        with self.engine.connect() as conn:
+            own = conn.execute(sa.text(
+                'SELECT version_num FROM fleetflow_alembic_version')).all()
+        self.assertEqual([('0001',)], own)
+
+    def test_node_fields_round_trip(self):
+        node = self.store.create_node('small', 'p', 'main',
+                                      username='zuul', host_keys=['k a'])
+        got = self.store.get_node(node['id'])
+        self.assertEqual(('small', 'p', 'main', models.BUILDING, 'zuul',
+                          ['k a'], 0),
+                         (got['label'], got['provider'], got['pool'],
+                          got['state'], got['username'], got['host_keys'],
+                          got['launch_attempts']))
+        self.assertIsNone(got['ready_at'])
+        self.store.set_node_state(node['id'], models.READY,
+                                  expected=[models.BUILDING])
+        self.assertIsNotNone(self.store.get_node(node['id'])['ready_at'])
+
+    def test_compare_and_set_refuses_wrong_state(self):
+        node = self.store.create_node('small', 'p', 'main')
+        self.assertRaises(exceptions.NodeStateConflict,
+                          self.store.set_node_state, node['id'],
+                          models.IN_USE, expected=[models.READY])
+        self.assertEqual(models.BUILDING,
+                         self.store.get_node(node['id'])['state'])
+
+    def test_only_one_thread_takes_a_node(self):
+        nodes = [self.store.create_node('small', 'p', 'main',
+                                        state=models.READY)
+                 for _ in range(5)]
+        wins = []
+        barrier = threading.Barrier(8)
+
+        def worker(number):
+            barrier.wait()
+            for node in nodes:
+                if self.store.assign_node(node['id'], 'req-%d' % number):
+                    wins.append((node['id'], number))
+
+        threads = [threading.Thread(target=worker, args=(n,))
+                   for n in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        self.assertEqual(sorted(n['id'] for n in nodes),
+                         sorted(node_id for node_id, _ in wins))
+        for node_id, number in wins:
+            self.assertEqual('req-%d' % number,
+                             self.store.get_node(node_id)['request_id'])
+
+    def test_concurrent_state_changes_have_one_winner(self):
+        node = self.store.create_node('small', 'p', 'main',
+                                      state=models.READY)
+        outcomes = []
+        barrier = threading.Barrier(8)
+
+        def worker():
+            barrier.wait()
+            try:
+                self.store.set_node_state(node['id'], models.IN_USE,
+                                          expected=[models.READY])
+                outcomes.append('won')
+            except exceptions.NodeStateConflict:
+                outcomes.append('lost')
+
+        threads = [threading.Thread(target=worker) for _ in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        self.assertEqual(['lost'] * 7 + ['won'], sorted(outcomes))
+
+    def test_requests_order_and_release(self):
+        low = self.store.create_request(['small'], priority=200)
+        high = self.store.create_request(['small'], priority=50)
+        later = self.store.create_request(['small'], priority=50)
+        self.assertEqual([high['id'], later['id'], low['id']],
+                         [r['id'] for r in self.store.list_requests()])
+        node = self.store.create_node('small', 'p', 'main',
+                                      state=models.IN_USE,
+                                      request_id=high['id'])
+        self.store.release_request(high['id'])
+        released = self.store.get_node(node['id'])
+        self.assertEqual((models.USED, None),
+                         (released['state'], released['request_id']))
+        self.assertRaises(exceptions.FleetflowError,
+                          self.store.get_request, high['id'])
+
+    def test_request_needs_labels(self):
+        self.assertRaises(exceptions.FleetflowError,
+                          self.store.create_request, [])
+
+
+class TestSQLiteStore(StoreTests, testtools.TestCase):
+
+    def make_url(self):
+        tmp = tempfile.mkdtemp()
+        self.addCleanup(lambda: [os.unlink(os.path.join(tmp, f))
+                                 for f in os.listdir(tmp)])
+        return 'sqlite:///%s/store.sqlite' % tmp
+
+
+class TestPostgreSQLStore(StoreTests, testtools.TestCase):
+
+    def make_url(self):
+        return db_urls.postgres_url(self)
