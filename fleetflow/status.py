@@ -52,6 +52,7 @@ class StatusServer:
             '/health': lambda: {'status': 'ok', 'host': ctx.conf.host,
                                 'passes': launcher.passes,
                                 'flows_running': launcher.runner.running(),
+                                'db_transactions': ctx.store.transactions,
                                 'time': time.time()},
             '/nodes': lambda: ctx.store.list_nodes(),
             '/requests': lambda: ctx.store.list_requests(),

@@ -1,0 +1,22 @@
+"""fleetflow-bench: the benchmarks.
+
+``fleetflow-bench launcher [options]`` (the default) measures the real
+launcher process; ``fleetflow-bench flows [options]`` measures what
+persisting flows costs against TaskFlow's in-memory backend.
+"""
+
+import importlib
+import sys
+
+BENCHMARKS = {'launcher': 'fleetflow.bench.launcher',
+              'flows': 'fleetflow.bench.flows'}
+
+
+def main(argv=None):
+    argv = list(sys.argv[1:] if argv is None else argv)
+    name = argv.pop(0) if argv and argv[0] in BENCHMARKS else 'launcher'
+    return importlib.import_module(BENCHMARKS[name]).main(argv)
+
+
+if __name__ == '__main__':
+    sys.exit(main())
