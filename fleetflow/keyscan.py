@@ -54,12 +54,18 @@ class _Transport(paramiko.Transport):
 
     offered_key_algorithms = None
 
-    def _really_parse_kex_init(self, m, ignore_first_byte=False):
-        parsed = super()._really_parse_kex_init(m, ignore_first_byte)
+    def _parse_kex_init(self, m):
         if self.offered_key_algorithms is None:
-            self.offered_key_algorithms = tuple(
-                parsed.get('server_key_algo_list') or ())
-        return parsed
+            # Read a copy of the server's KEXINIT: a 16 byte cookie, the kex
+            # algorithms, then the host key algorithms.
+            try:
+                copy = paramiko.Message(m.asbytes())
+                copy.get_bytes(16)
+                copy.get_list()
+                self.offered_key_algorithms = tuple(copy.get_list())
+            except Exception:  # an odd packet: the real parser will say
+                pass
+        return super()._parse_kex_init(m)
 
 
 def _connect(host, port, timeout):
@@ -224,6 +230,7 @@ class KeyScanner:
 
         :param expected_keys: ``"type base64"`` keys the host must present
             (all of them); ``None`` or empty to accept whatever it has.
+            Not checked for connection types that are not scanned.
         :returns: the sorted ``"type base64"`` keys found.
         :raises HostUnreachable: SSH does not answer (yet).
         :raises HostKeyMismatch: an expected key was not presented.

@@ -140,8 +140,10 @@ def _process_running(pid, directory):
         except ChildProcessError:
             pass
         return False
+    # the instance id ends the --directory argument
+    name = os.fsencode(os.path.basename(directory))
     return (SERVER_MODULE.encode() in cmdline
-            and os.fsencode(directory) in cmdline)
+            and any(arg.rstrip(b'/').endswith(name) for arg in cmdline))
 
 
 class LocalDriver(base.Driver):

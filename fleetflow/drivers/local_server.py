@@ -325,6 +325,14 @@ def bind_loopback(port=0):
     return sock
 
 
+def command_environment(home, username):
+    """The environment commands run with: not the launcher's."""
+    return {'PATH': os.environ.get('PATH', '/usr/local/bin:/usr/bin:/bin'),
+            'LANG': os.environ.get('LANG', 'C.UTF-8'),
+            'HOME': home, 'USER': username, 'LOGNAME': username,
+            'SHELL': '/bin/sh'}
+
+
 def _watch_directory(directory, interval=2.0):
     """Exit, with every command started, once the directory is gone."""
     while True:
@@ -369,8 +377,7 @@ def main(argv=None):
     host_keys = generate_host_keys(directory, kinds)
     with open(os.path.join(directory, AUTHORIZED_KEYS_FILE)) as f:
         authorized = read_public_keys(f.read())
-    env = dict(os.environ, HOME=home, USER=args.username,
-               LOGNAME=args.username)
+    env = command_environment(home, args.username)
     if args.boot_delay > 0:
         time.sleep(args.boot_delay)
 

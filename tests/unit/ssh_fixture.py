@@ -16,7 +16,6 @@ directory of its own, and can:
 
 import functools
 import getpass
-import os
 import threading
 
 import fixtures
@@ -93,7 +92,8 @@ class SSHServerFixture(fixtures.Fixture):
     def _bind(self):
         sock = local_server.bind_loopback(self.port or 0)
         self.port = sock.getsockname()[1]
-        env = dict(os.environ, HOME=self.directory)
+        env = local_server.command_environment(self.directory,
+                                               self.username)
         self.listener = local_server.Listener(
             sock, self.host_keys,
             lambda peer: local_server.ServerInterface(

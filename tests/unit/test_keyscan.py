@@ -56,6 +56,31 @@ class TestScanHostKeys(testtools.TestCase):
             self.assertEqual(server.keys, keys, kind)
             self.assertEqual(TYPE_OF_KIND[kind], keys[0].split()[0])
 
+    def test_one_negotiation_per_key_type(self):
+        server = self.server(key_kinds=ALL_KINDS)
+        negotiations = []
+        real = keyscan._negotiate
+
+        def counting(host, port, algorithms, timeout):
+            negotiations.append(list(algorithms))
+            return real(host, port, algorithms, timeout)
+
+        self.useFixture(fixtures.MockPatchObject(
+            keyscan, '_negotiate', counting))
+        keyscan.scan_host_keys('127.0.0.1', server.port)
+        # the first offers every type, then one per type it did not get
+        self.assertEqual(len(ALL_KINDS), len(negotiations))
+        self.assertEqual([['ecdsa-sha2-nistp256'], ['ecdsa-sha2-nistp384'],
+                          ['ecdsa-sha2-nistp521'],
+                          ['rsa-sha2-512', 'rsa-sha2-256']],
+                         negotiations[1:])
+        # types the server does not offer are not tried
+        del negotiations[:]
+        server = self.server(key_kinds=('rsa', 'ecdsa384'))
+        self.assertEqual(server.keys,
+                         keyscan.scan_host_keys('127.0.0.1', server.port))
+        self.assertEqual(2, len(negotiations))
+
     def test_rsa_reported_once_as_ssh_rsa(self):
         server = self.server(key_kinds=('rsa', 'ed25519'))
         keys = keyscan.scan_host_keys('127.0.0.1', server.port)

@@ -158,6 +158,15 @@ class TestLocalDriver(LocalDriverTestCase):
             'pwd; echo oops >&2; exit 4', timeout=10)
         self.assertEqual((4, (home + '\n').encode()), (status, out))
 
+    def test_commands_do_not_see_the_launcher_environment(self):
+        self.useFixture(fixtures.EnvironmentVariable('FLEETFLOW_SECRET',
+                                                     'hush'))
+        instance, keys = self.started()
+        status, out = local.run_command(
+            '127.0.0.1', instance.connection_port, 'zuul', self.key, keys,
+            'echo "[$FLEETFLOW_SECRET] $USER"', timeout=10)
+        self.assertEqual((0, b'[] zuul\n'), (status, out))
+
     def test_key_from_pub_file_logs_in(self):
         instance, keys = self.started()
         self.assertEqual((0, b'ok\n'), local.run_command(
