@@ -25,6 +25,7 @@ from taskflow.types import failure as tf_failure
 
 from fleetflow.drivers import base as driver_base
 from fleetflow import exceptions
+from fleetflow import flowinfo
 from fleetflow.flows import delete as delete_flows
 from fleetflow.flows import launch as launch_flows
 from fleetflow import logutils
@@ -149,6 +150,7 @@ class Runner:
     def _start(self, node_id, engine):
         run = FlowRun(node_id, engine)
         _ParkOnWait(run).register()
+        flowinfo.AtomTimes(engine).register()
         with self._lock:
             if node_id in self._runs:
                 raise exceptions.FleetflowError(

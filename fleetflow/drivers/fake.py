@@ -185,6 +185,20 @@ class FakeDriver(base.Driver):
                        (now + self.delete_latency, external_id,
                         now + self.delete_latency))
 
+    def instance_history(self):
+        """Every instance this provider ever had, deleted ones included.
+
+        Dicts of ``external_id``, ``node_id`` (its tag), ``created`` and
+        ``gone_at`` (when it is or will be gone; None while not deleted),
+        oldest first: tests count the instances made for each node.
+        """
+        rows = self._connection().execute(
+            'SELECT id, metadata, created, gone_at FROM instances WHERE '
+            'provider = ? ORDER BY created', (self.name,)).fetchall()
+        return [{'external_id': row[0],
+                 'node_id': json.loads(row[1]).get(base.META_NODE_ID),
+                 'created': row[2], 'gone_at': row[3]} for row in rows]
+
     def get_quota_limits(self):
         return base.Quota(**{k: self.quota.get(k) for k in base.Quota.FIELDS})
 

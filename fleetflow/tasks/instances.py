@@ -10,10 +10,29 @@ from fleetflow import instance_cache
 from fleetflow.tasks import base
 
 
-def _still_waiting(ctx, what, deadline, provider, external_id, seen_state):
+def _look(ctx, provider, external_id, not_before, settled):
+    """The instance's latest listing: ``(known, instance)``.
+
+    When it is not settled yet, wait here for the next listing that shows
+    a change, for two refresh intervals at most: most instances change
+    within that time, and the flow need not be parked and resumed.
+    """
+    cache = ctx.provider(provider).cache
+    known, current = cache.lookup(external_id, not_before)
+    if not settled(known, current):
+        seen = instance_cache.state_of(current) if known else None
+        cache.wait_change(external_id, seen, min(
+            2 * cache.interval, ctx.conf.launcher.poll_attempt))
+        known, current = cache.lookup(external_id, not_before)
+    return known, current
+
+
+def _still_waiting(ctx, what, deadline, provider, external_id, known,
+                   current):
     wake_at = min(deadline, time.time() + ctx.conf.launcher.poll_attempt)
+    seen = instance_cache.state_of(current) if known else None
     return exceptions.StillWaiting(what, wake_at, provider, external_id,
-                                   seen_state)
+                                   seen)
 
 
 class CreateInstance(base.FleetflowTask):
@@ -51,16 +70,28 @@ class CreateInstance(base.FleetflowTask):
         cloud = self.ctx.provider(provider)
         external_id = result['external_id']
         log = self.log(node_id)
-        try:
-            cloud.driver.delete_instance(external_id)
-        except driver_base.NotFound:
-            return
-        except driver_base.DriverError as e:
-            log.warning('Deleting instance %s failed (%s); the node\'s '
-                        'cleanup deletes it later', external_id, e)
-            return
+        # The next attempt must not start while this instance lives: a
+        # failed delete is tried again until delete_timeout.
+        deadline = time.time() + self.ctx.conf.launcher.delete_timeout
+        while True:
+            try:
+                cloud.driver.delete_instance(external_id)
+                break
+            except driver_base.NotFound:
+                return
+            except driver_base.DriverError as e:
+                retry_at = getattr(e, 'retry_at', None) or (
+                    time.time() + self.ctx.conf.launcher.poll_attempt)
+                if retry_at >= deadline:
+                    log.warning('Deleting instance %s failed (%s); the '
+                                'leak cleanup deletes it later',
+                                external_id, e)
+                    return
+                log.info('Deleting instance %s failed (%s); trying again',
+                         external_id, e)
+                time.sleep(max(0, retry_at - time.time()))
         if not cloud.cache.wait_gone(external_id,
-                                     self.ctx.conf.launcher.delete_timeout):
+                                     max(0, deadline - time.time())):
             log.warning('Instance %s still exists after %ss; the node\'s '
                         'cleanup deletes it later', external_id,
                         self.ctx.conf.launcher.delete_timeout)
@@ -75,10 +106,11 @@ class WaitForInstanceActive(base.FleetflowTask):
     """
 
     def execute(self, provider, instance, deadline):
-        cloud = self.ctx.provider(provider)
         external_id = instance['external_id']
-        known, current = cloud.cache.lookup(external_id,
-                                            instance['created_at'])
+        known, current = _look(
+            self.ctx, provider, external_id, instance['created_at'],
+            lambda known, current: known and (
+                current is None or current.state != driver_base.BUILDING))
         if known and current is None:
             raise driver_base.DriverError(
                 'instance %s disappeared while building' % external_id)
@@ -95,8 +127,7 @@ class WaitForInstanceActive(base.FleetflowTask):
                 % external_id)
         raise _still_waiting(
             self.ctx, 'instance %s not active yet' % external_id, deadline,
-            provider, external_id,
-            instance_cache.state_of(current) if known else None)
+            provider, external_id, known, current)
 
 
 class DeleteInstance(base.FleetflowTask):
@@ -128,8 +159,9 @@ class WaitForInstanceGone(base.FleetflowTask):
         if deleted is None:
             return
         external_id = deleted['external_id']
-        known, current = self.ctx.provider(provider).cache.lookup(
-            external_id, deleted['deleted_at'])
+        known, current = _look(
+            self.ctx, provider, external_id, deleted['deleted_at'],
+            lambda known, current: known and current is None)
         if known and current is None:
             return
         if time.time() >= deadline:
@@ -138,5 +170,4 @@ class WaitForInstanceGone(base.FleetflowTask):
                 % external_id)
         raise _still_waiting(
             self.ctx, 'instance %s not gone yet' % external_id, deadline,
-            provider, external_id,
-            instance_cache.state_of(current) if known else None)
+            provider, external_id, known, current)

@@ -1,0 +1,238 @@
+"""What a node's flows did: their atoms, states, attempts, times, failures.
+
+Every flow of a node has a flow detail in the node's logbook (the
+logbook's uuid is the node's id). :func:`describe_flows` reads it back as
+plain dicts, for the command line, the status endpoint and tests.
+
+TaskFlow records no times. The runner registers an :class:`AtomTimes`
+listener on every engine; it notes in each atom detail's ``meta``:
+
+``started``
+    when the atom first started running or reverting (``time.time()``);
+``ended``
+    when it last finished (succeeded, failed or was reverted);
+``busy``
+    seconds spent in its ``execute`` and ``revert`` calls, summed;
+``runs`` / ``reverts``
+    how many times its ``execute`` / ``revert`` ran;
+``attempts`` and ``failures`` (retries only)
+    the length of its history and the failures of its last attempt, noted
+    when it is reverted, since TaskFlow empties a reverted retry's history.
+
+The listener only changes the atom details in memory and writes nothing:
+what it notes is saved with the atom's next save, or with the flow's next
+state change (TaskFlow saves the whole flow detail then), so timing costs
+no transaction of its own. The notes of a process that crashes before
+its next save are lost; the flow's progress is not.
+"""
+
+import contextlib
+import time
+
+from taskflow import engines
+from taskflow import exceptions as tf_exceptions
+from taskflow.listeners import base as listener_base
+from taskflow.persistence import models as tf_models
+from taskflow import states
+
+STARTING = frozenset((states.RUNNING, states.REVERTING))
+ENDING = frozenset((states.SUCCESS, states.FAILURE, states.REVERTED,
+                    states.REVERT_FAILURE))
+WATCHED = tuple(STARTING | ENDING)
+#: atoms TaskFlow adds itself (the injector of the flow's store)
+INTERNAL_PREFIX = '_TaskFlow_'
+
+
+def _failure_text(failure):
+    if failure is None:
+        return None
+    return getattr(failure, 'exception_str', None) or str(failure)
+
+
+class AtomTimes(listener_base.Listener):
+    """Notes times and counts in the atom details' meta; no writes."""
+
+    def __init__(self, engine):
+        super().__init__(engine, task_listen_for=WATCHED,
+                         retry_listen_for=WATCHED, flow_listen_for=())
+        self._began = {}
+
+    def _detail(self, name):
+        storage = self._engine.storage
+        flow_detail = getattr(storage, '_flowdetail', None)
+        if flow_detail is None:
+            return None
+        try:
+            return flow_detail.find(storage.get_atom_uuid(name))
+        except tf_exceptions.NotFound:
+            return None
+
+    def _note(self, name, state, retry=False):
+        detail = self._detail(name)
+        if detail is None:
+            return
+        now = time.time()
+        if detail.meta is None:
+            detail.meta = {}
+        meta = detail.meta
+        if state in STARTING:
+            meta.setdefault('started', now)
+            self._began[name] = now
+            key = 'runs' if state == states.RUNNING else 'reverts'
+            meta[key] = meta.get(key, 0) + 1
+            if retry and state == states.REVERTING:
+                results = detail.results or []
+                meta['attempts'] = max(len(results),
+                                       meta.get('attempts', 0))
+                if results:
+                    meta['failures'] = {
+                        atom: _failure_text(failure)
+                        for atom, failure in results[-1][1].items()}
+        else:
+            meta['ended'] = now
+            began = self._began.pop(name, None)
+            if began is not None:
+                meta['busy'] = round(meta.get('busy', 0.0) + now - began, 6)
+
+    def _task_receiver(self, state, details):
+        self._note(details['task_name'], state)
+
+    def _retry_receiver(self, state, details):
+        self._note(details['retry_name'], state, retry=True)
+
+
+def _atom(detail, flow_failures):
+    meta = detail.meta or {}
+    retry = isinstance(detail, tf_models.RetryDetail)
+    info = {
+        'name': detail.name,
+        'flow': None,
+        'kind': 'retry' if retry else 'task',
+        'state': detail.state,
+        'intention': detail.intention,
+    }
+    started, ended = meta.get('started'), meta.get('ended')
+    info['started'] = started
+    info['ended'] = ended
+    info['duration'] = (round(ended - started, 6)
+                        if started is not None and ended is not None
+                        and ended >= started else None)
+    info['busy'] = meta.get('busy')
+    failure = _failure_text(detail.failure) or \
+        _failure_text(detail.revert_failure)
+    if retry:
+        results = detail.results or []
+        info['attempts'] = max(len(results), meta.get('attempts', 0))
+        info['history'] = [
+            {'value': value,
+             'failures': {atom: _failure_text(f)
+                          for atom, f in failures.items()}}
+            for value, failures in results]
+        if failure is None and detail.state in (states.REVERTED,
+                                                states.REVERTING):
+            failure = '; '.join(meta.get('failures', {}).values()) or None
+    else:
+        ran = detail.state not in (None, states.PENDING)
+        info['attempts'] = meta.get('runs', 1 if ran else 0)
+    if failure is None and detail.state in (states.REVERTED,
+                                            states.REVERTING,
+                                            states.REVERT_FAILURE):
+        failure = '; '.join(flow_failures) or None
+    info['failure'] = failure
+    return info
+
+
+def _structure(flow_detail):
+    """{atom name: enclosing flow name}, in the flow's order, or None.
+
+    The flow is rebuilt from the factory recorded in its detail.
+    """
+    try:
+        flow = engines.flow_from_detail(flow_detail)
+    except Exception:
+        return None
+    order = {}
+
+    def walk(item, parent):
+        if hasattr(item, 'iter_nodes'):
+            if item.retry is not None:
+                order[item.retry.name] = item.name
+            for child, _meta in item.iter_nodes():
+                walk(child, item.name)
+        else:
+            order[item.name] = parent
+
+    walk(flow, flow.name)
+    return order
+
+
+def _flow(flow_detail):
+    details = [d for d in flow_detail
+               if not d.name.startswith(INTERNAL_PREFIX)]
+    order = _structure(flow_detail)
+    if order is not None:
+        rank = {name: index for index, name in enumerate(order)}
+        details.sort(key=lambda d: rank.get(d.name, len(rank)))
+    flow_failures = [_failure_text(d.failure) for d in details
+                     if d.failure is not None]
+    atoms = [_atom(d, flow_failures) for d in details]
+    for atom in atoms:
+        atom['flow'] = (order or {}).get(atom['name'], flow_detail.name)
+    starts = [a['started'] for a in atoms if a['started'] is not None]
+    ends = [a['ended'] for a in atoms if a['ended'] is not None]
+    return {
+        'uuid': flow_detail.uuid,
+        'name': flow_detail.name,
+        'state': flow_detail.state,
+        'started': min(starts) if starts else None,
+        'ended': max(ends) if ends else None,
+        'duration': (round(max(ends) - min(starts), 6)
+                     if starts and ends else None),
+        'atoms': atoms,
+    }
+
+
+def describe_flows(ctx, node_id):
+    """The flows recorded for a node, oldest first.
+
+    :returns: a list of dicts with the flow's ``uuid``, ``name``, ``state``,
+        ``started``, ``ended``, ``duration`` and ``atoms``; each atom has
+        ``name``, ``kind`` (``task`` or ``retry``), ``state``,
+        ``intention``, ``flow`` (the name of the (sub)flow that holds it),
+        ``attempts`` (a retry's history length; how many
+        times a task ran), ``started``, ``ended``, ``duration`` (seconds
+        from its first start to its last end, waits included), ``busy``
+        (seconds spent in its calls) and ``failure`` (the exception
+        string of its own failure or of the one that reverted it). A
+        retry also has its ``history``. An empty list when the node has
+        no logbook (it never had a flow, or it is deleted).
+    """
+    with contextlib.closing(ctx.persistence.get_connection()) as conn:
+        try:
+            book = conn.get_logbook(node_id)
+        except tf_exceptions.NotFound:
+            return []
+    flows = [_flow(fd) for fd in book]
+    flows.sort(key=lambda f: (f['started'] is None, f['started'] or 0))
+    return flows
+
+
+def format_flows(flows):
+    """The flows of :func:`describe_flows` as text, one line per atom."""
+    lines = []
+    for flow in flows:
+        lines.append('%s  %s  %s' % (flow['name'], flow['state'],
+                                     _seconds(flow['duration'])))
+        for atom in flow['atoms']:
+            line = '  %-24s %-5s %-10s %-8s x%-3d %s' % (
+                atom['name'], atom['kind'], atom['state'],
+                atom['intention'], atom['attempts'],
+                _seconds(atom['duration']))
+            if atom['failure']:
+                line += '  ' + atom['failure']
+            lines.append(line.rstrip())
+    return '\n'.join(lines)
+
+
+def _seconds(value):
+    return '-' if value is None else '%.3fs' % value

@@ -1,0 +1,248 @@
+"""Launch and delete flows run by real TaskFlow engines on the fake cloud."""
+
+import time
+
+from taskflow import engines
+from taskflow import states
+
+from fleetflow.db import models
+from fleetflow.drivers import base as driver_base
+from fleetflow import exceptions
+from fleetflow import flowinfo
+from fleetflow.flows import delete as delete_flows
+from fleetflow.flows import launch as launch_flows
+from tests import base
+
+
+def _atoms(flow):
+    """Every atom of a flow and its subflows, retries included."""
+    compiled = engines.load(flow, store={}).compile() or None
+    del compiled
+    found = []
+
+    def walk(item):
+        if hasattr(item, 'iter_links'):
+            if getattr(item, 'retry', None) is not None:
+                found.append(item.retry.name)
+            for child, _meta in item.iter_nodes():
+                walk(child)
+        else:
+            found.append(item.name)
+
+    walk(flow)
+    return found
+
+
+class FlowTestCase(base.TestCase):
+
+    def fleet(self, **kwargs):
+        return self.useFixture(base.FleetflowFixture(**kwargs))
+
+    def assertNoInstances(self, ff):
+        self.assertEqual([], [i.external_id for i in ff.instances()])
+
+    def history(self, ff, run):
+        """{atom name: atom detail} of the run's flow detail."""
+        return {ad.name: ad for ad in run.engine.storage._flowdetail}
+
+
+class TestLaunchAndDelete(FlowTestCase):
+
+    def test_launch_then_delete(self):
+        ff = self.fleet(create_latency=0.1, delete_latency=0.1)
+        node, run = ff.launch()
+        self.assertEqual(states.SUCCESS, run.state)
+        self.assertEqual(models.READY, node['state'])
+        self.assertEqual(1, node['launch_attempts'])
+        self.assertEqual('198.51.100.1', node['interface_ip'])
+        self.assertEqual('fake-region', node['region'])
+        self.assertEqual('fake-az', node['az'])
+        self.assertEqual('test-host', node['launcher'])
+        self.assertIsNotNone(node['ready_at'])
+        self.assertEqual(run.flow_id, node['flow_id'])
+        [instance] = ff.instances()
+        self.assertEqual(node['external_id'], instance.external_id)
+        self.assertEqual(node['id'], instance.node_id)
+
+        run = ff.delete(node)
+        self.assertEqual(states.SUCCESS, run.state)
+        self.assertIsNone(ff.node(node['id']))
+        self.assertNoInstances(ff)
+        counts = ff.driver.call_counts()
+        self.assertEqual(1, counts['create'])
+        self.assertEqual(1, counts['delete'])
+
+    def test_atom_names_unique(self):
+        for hkc in (True, False):
+            flow = launch_flows.get_launch_flow(
+                'n1', 'fake-1', 'main', 'small', 3, 60, 10, hkc)
+            names = _atoms(flow)
+            self.assertEqual(len(names), len(set(names)), names)
+            self.assertIn('launch-attempts', names)
+        names = _atoms(delete_flows.get_delete_flow('n1', 'fake-1', 30))
+        self.assertEqual(len(names), len(set(names)), names)
+
+
+class TestFaults(FlowTestCase):
+
+    def retry_history(self, run, name='launch-attempts'):
+        """The retry's history (TaskFlow empties it when reverted)."""
+        return run.engine.storage.get_retry_history(name)
+
+    def atom(self, ff, node_id, name, flow=-1):
+        """An atom of the node's last flow, as flowinfo describes it."""
+        atoms = flowinfo.describe_flows(ff.ctx, node_id)[flow]['atoms']
+        return {a['name']: a for a in atoms}[name]
+
+    def test_create_error_then_success(self):
+        ff = self.fleet()
+        ff.script_faults('create-error', [True])
+        node, run = ff.launch()
+        self.assertEqual(states.SUCCESS, run.state)
+        self.assertEqual(models.READY, node['state'])
+        self.assertEqual(2, node['launch_attempts'])
+        history = self.retry_history(run)
+        self.assertEqual(2, len(history))
+        [failure] = [f for _n, f in history.outcomes_iter(0)]
+        self.assertIn('simulated create error', failure.exception_str)
+        self.assertEqual(2, ff.driver.call_counts()['create'])
+        self.assertEqual([node['external_id']],
+                         [i.external_id for i in ff.instances()])
+
+    def test_instance_error_fails_the_attempt_at_once(self):
+        timeout = 20
+        ff = self.fleet(create_latency=0.1, launch_timeout=timeout)
+        ff.script_faults('instance-error', [True])
+        start = time.time()
+        node, run = ff.launch()
+        elapsed = time.time() - start
+        self.assertEqual(models.READY, node['state'])
+        self.assertEqual(2, node['launch_attempts'])
+        # The ERROR ended the first attempt long before launch-timeout.
+        self.assertLess(elapsed, timeout / 2)
+        [failure] = [f for _n, f in
+                     self.retry_history(run).outcomes_iter(0)]
+        self.assertTrue(failure.check(exceptions.InstanceErrorState))
+        # The instance in ERROR was deleted: only the second one is left.
+        self.assertEqual([node['external_id']],
+                         [i.external_id for i in ff.instances()])
+
+    def test_quota_error_aborts_without_spending_an_attempt(self):
+        ff = self.fleet(launch_retries=3)
+        ff.script_faults('quota-error', [True])
+        node, run = ff.launch()
+        self.assertEqual(states.REVERTED, run.state)
+        self.assertEqual(models.ABORTED, node['state'])
+        self.assertIn('simulated quota error', node['failure'])
+        # One call, no second attempt.
+        self.assertEqual(1, ff.driver.call_counts()['create'])
+        attempts = self.atom(ff, node['id'], 'launch-attempts')
+        self.assertEqual(1, attempts['attempts'])
+        self.assertIsInstance(run.error, driver_base.QuotaError)
+        self.assertNoInstances(ff)
+
+    def test_quota_exceeded_aborts(self):
+        ff = self.fleet(quota={'instances': 1})
+        first, _run = ff.launch()
+        self.assertEqual(models.READY, first['state'])
+        node, run = ff.launch()
+        self.assertEqual(models.ABORTED, node['state'])
+        self.assertIn('quota exceeded for instances', node['failure'])
+        self.assertEqual(2, ff.driver.call_counts()['create'])
+
+    def test_rate_limit_waits_until_the_given_time(self):
+        delay = 0.5
+        ff = self.fleet(rate_limit_delay=delay, workers=1)
+        ff.script_faults('rate-limit', [True])
+        start = time.time()
+        node = ff.create_node()
+        limited = ff.runner.launch(node)
+        # The waiting flow holds no worker: with one worker, another
+        # node launches while the first waits.
+        other, other_run = ff.launch()
+        self.assertEqual(models.READY, other['state'])
+        self.assertFalse(limited.done.is_set())
+        ff.wait_run(limited)
+        node = ff.node(node['id'])
+        self.assertEqual(states.SUCCESS, limited.state)
+        self.assertEqual(models.READY, node['state'])
+        # Not an attempt spent: the retry ran again for attempt 1.
+        self.assertEqual(1, node['launch_attempts'])
+        history = self.retry_history(limited)
+        self.assertEqual(2, len(history))
+        self.assertEqual([1, 1], [history[i][0] for i in range(2)])
+        created = {i.external_id: i for i in ff.instances()}
+        self.assertIn(node['external_id'], created)
+        # It was created no sooner than the cloud allowed.
+        rows = {r['external_id']: r for r in ff.driver.instance_history()}
+        self.assertGreaterEqual(rows[node['external_id']]['created'],
+                                start + delay)
+        self.assertEqual(3, ff.driver.call_counts()['create'])
+
+    def test_delete_error_leaves_node_deleting(self):
+        ff = self.fleet()
+        node, _run = ff.launch()
+        ff.script_faults('delete-error', [True])
+        run = ff.delete(node)
+        self.assertEqual(states.REVERTED, run.state)
+        self.assertIn('simulated delete error', str(run.error))
+        again = ff.node(node['id'])
+        self.assertEqual(models.DELETING, again['state'])
+        self.assertEqual(1, len(ff.instances()))
+        # Deleting again later succeeds.
+        run = ff.delete(again)
+        self.assertEqual(states.SUCCESS, run.state)
+        self.assertIsNone(ff.node(node['id']))
+        self.assertNoInstances(ff)
+
+    def test_launch_retries_exhausted(self):
+        ff = self.fleet(launch_retries=2, faults={'instance-error': 1})
+        node, run = ff.launch()
+        self.assertEqual(states.REVERTED, run.state)
+        self.assertEqual(models.FAILED, node['state'])
+        self.assertEqual(2, node['launch_attempts'])
+        self.assertIn('went to ERROR', node['failure'])
+        self.assertEqual(2, ff.driver.call_counts()['create'])
+        # Each attempt's instance was deleted by the attempt's revert.
+        self.assertNoInstances(ff)
+        history = ff.driver.instance_history()
+        self.assertEqual(2, len(history))
+        self.assertTrue(all(r['gone_at'] for r in history))
+
+    def test_create_errors_exhaust_retries(self):
+        ff = self.fleet(launch_retries=3, faults={'create-error': 1})
+        node, run = ff.launch()
+        self.assertEqual(models.FAILED, node['state'])
+        self.assertIn('simulated create error', node['failure'])
+        self.assertEqual(3, ff.driver.call_counts()['create'])
+        self.assertEqual(
+            3, self.atom(ff, node['id'], 'launch-attempts')['attempts'])
+        self.assertNoInstances(ff)
+
+    def test_launch_timeout(self):
+        ff = self.fleet(create_latency=30, launch_timeout=0.5,
+                        launch_retries=1)
+        start = time.time()
+        node, run = ff.launch()
+        self.assertLess(time.time() - start, 15)
+        self.assertEqual(models.FAILED, node['state'])
+        self.assertIsInstance(run.error, exceptions.LaunchTimeout)
+        poll = self.atom(ff, node['id'], 'wait-instance-active')
+        self.assertIn('not active within launch-timeout', poll['failure'])
+        self.assertIn('launch-timeout', node['failure'])
+        self.assertNoInstances(ff)
+
+    def test_revert_deletes_even_when_a_delete_fails(self):
+        ff = self.fleet(create_latency=0.05)
+        ff.script_faults('instance-error', [True])
+        ff.script_faults('delete-error', [True])
+        node, run = ff.launch()
+        self.assertEqual(models.READY, node['state'])
+        history = ff.driver.instance_history()
+        self.assertEqual(2, len(history))
+        first, second = history
+        # The first instance was gone before the second was created.
+        self.assertIsNotNone(first['gone_at'])
+        self.assertLessEqual(first['gone_at'], second['created'])
+        self.assertEqual([node['external_id']],
+                         [i.external_id for i in ff.instances()])
