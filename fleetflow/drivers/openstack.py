@@ -527,10 +527,15 @@ class OpenStackDriver(base.Driver):
         try:
             server = self._call('create server %s' % name,
                                 lambda c: c.compute.create_server(**attrs))
-        except base.DriverError:
+        except base.DriverError as e:
             if port is not None:
                 self._delete_quietly(RESOURCE_FLOATING_IP, fip.id)
                 self._delete_quietly(RESOURCE_PORT, port.id)
+            if not isinstance(e, (base.QuotaError, base.RateLimitError)):
+                # the image may have been replaced under its name: look
+                # it up again on the next attempt
+                with self._lock:
+                    self._images.pop(label['cloud-image'], None)
             raise
         LOG.info('Provider %s: created server %s (%s) for node %s',
                  self.name, name, server.id, node_id)

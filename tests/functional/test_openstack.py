@@ -5,6 +5,7 @@ The real driver and the real openstacksdk (and keystoneauth) talk HTTP to
 clouds.yaml; nothing of openstacksdk is mocked.
 """
 
+import base64
 import hashlib
 import logging
 import os
@@ -233,8 +234,8 @@ class TestInstances(OpenStackTestCase):
                           os_driver.META_LABEL: 'small', 'team': 'ci'},
                          server['metadata'])
         self.assertEqual('small-cloud1-' + node_id, server['name'])
-        self.assertEqual('#cloud-config\n', __import__('base64').b64decode(
-            server['_user_data']).decode())
+        self.assertEqual('#cloud-config\n',
+                         base64.b64decode(server['_user_data']).decode())
 
         active = self.wait_state(instance.external_id, base.ACTIVE)
         self.assertTrue(active.public_ipv4.startswith('203.0.113.'))
@@ -299,6 +300,17 @@ class TestInstances(OpenStackTestCase):
         e = self.assertRaises(base.DriverError, self.create, 'small')
         self.assertNotIsInstance(e, base.NotFound)
         self.assertIn("no image 'no-such-image'", str(e))
+
+    def test_replaced_image_looked_up_again(self):
+        self.create('small')
+        old = self.cloud.images.popitem()[0]
+        new = self.cloud.add_image('cirros', status='active')['id']
+        self.assertNotEqual(old, new)
+        e = self.assertRaises(base.DriverError, self.create, 'small')
+        self.assertIn('could not be found', str(e))
+        instance = self.create('small')
+        self.assertEqual({'id': new},
+                         self.cloud.servers[instance.external_id]['image'])
 
     def test_lookups_cached(self):
         self.create('small')
