@@ -1,0 +1,1 @@
+"""fleetflow's console scripts."""

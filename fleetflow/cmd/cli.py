@@ -1,0 +1,52 @@
+"""``fleetflow``: the admin command line.
+
+Built with cliff: ``fleetflow --config-file F COMMAND ...``. Listing and
+show commands take cliff's ``-f table|json|yaml|csv|value`` and ``-c
+COLUMN``. More commands can be added through the ``fleetflow.cli`` entry
+point namespace.
+"""
+
+import sys
+
+from fleetflow.cmd.commands import cloud
+from fleetflow.cmd.commands import config
+from fleetflow.cmd.commands import flow
+from fleetflow.cmd.commands import node
+from fleetflow.cmd.commands import request
+from fleetflow.cmd import common
+
+NAMESPACE = 'fleetflow.cli'
+
+COMMANDS = {
+    'node list': node.NodeList,
+    'node show': node.NodeShow,
+    'node delete': node.NodeDelete,
+    'node hold': node.NodeHold,
+    'node release': node.NodeRelease,
+    'request create': request.RequestCreate,
+    'request list': request.RequestList,
+    'request show': request.RequestShow,
+    'request release': request.RequestRelease,
+    'flow show': flow.FlowShow,
+    'instance list': cloud.InstanceList,
+    'label list': cloud.LabelList,
+    'provider list': cloud.ProviderList,
+    'config validate': config.ConfigValidate,
+}
+
+
+class FleetflowApp(common.App):
+    def __init__(self, **streams):
+        super().__init__(
+            'fleetflow',
+            'Administer a fleetflow fleet: nodes, requests, flows, '
+            'providers and their instances.',
+            NAMESPACE, COMMANDS, **streams)
+
+
+def main(argv=None):
+    return FleetflowApp().run(sys.argv[1:] if argv is None else argv)
+
+
+if __name__ == '__main__':
+    sys.exit(main())
