@@ -152,15 +152,19 @@ def translate_error(exc, what):
         '%s: %s %s' % (what, status, message)
     retry_after = headers.get('Retry-After') if headers else None
     if status == 429 or (status == 413 and retry_after):
-        return base.RateLimitError(
+        error = base.RateLimitError(
             text, retry_at=_retry_at(retry_after, time.time())
             if retry_after else None)
-    if status is not None and 400 <= status < 500 and \
+    elif status is not None and 400 <= status < 500 and \
             is_quota_message(message):
-        return base.QuotaError(text)
-    if status == 404:
-        return base.NotFound(text)
-    return base.DriverError(text)
+        error = base.QuotaError(text)
+    elif status == 404:
+        error = base.NotFound(text)
+    else:
+        error = base.DriverError(text)
+    #: the HTTP status of the cloud's answer; None when there was none
+    error.http_status = status
+    return error
 
 
 def _cloud_errors():
@@ -528,7 +532,9 @@ class OpenStackDriver(base.Driver):
             server = self._call('create server %s' % name,
                                 lambda c: c.compute.create_server(**attrs))
         except base.DriverError as e:
-            if port is not None:
+            # a refusal created nothing: undo the port; after no answer at
+            # all the server may exist on it, and leak cleanup will decide
+            if port is not None and getattr(e, 'http_status', None):
                 self._delete_quietly(RESOURCE_FLOATING_IP, fip.id)
                 self._delete_quietly(RESOURCE_PORT, port.id)
             if not isinstance(e, (base.QuotaError, base.RateLimitError)):

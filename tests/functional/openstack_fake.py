@@ -28,6 +28,7 @@ import ipaddress
 import itertools
 import json
 import re
+import socket
 import threading
 import time
 import urllib.parse
@@ -127,6 +128,7 @@ class FakeCloud:
         self.add_image('cirros', status='active')
         self._httpd = None
         self._thread = None
+        self._connections = set()
 
     # -- lifecycle ---------------------------------------------------------
 
@@ -142,11 +144,19 @@ class FakeCloud:
         return self
 
     def stop(self):
+        """Stop serving, and drop the connections clients keep open."""
         if self._httpd is not None:
             self._httpd.shutdown()
             self._httpd.server_close()
             self._thread.join()
             self._httpd = None
+        with self.lock:
+            connections, self._connections = self._connections, set()
+        for connection in connections:
+            try:
+                connection.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
 
     @property
     def url(self):
@@ -619,6 +629,16 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
     def log_message(self, fmt, *args):
         pass
+
+    def setup(self):
+        super().setup()
+        with self.cloud.lock:
+            self.cloud._connections.add(self.connection)
+
+    def finish(self):
+        with self.cloud.lock:
+            self.cloud._connections.discard(self.connection)
+        super().finish()
 
     # -- plumbing --------------------------------------------------------
 

@@ -454,6 +454,15 @@ class TestErrors(OpenStackTestCase):
         e = self.assertRaises(base.DriverError, self.create, 'small')
         self.assertIs(base.DriverError, type(e))
 
+    def test_cloud_unreachable(self):
+        self.driver.list_instances()
+        self.cloud.stop()
+        start = time.monotonic()
+        e = self.assertRaises(base.DriverError, self.driver.list_instances)
+        self.assertIs(base.DriverError, type(e))
+        self.assertIsNone(e.http_status)
+        self.assertLess(time.monotonic() - start, 5)
+
     def test_bad_credentials_not_leaked(self):
         path = os.environ['OS_CLIENT_CONFIG_FILE']
         with open(path) as f:
