@@ -55,8 +55,10 @@ HOST_KEY_KINDS = {
                  paramiko.ECDSAKey),
     'ecdsa521': (lambda: ec.generate_private_key(ec.SECP521R1()),
                  paramiko.ECDSAKey),
-    'rsa': (lambda: rsa.generate_private_key(65537, 3072), paramiko.RSAKey),
+    'rsa': (lambda bits: rsa.generate_private_key(65537, bits),
+            paramiko.RSAKey),
 }
+RSA_BITS = 3072
 DEFAULT_HOST_KEY_KINDS = ('ed25519', 'ecdsa', 'rsa')
 
 
@@ -71,10 +73,10 @@ def write_atomic(path, text, mode=0o644):
     os.replace(tmp, path)
 
 
-def generate_host_key(kind):
+def generate_host_key(kind, rsa_bits=RSA_BITS):
     """Generate a host key; return (paramiko key, OpenSSH private PEM)."""
     generate, key_class = HOST_KEY_KINDS[kind]
-    private = generate()
+    private = generate(rsa_bits) if kind == 'rsa' else generate()
     pem = private.private_bytes(serialization.Encoding.PEM,
                                 serialization.PrivateFormat.OpenSSH,
                                 serialization.NoEncryption()).decode()
