@@ -33,6 +33,7 @@ import random
 import re
 import threading
 import time
+import urllib.parse
 
 import voluptuous as v
 
@@ -606,8 +607,9 @@ class OpenStackDriver(base.Driver):
     def _get_server(self, external_id):
         return self._call(
             'get server %s' % external_id,
-            lambda c: self._compute_get(c, '/servers/%s' % external_id)
-            ['server'])
+            lambda c: self._compute_get(
+                c, '/servers/%s' % urllib.parse.quote(str(external_id),
+                                                      safe=''))['server'])
 
     def _servers(self):
         """Every server of the project, following Nova's pages."""
