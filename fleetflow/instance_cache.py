@@ -56,6 +56,13 @@ class InstanceCache:
             self._watchers.setdefault(external_id, []).append(watch)
         return watch
 
+    def wait_change(self, external_id, seen_state, timeout):
+        """Block until a listing shows another state, at most ``timeout``."""
+        changed = threading.Event()
+        watch = self.watch(external_id, seen_state, changed.set)
+        changed.wait(timeout)
+        watch.cancel()
+
     def wait_gone(self, external_id, timeout):
         """Block until a listing no longer holds the instance.
 

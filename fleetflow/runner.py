@@ -12,6 +12,7 @@ listing shows its instance changed, or when its time to try again comes.
 """
 
 import contextlib
+import functools
 import logging
 import threading
 import uuid
@@ -37,13 +38,18 @@ PARKING = (exceptions.StillWaiting, driver_base.RateLimitError)
 
 
 class FlowRun:
-    """One flow of one node, running, parked or done."""
+    """One flow of one node, waiting to start, running, parked or done.
 
-    def __init__(self, node_id, engine):
+    ``load`` makes its engine; a worker calls it, so that whoever starts
+    the flow does not pay for recording and compiling it.
+    """
+
+    def __init__(self, node_id, name, load):
         self.node_id = node_id
-        self.engine = engine
-        self.flow_id = engine.storage.flow_uuid
-        self.name = engine.storage.flow_name
+        self.name = name
+        self.load = load
+        self.engine = None
+        self.flow_id = None
         self.park = None
         self.watch = None
         self.generation = 0
@@ -107,7 +113,12 @@ class Runner:
                  delete_timeout=self.ctx.conf.launcher.delete_timeout))
 
     def start_flow(self, node_id, factory, inputs):
-        """Record a new flow of ``factory(**inputs)`` and run it."""
+        """Run a new flow of ``factory(**inputs)``, recorded first."""
+        return self._start(node_id, factory.__name__,
+                           lambda: self._record(node_id, factory, inputs))
+
+    def _record(self, node_id, factory, inputs):
+        """Record the flow in the node's logbook and load its engine."""
         flow = factory(**inputs)
         backend = self.ctx.persistence
         with contextlib.closing(backend.get_connection()) as conn:
@@ -121,10 +132,8 @@ class Runner:
             book.add(detail)
             conn.save_logbook(book)
         self.ctx.store.update_node(node_id, flow_id=detail.uuid)
-        engine = engines.load(flow, flow_detail=detail, book=book,
-                              backend=backend, store=inputs,
-                              engine='serial')
-        return self._start(node_id, engine)
+        return engines.load(flow, flow_detail=detail, book=book,
+                            backend=backend, store=inputs, engine='serial')
 
     def resume_all(self):
         """Resume every flow that did not finish; return how many."""
@@ -141,16 +150,14 @@ class Runner:
             for detail in unfinished:
                 LOG.info('[node %s] Resuming flow %s (%s)', book.uuid,
                          detail.name, detail.state)
-                engine = engines.load_from_detail(
-                    detail, backend=backend, book=book, engine='serial')
-                self._start(book.uuid, engine)
+                self._start(book.uuid, detail.name, functools.partial(
+                    engines.load_from_detail, detail, backend=backend,
+                    book=book, engine='serial'))
                 resumed += 1
         return resumed
 
-    def _start(self, node_id, engine):
-        run = FlowRun(node_id, engine)
-        _ParkOnWait(run).register()
-        flowinfo.AtomTimes(engine).register()
+    def _start(self, node_id, name, load):
+        run = FlowRun(node_id, name, load)
         with self._lock:
             if node_id in self._runs:
                 raise exceptions.FleetflowError(
@@ -166,10 +173,22 @@ class Runner:
 
     def _run(self, run):
         run.park = None
+        if self._stopping:
+            self._finish(run, states.SUSPENDED)
+            return
         try:
+            if run.engine is None:
+                run.engine = run.load()
+                run.flow_id = run.engine.storage.flow_uuid
+                run.name = run.engine.storage.flow_name
+                _ParkOnWait(run).register()
+                flowinfo.AtomTimes(run.engine).register()
             run.engine.run()
         except Exception as e:
             run.error = e
+        if run.engine is None:
+            self._finish(run, states.FAILURE)
+            return
         state = run.engine.storage.get_flow_state()
         if state == states.SUSPENDED and run.park is not None \
                 and not self._stopping:
@@ -235,7 +254,8 @@ class Runner:
             self._stopping = True
             runs = list(self._runs.values())
         for run in runs:
-            run.engine.suspend()
+            if run.engine is not None:
+                run.engine.suspend()
         self._executor.shutdown(wait=True)
         with self._lock:
             for run in runs:

@@ -23,9 +23,13 @@ def create_engine(url, pool_size=10, busy_timeout=30):
     """Create an engine tuned for many short transactions from threads."""
     kwargs = {}
     if url.startswith('sqlite'):
+        # SQLite has one writer at a time, and a writer that finds the file
+        # locked sleeps in growing steps. One connection, handed out in
+        # turn by the pool, makes threads queue without sleeping.
         kwargs['connect_args'] = {'check_same_thread': False,
                                   'timeout': busy_timeout}
-        kwargs['pool_size'] = pool_size
+        kwargs.update(pool_size=1, max_overflow=0,
+                      pool_timeout=busy_timeout)
     else:
         kwargs.update(pool_size=pool_size, max_overflow=pool_size,
                       pool_pre_ping=True)
