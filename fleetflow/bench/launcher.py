@@ -51,7 +51,7 @@ def parse_args(argv):
                         default='sql')
     parser.add_argument('--refresh-interval', type=float, default=0.1,
                         help='seconds between instance listings')
-    parser.add_argument('--workers', type=int, default=64)
+    parser.add_argument('--workers', type=int, default=16)
     parser.add_argument('--launchers', type=int, default=1,
                         help='launcher processes (more than one needs '
                              'the jobboard)')

@@ -15,9 +15,10 @@ launcher_opts = [
                         ('conductor', 'only run flows from the jobboard'),
                         ('both', 'serve requests and run flows')],
                help='What this launcher process does.'),
-    cfg.IntOpt('workers', default=64, min=1, max=4096,
+    cfg.IntOpt('workers', default=16, min=1, max=4096,
                help='Flows run at once by this process (the size of its '
-                    'bounded worker pool).'),
+                    'bounded worker pool). A flow that waits for its '
+                    'instance or for SSH is parked and holds no worker.'),
     cfg.FloatOpt('request_interval', default=5.0, min=0.05, max=600,
                  help='Longest time between two passes over requests; a '
                       'new request or a finished flow wakes the launcher '
