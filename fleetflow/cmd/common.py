@@ -272,6 +272,10 @@ class Command:
     def run(self, parsed_args):
         try:
             return super().run(parsed_args)
+        except ConfigProblems as e:
+            for problem in e.problems:
+                self.app.LOG.error(problem)
+            return 1
         except sqlalchemy.exc.SQLAlchemyError as e:
             raise exceptions.FleetflowError(
                 database_error(self.app.raw_conf, e)) from None
@@ -304,6 +308,7 @@ class App(cliff_app.App):
         self._layout = None
         self._context = None
         self._log_handlers = []
+        self._log_levels = {}
 
     def build_option_parser(self, description, version,
                             argparse_kwargs=None):
@@ -323,8 +328,15 @@ class App(cliff_app.App):
         return parser
 
     def configure_logging(self):
-        before = set(logging.getLogger().handlers)
+        root = logging.getLogger()
+        before = set(root.handlers)
+        self._log_levels = {'': root.level, 'stevedore': logging.getLogger(
+            'stevedore').level}
         super().configure_logging()
+        if self.options.verbose_level < 2:
+            # stevedore warns of every entry point it cannot load; the
+            # layout reports an unknown driver itself.
+            logging.getLogger('stevedore').setLevel(logging.ERROR)
         for handler in logging.getLogger().handlers:
             if handler not in before:
                 self._log_handlers.append(handler)
@@ -349,6 +361,9 @@ class App(cliff_app.App):
         for handler in self._log_handlers:
             root.removeHandler(handler)
         self._log_handlers = []
+        for name, level in self._log_levels.items():
+            logging.getLogger(name).setLevel(level)
+        self._log_levels = {}
 
     def initialize_app(self, argv):
         args = []

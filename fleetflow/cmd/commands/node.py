@@ -6,11 +6,11 @@ from fleetflow.db import models
 
 #: The fields of ``node show``, in order.
 SHOW_FIELDS = ('id', 'label', 'provider', 'pool', 'state', 'external_id',
-               'interface_ip', 'connection_type', 'connection_port',
-               'username', 'host_keys', 'launch_attempts', 'request_id',
-               'created_at', 'state_time', 'ready_at', 'public_ipv4',
-               'private_ipv4', 'public_ipv6', 'az', 'region', 'launcher',
-               'hold_reason', 'hold_expires', 'failure')
+               'interface_ip', 'connection_port', 'username', 'host_keys',
+               'launch_attempts', 'request_id', 'created_at', 'state_time',
+               'ready_at', 'connection_type', 'public_ipv4', 'private_ipv4',
+               'public_ipv6', 'az', 'region', 'launcher', 'hold_reason',
+               'hold_expires', 'failure')
 #: The columns of ``node list``.
 LIST_COLUMNS = ('id', 'label', 'provider', 'pool', 'state', 'external_id',
                 'interface_ip', 'request_id', 'state_time')

@@ -5,8 +5,8 @@ from fleetflow.cmd.commands import base
 from fleetflow.db import models
 
 #: The fields of ``request show``, in order.
-SHOW_FIELDS = ('id', 'state', 'labels', 'nodes', 'reason', 'priority',
-               'requestor', 'provider', 'pool', 'launcher', 'created_at',
+SHOW_FIELDS = ('id', 'state', 'labels', 'nodes', 'reason', 'created_at',
+               'priority', 'requestor', 'provider', 'pool', 'launcher',
                'state_time')
 #: The columns of ``request list``.
 LIST_COLUMNS = ('id', 'state', 'priority', 'labels', 'nodes', 'requestor',
