@@ -72,9 +72,9 @@ class AtomTimes(listener_base.Listener):
         if detail is None:
             return
         now = time.time()
-        if detail.meta is None:
-            detail.meta = {}
-        meta = detail.meta
+        # A new dict, never changed in place: the backend may hold the old
+        # one as what it last wrote, and must see the difference.
+        meta = dict(detail.meta or {})
         if state in STARTING:
             meta.setdefault('started', now)
             self._began[name] = now
@@ -93,6 +93,7 @@ class AtomTimes(listener_base.Listener):
             began = self._began.pop(name, None)
             if began is not None:
                 meta['busy'] = round(meta.get('busy', 0.0) + now - began, 6)
+        detail.meta = meta
 
     def _task_receiver(self, state, details):
         self._note(details['task_name'], state)

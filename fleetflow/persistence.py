@@ -14,8 +14,13 @@ here keeps TaskFlow's tables and semantics but not its stock costs:
   UPDATE, and a flow save writes the flow row and inserts only the atoms
   that are new.
 - A save that changes nothing but an atom's ``meta`` (task progress and
-  timings, which a resumed flow does not need) is not written at once: it
-  is written with the atom's next real change, or when the flow finishes.
+  timings, which a resumed flow does not need), or that only marks it
+  RUNNING, is not written at once: it is written with the atom's next real
+  change, or when the flow finishes. A flow resumed after a crash runs a
+  task again whether it was recorded PENDING or RUNNING, and fleetflow's
+  tasks are idempotent, so nothing is lost.
+- Saving a logbook read back and merged every flow and atom in it. Here it
+  writes the logbook row and inserts the flow details that are new.
 """
 
 import contextlib
@@ -36,74 +41,107 @@ def _conf(engine):
 
 
 class LeanConnection(impl_sqlalchemy.Connection):
-    """TaskFlow's SQL connection with fewer and cheaper writes."""
+    """TaskFlow's SQL connection with fewer and cheaper writes.
+
+    Its statements are built once, so that SQLAlchemy neither builds nor
+    keys them again on every save.
+    """
 
     def __init__(self, backend, upgrade_lock):
         super().__init__(backend, upgrade_lock)
         self._lock = threading.Lock()
         self._written = {}
         self._flow_atoms = {}
+        tables = self._tables
+        self._statements = {
+            name: (table.update().where(table.c.uuid == sa.bindparam('key')),
+                   table.insert())
+            for name, table in (('logbooks', tables.logbooks),
+                                ('flows', tables.flowdetails),
+                                ('atoms', tables.atomdetails))}
+        self._atoms_of_flow = (
+            sa.select(tables.atomdetails.c.uuid)
+            .where(tables.atomdetails.c.parent_uuid == sa.bindparam('key')))
+        self._flows_of_book = (
+            sa.select(tables.flowdetails.c.uuid)
+            .where(tables.flowdetails.c.parent_uuid == sa.bindparam('key')))
+
+    def _update(self, conn, table, values):
+        update = self._statements[table][0]
+        return conn.execute(update, dict(values, key=values['uuid'])).rowcount
+
+    def _insert(self, conn, table, rows):
+        conn.execute(self._statements[table][1], rows)
 
     def update_atom_details(self, atom_detail):
         values = atom_detail.to_dict()
         with self._lock:
             last = self._written.get(atom_detail.uuid)
-        if last is not None and _same_but_meta(last, values):
+        if last is not None and _deferrable(last, values):
             return atom_detail
-        self._write_atom(values)
-        return atom_detail
-
-    def _write_atom(self, values):
-        table = self._tables.atomdetails
         with self._engine.begin() as conn:
-            updated = conn.execute(
-                table.update().where(table.c.uuid == values['uuid'])
-                .values(values)).rowcount
-        if not updated:
-            raise tf_exceptions.NotFound(
-                "No atom details found with uuid '%s'" % values['uuid'])
+            if not self._update(conn, 'atoms', values):
+                raise tf_exceptions.NotFound(
+                    "No atom details found with uuid '%s'" % values['uuid'])
         with self._lock:
             self._written[values['uuid']] = values
+        return atom_detail
+
+    def save_logbook(self, book):
+        with self._engine.begin() as conn:
+            values = book.to_dict()
+            if not self._update(conn, 'logbooks', values):
+                self._insert(conn, 'logbooks', [values])
+            known = set(conn.execute(self._flows_of_book,
+                                     {'key': book.uuid}).scalars())
+            for flow_detail in book:
+                if flow_detail.uuid not in known:
+                    self._insert(conn, 'flows', [dict(
+                        flow_detail.to_dict(), parent_uuid=book.uuid)])
+                    self._add_atoms(conn, flow_detail, set())
+        return book
 
     def update_flow_details(self, flow_detail):
-        flows, atoms = self._tables.flowdetails, self._tables.atomdetails
         finished = flow_detail.state in FINISHED
         with self._engine.begin() as conn:
-            updated = conn.execute(
-                flows.update().where(flows.c.uuid == flow_detail.uuid)
-                .values(flow_detail.to_dict())).rowcount
-            if not updated:
+            if not self._update(conn, 'flows', flow_detail.to_dict()):
                 raise tf_exceptions.NotFound(
                     "No flow details found with uuid '%s'"
                     % flow_detail.uuid)
-            known = self._known_atoms(conn, flow_detail.uuid)
-            for atom_detail in flow_detail:
-                values = atom_detail.to_dict()
-                if atom_detail.uuid not in known:
-                    conn.execute(atoms.insert().values(
-                        parent_uuid=flow_detail.uuid,
-                        atom_type=tf_models.atom_detail_type(atom_detail),
-                        **values))
-                    known.add(atom_detail.uuid)
-                elif finished and values != self._written.get(
-                        atom_detail.uuid):
-                    conn.execute(atoms.update()
-                                 .where(atoms.c.uuid == atom_detail.uuid)
-                                 .values(values))
-                with self._lock:
-                    self._written[atom_detail.uuid] = values
+            self._add_atoms(conn, flow_detail,
+                            self._known_atoms(conn, flow_detail.uuid))
+            if finished:
+                for atom_detail in flow_detail:
+                    values = atom_detail.to_dict()
+                    if values != self._written.get(atom_detail.uuid):
+                        self._update(conn, 'atoms', values)
         if finished:
             self._forget_flow(flow_detail)
         return flow_detail
+
+    def _add_atoms(self, conn, flow_detail, known):
+        new = [atom_detail for atom_detail in flow_detail
+               if atom_detail.uuid not in known]
+        if not new:
+            return
+        rows = [dict(atom_detail.to_dict(), parent_uuid=flow_detail.uuid,
+                     atom_type=tf_models.atom_detail_type(atom_detail))
+                for atom_detail in new]
+        self._insert(conn, 'atoms', rows)
+        with self._lock:
+            known.update(atom_detail.uuid for atom_detail in new)
+            self._flow_atoms[flow_detail.uuid] = known
+            for row in rows:
+                row.pop('parent_uuid')
+                row.pop('atom_type')
+                self._written[row['uuid']] = row
 
     def _known_atoms(self, conn, flow_uuid):
         with self._lock:
             known = self._flow_atoms.get(flow_uuid)
         if known is None:
-            atoms = self._tables.atomdetails
-            known = set(conn.execute(
-                sa.select(atoms.c.uuid)
-                .where(atoms.c.parent_uuid == flow_uuid)).scalars())
+            known = set(conn.execute(self._atoms_of_flow,
+                                     {'key': flow_uuid}).scalars())
             with self._lock:
                 self._flow_atoms[flow_uuid] = known
         return known
@@ -115,9 +153,11 @@ class LeanConnection(impl_sqlalchemy.Connection):
                 self._written.pop(atom_detail.uuid, None)
 
 
-def _same_but_meta(last, values):
+def _deferrable(last, values):
+    """Whether a save only changes meta, or only marks the atom RUNNING."""
+    running = values.get('state') == states.RUNNING
     return all(last.get(key) == value for key, value in values.items()
-               if key != 'meta')
+               if key != 'meta' and not (running and key == 'state'))
 
 
 class SharedConnectionBackend(impl_sqlalchemy.SQLAlchemyBackend):

@@ -22,6 +22,7 @@ from taskflow import engines
 from taskflow.listeners import base as listener_base
 from taskflow.persistence import models as tf_models
 from taskflow import states
+from taskflow import storage as tf_storage
 from taskflow.types import failure as tf_failure
 
 from fleetflow.drivers import base as driver_base
@@ -35,6 +36,15 @@ LOG = logging.getLogger(__name__)
 
 FINISHED = (states.SUCCESS, states.REVERTED, states.FAILURE)
 PARKING = (exceptions.StillWaiting, driver_base.RateLimitError)
+
+
+def _injector(inputs):
+    """The atom detail in which TaskFlow keeps a flow's store."""
+    injector = tf_models.TaskDetail(tf_storage.Storage.injector_name,
+                                    uuid=str(uuid.uuid4()))
+    injector.results = dict(inputs)
+    injector.state = states.SUCCESS
+    return injector
 
 
 class FlowRun:
@@ -129,11 +139,14 @@ class Runner:
             detail = tf_models.FlowDetail(flow.name,
                                           uuid=str(uuid.uuid4()))
             engines.save_factory_details(detail, factory, (), inputs)
+            # The inputs are the flow's store; saved with the detail in one
+            # transaction, a crash cannot leave a flow that lacks them.
+            detail.add(_injector(inputs))
             book.add(detail)
             conn.save_logbook(book)
         self.ctx.store.update_node(node_id, flow_id=detail.uuid)
         return engines.load(flow, flow_detail=detail, book=book,
-                            backend=backend, store=inputs, engine='serial')
+                            backend=backend, engine='serial')
 
     def resume_all(self):
         """Resume every flow that did not finish; return how many."""

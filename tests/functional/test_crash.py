@@ -1,0 +1,212 @@
+"""Kill a launcher anywhere in its flows; it must neither leak nor double.
+
+The launcher is :mod:`tests.functional.crash_child`, a process that
+resumes the unfinished flows of its database and drives a fixed plan of
+nodes (launch all, delete some) against the fake cloud, whose state is a
+file that outlives it. The test SIGKILLs it many times, at random moments
+after it has started its flows, and in some runs makes it kill itself
+right after the cloud created or deleted an instance (before the flow
+could record it). Then it lets a last run finish and checks, against the
+fake cloud's own table of every instance it ever had:
+
+- every planned node is ready, failed, aborted or deleted;
+- a ready node has exactly one live instance, the one it records;
+- a failed, aborted or deleted node has no live instance;
+- no live instance belongs to no node;
+- no node ever had more instances than launch attempts, nor two alive
+  at once;
+- no flow is left unfinished.
+
+What is asserted holds for every interleaving; only which phases the
+kills hit varies between runs (it is attached to the test's details).
+"""
+
+import collections
+import contextlib
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+from testtools import content
+
+from fleetflow.db import models
+from tests import base
+from tests.functional import crash_child
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(
+    os.path.abspath(__file__))))
+
+NODES = 30
+NEW_PER_RUN = 5
+DELETE_EVERY = 2
+LAUNCH_RETRIES = 3
+KILLS = 20
+FAULTS = {'instance-error': 0.15, 'create-error': 0.1, 'delete-error': 0.15,
+          'rate-limit': 0.1, 'quota-error': 0.03}
+UNFINISHED = (None, 'PENDING', 'RUNNING', 'SUSPENDED', 'RESUMING',
+              'REVERTING', 'SUSPENDING')
+
+
+class TestCrash(base.TestCase):
+
+    TIMEOUT = 600
+
+    def setUp(self):
+        super().setUp()
+        self.seed = int(os.environ.get('FLEETFLOW_TEST_CRASH_SEED',
+                                       random.randrange(1 << 30)))
+        self.addDetail('seed', content.text_content(str(self.seed)))
+        self.rng = random.Random(self.seed)
+        # The test's own view: same database and cloud file, no runner.
+        self.ff = self.useFixture(base.FleetflowFixture(
+            start=False, runner=False))
+        self.state = self.ff.state_path
+        self.log_path = os.path.join(self.state, 'child.log')
+        self.addCleanup(self._attach_log)
+        keep = os.environ.get('FLEETFLOW_TEST_KEEP_STATE')
+        if keep:
+            # Copy the database, cloud and log there to look at them.
+            self.addCleanup(shutil.copytree, self.state,
+                            os.path.join(keep, self.id()),
+                            dirs_exist_ok=True)
+        self.hits = collections.Counter()
+
+    def _attach_log(self):
+        if os.path.exists(self.log_path):
+            with open(self.log_path) as f:
+                self.addDetail('child-log', content.text_content(
+                    f.read()[-200000:]))
+
+    def child(self, crash_after='', new_per_run=NEW_PER_RUN, faults=FAULTS):
+        args = [sys.executable, '-m', 'tests.functional.crash_child',
+                '--state', self.state, '--cloud', self.ff.cloud_path,
+                '--nodes', str(NODES), '--new-per-run', str(new_per_run),
+                '--delete-every', str(DELETE_EVERY),
+                '--create-latency', '0.3', '--delete-latency', '0.3',
+                '--launch-retries', str(LAUNCH_RETRIES),
+                '--faults', json.dumps(faults),
+                '--crash-after', crash_after,
+                '--seed', str(self.rng.randrange(1 << 30))]
+        log = open(self.log_path, 'a')
+        self.addCleanup(log.close)
+        log.write('--- run %s\n' % ' '.join(args[3:]))
+        log.flush()
+        proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE,
+                                stderr=log, text=True)
+        self.addCleanup(self._reap, proc)
+        return proc
+
+    @staticmethod
+    def _reap(proc):
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+        proc.stdout.close()
+
+    @staticmethod
+    def wait_started(proc, timeout=60):
+        """Wait for the child's ``started`` line (or its end)."""
+        lines = []
+
+        def read():
+            lines.append(proc.stdout.readline())
+
+        reader = threading.Thread(target=read, daemon=True)
+        reader.start()
+        reader.join(timeout)
+        return lines[0] if lines else ''
+
+    def note_phases(self):
+        """Count the atoms that were running when the child died."""
+        with contextlib.closing(
+                self.ff.ctx.persistence.get_connection()) as conn:
+            for book in conn.get_logbooks():
+                for flow in book:
+                    if flow.state not in UNFINISHED:
+                        continue
+                    kind = flow.name.split('-')[0]
+                    for atom in flow:
+                        if atom.state in ('RUNNING', 'REVERTING'):
+                            self.hits['%s/%s %s' % (
+                                kind, atom.name, atom.state)] += 1
+
+    def test_sigkill_anywhere(self):
+        for run in range(KILLS):
+            crash_after = 'create:0.3,delete:0.3' if run % 3 == 1 else ''
+            proc = self.child(crash_after)
+            started = self.wait_started(proc)
+            if started.startswith('started'):
+                time.sleep(self.rng.uniform(0, 1.5))
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGKILL)
+            proc.wait()
+            self.hits['exit %s' % proc.returncode] += 1
+            self.note_phases()
+
+        # The last run may finish.
+        proc = self.child(new_per_run=NODES)
+        out, _ = proc.communicate(timeout=300)
+        self.addDetail('phases', content.text_content(
+            '\n'.join('%4d %s' % (n, k)
+                      for k, n in sorted(self.hits.items()))))
+        self.assertEqual(0, proc.returncode, out)
+        self.assertIn('done', out)
+        self.check_fleet()
+
+    def check_fleet(self):
+        store, driver = self.ff.store, self.ff.driver
+        planned = {crash_child.node_id(i): i for i in range(NODES)}
+        nodes = {n['id']: n for n in store.list_nodes()}
+        self.assertEqual(set(), set(nodes) - set(planned),
+                         'nodes nobody planned')
+        alive = collections.defaultdict(list)
+        for instance in driver.list_instances():
+            alive[instance.node_id].append(instance)
+        history = collections.defaultdict(list)
+        for row in driver.instance_history():
+            history[row['node_id']].append(row)
+
+        for ident, index in planned.items():
+            node = nodes.get(ident)
+            live = [i.external_id for i in alive.get(ident, [])]
+            if node is None:
+                # Deleted: only nodes the plan deletes may be gone.
+                self.assertTrue(crash_child.to_delete(index, DELETE_EVERY),
+                                'node %s is gone' % ident)
+                self.assertEqual([], live, 'deleted node %s' % ident)
+            elif node['state'] == models.READY:
+                self.assertFalse(crash_child.to_delete(index, DELETE_EVERY),
+                                 'node %s was not deleted' % ident)
+                self.assertEqual([node['external_id']], live,
+                                 'ready node %s' % ident)
+            else:
+                self.assertIn(node['state'],
+                              (models.FAILED, models.ABORTED), ident)
+                self.assertTrue(node['failure'], ident)
+                self.assertEqual([], live,
+                                 '%s node %s' % (node['state'], ident))
+            made = sorted(history.get(ident, []),
+                          key=lambda r: r['created'])
+            self.assertLessEqual(len(made), LAUNCH_RETRIES,
+                                 'instances of node %s: %s' % (ident, made))
+            for before, after in zip(made, made[1:]):
+                self.assertIsNotNone(before['gone_at'], made)
+                self.assertLessEqual(before['gone_at'], after['created'],
+                                     'two instances alive at once for '
+                                     'node %s: %s' % (ident, made))
+
+        owners = set(alive) - set(nodes)
+        self.assertEqual(set(), owners, 'instances that no node owns')
+
+        with contextlib.closing(
+                self.ff.ctx.persistence.get_connection()) as conn:
+            unfinished = [(book.uuid, flow.name, flow.state)
+                          for book in conn.get_logbooks() for flow in book
+                          if flow.state in UNFINISHED]
+        self.assertEqual([], unfinished)
