@@ -19,6 +19,7 @@ import fixtures
 import yaml
 
 from fleetflow.cmd import cli
+from fleetflow.cmd import common
 from fleetflow.cmd import manage
 from fleetflow.db import api as db_api
 from fleetflow.db import models
@@ -670,3 +671,49 @@ class TestConfigValidate(CliTestCase):
         self.assertFails(result, '%s: config file not found' % missing)
         result = self.env.manage('db', 'sync', conf_path=missing)
         self.assertFails(result, '%s: config file not found' % missing)
+
+
+class TestCommon(CliTestCase):
+    """The config loading that every console script shares."""
+
+    def test_load_config_and_make_context(self):
+        conf = common.load_config(['--config-file', self.env.conf_path],
+                                  'fleetflow-test', setup_logging=False)
+        self.assertEqual(self.env.state_path, conf.state_path)
+        ctx = common.make_context(conf)
+        self.addCleanup(ctx.engine.dispose)
+        self.assertEqual([base.PROVIDER], list(ctx.providers))
+        self.assertEqual(self.env.layout_path, ctx.layout.source)
+
+    def test_load_config_bad_value_exits_1(self):
+        self.env.write_conf({'database': {'busy_timeout': 'long'}})
+        stderr = io.StringIO()
+        with contextlib.redirect_stderr(stderr):
+            e = self.assertRaises(SystemExit, common.load_config,
+                                  ['--config-file', self.env.conf_path],
+                                  'fleetflow-test')
+        self.assertEqual(1, e.code)
+        self.assertEqual("fleetflow-test: error: %s: [database] "
+                         "busy_timeout: invalid value 'long': invalid "
+                         "literal for int() with base 10: 'long'\n"
+                         % self.env.conf_path, stderr.getvalue())
+
+    def test_load_config_warns_of_unknown_options(self):
+        self.env.write_conf({'launcher': {'layot_file': 'x'}})
+        common.load_config(['--config-file', self.env.conf_path],
+                           'fleetflow-test', setup_logging=False)
+        self.assertIn('%s: [launcher] layot_file: unknown option (ignored)'
+                      % self.env.conf_path, self.logger.output)
+
+    def test_make_context_bad_layout_exits_1(self):
+        conf = common.read_config(['--config-file', self.env.conf_path],
+                                  'fleetflow-test')
+        self.env.write_layout({'labels': [{'name': 'small',
+                                           'min-ready': -1}]})
+        stderr = io.StringIO()
+        with contextlib.redirect_stderr(stderr):
+            e = self.assertRaises(SystemExit, common.make_context, conf,
+                                  prog='fleetflow-test')
+        self.assertEqual(1, e.code)
+        self.assertIn('fleetflow-test: error: %s: labels[0].min-ready: '
+                      % self.env.layout_path, stderr.getvalue())
