@@ -46,7 +46,7 @@ class Launcher:
         self.ctx = ctx
         self.store = ctx.store
         self.host = ctx.conf.host
-        self.runner = ff_runner.Runner(ctx, on_done=self._flow_done)
+        self.runner = self._make_runner()
         self._wake = threading.Event()
         self._marker = None
         self._last_pass = 0.0
@@ -56,6 +56,13 @@ class Launcher:
         self.passes = 0
         self._scheduler = ff_scheduler.Scheduler()
         self._scheduler.add_periodic(self._tick, TICK)
+
+    def _make_runner(self):
+        return ff_runner.Runner(self.ctx, on_done=self._flow_done)
+
+    def _owns(self, launcher):
+        """Whether this launcher looks after what ``launcher`` started."""
+        return launcher in (None, self.host)
 
     def start(self):
         self.ctx.start()
@@ -133,8 +140,7 @@ class Launcher:
                         self._node_log(node).info(
                             'Ready for longer than max-ready-age (%ss); '
                             'replacing it', max_age)
-            elif state == models.BUILDING and node['launcher'] in (
-                    None, self.host):
+            elif state == models.BUILDING and self._owns(node['launcher']):
                 self._start(self.runner.launch, node)
 
     def _settle_pending(self, requests, nodes):
@@ -144,7 +150,7 @@ class Launcher:
                 by_request[node['request_id']].append(node)
         for request in requests:
             if request['state'] != models.PENDING or \
-                    request['launcher'] != self.host:
+                    not self._owns(request['launcher']):
                 continue
             self._settle(request, by_request[request['id']])
 

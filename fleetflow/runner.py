@@ -129,6 +129,18 @@ class Runner:
 
     def _record(self, node_id, factory, inputs):
         """Record the flow in the node's logbook and load its engine."""
+        flow, detail, book = self.record_flow(node_id, factory, inputs)
+        return engines.load(flow, flow_detail=detail, book=book,
+                            backend=self.ctx.persistence, engine='serial')
+
+    def record_flow(self, node_id, factory, inputs):
+        """Save a new flow detail of ``factory(**inputs)`` in the logbook.
+
+        The detail holds the factory and its inputs, so that any process
+        can rebuild the flow; the node row points at it (``flow_id``).
+
+        :returns: ``(flow, flow detail, logbook)``
+        """
         flow = factory(**inputs)
         backend = self.ctx.persistence
         with contextlib.closing(backend.get_connection()) as conn:
@@ -145,8 +157,7 @@ class Runner:
             book.add(detail)
             conn.save_logbook(book)
         self.ctx.store.update_node(node_id, flow_id=detail.uuid)
-        return engines.load(flow, flow_detail=detail, book=book,
-                            backend=backend, engine='serial')
+        return flow, detail, book
 
     def resume_all(self):
         """Resume every flow that did not finish; return how many."""

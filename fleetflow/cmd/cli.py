@@ -14,6 +14,7 @@ from fleetflow.cmd.commands import flow
 from fleetflow.cmd.commands import node
 from fleetflow.cmd.commands import request
 from fleetflow.cmd import common
+from fleetflow.cmd import jobs
 
 NAMESPACE = 'fleetflow.cli'
 
@@ -32,6 +33,7 @@ COMMANDS = {
     'label list': cloud.LabelList,
     'provider list': cloud.ProviderList,
     'config validate': config.ConfigValidate,
+    'job list': jobs.JobList,
 }
 
 

@@ -10,7 +10,7 @@ from oslo_log import log
 from fleetflow import conf as ff_conf
 from fleetflow import context
 from fleetflow import exceptions
-from fleetflow import launcher as ff_launcher
+from fleetflow import jobboard
 from fleetflow import status
 
 LOG = log.getLogger(__name__)
@@ -23,12 +23,14 @@ def main(argv=None):
                       project='fleetflow')
         log.setup(conf, 'fleetflow')
         ctx = context.Context(conf)
+        # The launcher; with [jobboard] enabled, a launcher and/or a
+        # conductor per [launcher] role.
+        launcher = jobboard.make_service(ctx)
     except (cfg.Error, exceptions.ConfigError) as e:
         print('fleetflow-launcher: configuration error: %s' % e,
               file=sys.stderr)
         return 1
     context.set_current(ctx)
-    launcher = ff_launcher.Launcher(ctx)
     stopping = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stopping.set())

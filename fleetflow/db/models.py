@@ -83,3 +83,12 @@ class NodeRequest(Base):
     not_before: orm.Mapped[float | None] = orm.mapped_column(sa.Float)
     created_at: orm.Mapped[float] = orm.mapped_column(sa.Float)
     state_time: orm.Mapped[float] = orm.mapped_column(sa.Float)
+
+
+class Lock(Base):
+    """A named lock that launchers take in turn (``fleetflow.db.locks``)."""
+
+    __tablename__ = 'fleetflow_locks'
+
+    name: orm.Mapped[str] = orm.mapped_column(sa.String(64),
+                                              primary_key=True)

@@ -1,0 +1,154 @@
+"""A lock that launchers on several hosts take in turn.
+
+The launchers of one fleet share its database. What one of them decides
+in a pass (which requests to serve, how many nodes to launch for
+min-ready, whether quota is left) depends on every node of every
+launcher, so passes take turns: a pass holds :class:`PassLock` from the
+moment it reads the nodes until it has written what it decided.
+
+- PostgreSQL (and MySQL): the lock is the row of ``fleetflow_locks``
+  named after it, locked with ``SELECT ... FOR UPDATE`` in a transaction
+  of its own that lasts as long as the pass. A launcher that dies loses
+  its connection, and the server ends the transaction and frees the row.
+  On PostgreSQL the lock's connection asks the server for TCP keepalives,
+  so that a host that vanished from the network is noticed too, and a
+  waiter gives up after ``timeout`` (``lock_timeout``).
+- SQLite: one writer at a time, on one machine: the pass's own writes
+  could not go on beside a ``BEGIN IMMEDIATE`` transaction on another
+  connection, so the lock is a file lock next to the database file (an
+  in-memory database: a lock of the process).
+"""
+
+import contextlib
+import logging
+import threading
+
+import fasteners
+import sqlalchemy as sa
+from sqlalchemy import exc as sa_exc
+
+from fleetflow.db import models
+from fleetflow import exceptions
+
+LOG = logging.getLogger(__name__)
+
+LOCKS = models.Lock.__table__
+
+#: The lock that serializes launcher passes.
+PASS = 'launcher-pass'
+
+
+class LockTimeout(exceptions.FleetflowError):
+    """The lock was not free within the timeout."""
+
+
+class PassLock:
+    """A named lock shared by every process on one database.
+
+    :param engine: the SQLAlchemy engine of the fleet's database.
+    :param name: the lock's row in ``fleetflow_locks``.
+    :param timeout: seconds a caller waits for the lock before
+        :class:`LockTimeout`.
+    :param keepalive: seconds of silence after which the PostgreSQL server
+        probes the lock holder's connection (it is dropped, and the lock
+        freed, after three unanswered probes that far apart).
+    """
+
+    def __init__(self, engine, name=PASS, timeout=30.0, keepalive=10):
+        self.engine = engine
+        self.name = name
+        self.timeout = timeout
+        self.keepalive = max(1, int(keepalive))
+        self.dialect = engine.dialect.name
+        self._file_lock = None
+        self._thread_lock = threading.Lock()
+        if self.dialect == 'sqlite':
+            database = engine.url.database
+            if database and database != ':memory:' and \
+                    not database.startswith('file::memory:'):
+                self._file_lock = fasteners.InterProcessLock(
+                    '%s.%s.lock' % (database, name))
+
+    @contextlib.contextmanager
+    def hold(self):
+        """Hold the lock for the ``with`` block.
+
+        :raises LockTimeout: when it was not free within ``timeout``.
+        """
+        if self.dialect == 'sqlite':
+            with self._hold_local():
+                yield
+        else:
+            with self._hold_row():
+                yield
+
+    @contextlib.contextmanager
+    def _hold_local(self):
+        if not self._thread_lock.acquire(timeout=self.timeout):
+            raise LockTimeout('lock %s: busy for %ss' % (self.name,
+                                                         self.timeout))
+        try:
+            if self._file_lock is not None and \
+                    not self._file_lock.acquire(timeout=self.timeout):
+                raise LockTimeout('lock %s: busy for %ss'
+                                  % (self.name, self.timeout))
+            try:
+                yield
+            finally:
+                if self._file_lock is not None:
+                    self._file_lock.release()
+        finally:
+            self._thread_lock.release()
+
+    @contextlib.contextmanager
+    def _hold_row(self):
+        # One holder per process at a time: threads of one process queue
+        # here instead of each holding a connection while they wait.
+        if not self._thread_lock.acquire(timeout=self.timeout):
+            raise LockTimeout('lock %s: busy for %ss' % (self.name,
+                                                         self.timeout))
+        try:
+            with self.engine.connect() as conn:
+                with conn.begin():
+                    self._lock_row(conn)
+                    yield
+        finally:
+            self._thread_lock.release()
+
+    def _lock_row(self, conn):
+        if self.dialect == 'postgresql':
+            for setting, value in (
+                    ('lock_timeout', '%dms' % (self.timeout * 1000)),
+                    ('tcp_keepalives_idle', self.keepalive),
+                    ('tcp_keepalives_interval', self.keepalive),
+                    ('tcp_keepalives_count', 3)):
+                conn.execute(sa.text("SELECT set_config(:name, :value, "
+                                     "true)"),
+                             {'name': setting, 'value': str(value)})
+        query = (sa.select(LOCKS.c.name).where(LOCKS.c.name == self.name)
+                 .with_for_update())
+        for _ in range(2):
+            try:
+                if conn.execute(query).first() is not None:
+                    return
+            except sa_exc.OperationalError as e:
+                if _is_lock_timeout(e):
+                    raise LockTimeout('lock %s: busy for %ss'
+                                      % (self.name, self.timeout)) from e
+                raise
+            self._create_row()
+        raise exceptions.FleetflowError('lock row %s cannot be created'
+                                        % self.name)
+
+    def _create_row(self):
+        """Add the lock's row (migrations add the pass lock's)."""
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(LOCKS.insert().values(name=self.name))
+        except sa_exc.IntegrityError:
+            pass
+
+
+def _is_lock_timeout(error):
+    code = getattr(getattr(error, 'orig', None), 'pgcode', None)
+    return code == '55P03' or 'lock timeout' in str(error).lower()

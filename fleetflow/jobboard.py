@@ -1,0 +1,792 @@
+"""Several launcher hosts on one fleet: TaskFlow jobboards and conductors.
+
+With ``[jobboard] enabled``, flows are not run by the process that decides
+them. A launcher records the flow detail in the node's logbook in the
+shared database (as the in-process runner does, with the factory and
+inputs that rebuild the flow) and posts a job on the fleet's jobboard
+(Redis or ZooKeeper): the job names the flow detail (``flow_uuid``), the
+node (``node_id``, the logbook's uuid) and the flow's inputs (``store``).
+Conductors (TaskFlow's own, :mod:`taskflow.conductors`) on any host claim
+jobs, load the flow from its flow detail and run it; a job is consumed
+when its flow has finished.
+
+Claims and dead hosts
+    A claim must outlive every wait of its flow, and die with its host.
+    On ZooKeeper a claim is an ephemeral node of the conductor's session,
+    whose timeout is ``claim_expiry``. On Redis a claim is a key with a TTL
+    of ``claim_expiry`` (TaskFlow's conductor claims without one, and
+    such a claim outlives its host forever): the conductor here claims
+    with the TTL and renews it every third of it while the flow runs. A
+    conductor checks that it still owns each job it runs; one whose claim
+    was lost (its host stalled longer than the expiry) stops that flow at
+    the next task boundary, since another conductor may have taken it.
+    When a host dies, its claims expire and other conductors claim the
+    jobs and resume the flows where the dead host's last saved task left
+    them.
+
+Waiting flows
+    The in-process runner parks a waiting flow by suspending its engine.
+    A conductor cannot: a suspended job is abandoned, goes back on the
+    board and is claimed again at once. So a flow that waits (an instance
+    not active yet, a rate limit) holds its conductor worker, blocked on
+    the same wake-ups as the runner's parked flows (the provider's shared
+    instance listing, or its time to try again), and its claim is kept
+    alive meanwhile. A conductor claims no more jobs than it has workers
+    (``conductor_workers``), so at most that many flows, waiting ones
+    included, run on one host; the rest stay unclaimed on the board for
+    other hosts (the bound is per host: the fleet runs ``hosts x
+    conductor_workers`` flows at once).
+
+One flow per node, across hosts
+    Launcher passes take turns on a database lock
+    (:class:`fleetflow.db.locks.PassLock`) and read the board at the start
+    of their turn: a node whose job is on the board (claimed or not) has
+    a flow. A launcher that starts a flow for a node first looks for an
+    unfinished flow detail in the node's logbook (one whose job never got
+    posted, or was lost with the board's data) and posts that one again
+    instead of recording another, so two flows of one node never run at
+    once.
+
+Several launchers look after every node and request together: any of
+them settles any pending request and launches any building node that has
+no job, so what a dead launcher left half done is finished by the others.
+"""
+
+import contextlib
+import logging
+import re
+import threading
+import time
+import uuid
+
+from oslo_utils import netutils
+from taskflow.conductors import backends as conductor_backends
+from taskflow import exceptions as tf_exceptions
+from taskflow.jobs import backends as job_backends
+from taskflow.listeners import base as listener_base
+from taskflow import states
+from taskflow.types import failure as tf_failure
+
+from fleetflow.db import locks
+from fleetflow import exceptions
+from fleetflow import flowinfo
+from fleetflow import launcher as ff_launcher
+from fleetflow import logutils
+from fleetflow import runner as ff_runner
+
+LOG = logging.getLogger(__name__)
+
+REDIS_PORT = 6379
+ZOOKEEPER_PORT = 2181
+NAMESPACE = re.compile(r'^[A-Za-z0-9][A-Za-z0-9_.-]*$')
+
+#: Seconds a conductor waits for a job to appear before looking again.
+CONDUCTOR_WAIT = 0.5
+#: Seconds between two looks at the board's size by a launcher (a job
+#: that went means a flow finished: the launcher passes at once).
+BOARD_WATCH = 0.5
+
+
+# The board
+
+def board_config(conf):
+    """``(backend, options)`` of the TaskFlow jobboard ``conf`` names.
+
+    :raises ConfigError: on options the backend cannot take.
+    """
+    jb = conf.jobboard
+    if not NAMESPACE.match(jb.namespace or ''):
+        raise exceptions.ConfigError(
+            '[jobboard] namespace: %r: use letters, digits, "_", "." and '
+            '"-"' % jb.namespace)
+    if not jb.hosts:
+        raise exceptions.ConfigError('[jobboard] hosts: no host given')
+    if jb.backend == 'redis':
+        if len(jb.hosts) != 1:
+            raise exceptions.ConfigError(
+                '[jobboard] hosts: Redis takes one host[:port], not %s'
+                % ', '.join(jb.hosts))
+        host, port = netutils.parse_host_port(jb.hosts[0],
+                                              default_port=REDIS_PORT)
+        options = {'host': host, 'port': port, 'namespace': jb.namespace,
+                   'socket_timeout': float(min(10, jb.claim_expiry)),
+                   'socket_connect_timeout': 5.0}
+        if jb.username:
+            options['username'] = jb.username
+        if jb.password:
+            options['password'] = jb.password
+        if jb.tls:
+            options['ssl'] = True
+            if jb.tls_ca_file:
+                options['ssl_ca_certs'] = jb.tls_ca_file
+        return 'redis', options
+    hosts = []
+    for item in jb.hosts:
+        host, port = netutils.parse_host_port(item,
+                                              default_port=ZOOKEEPER_PORT)
+        hosts.append('%s:%d' % (netutils.escape_ipv6(host), port))
+    # TaskFlow keeps the trash and the conductors next to the jobs, named
+    # by replacing the jobs' folder name in the path.
+    path = '/fleetflow/%s/jobs' % jb.namespace
+    if path.count('jobs') != 1:
+        raise exceptions.ConfigError(
+            '[jobboard] namespace: %r: a ZooKeeper namespace cannot '
+            'contain "jobs"' % jb.namespace)
+    # TaskFlow's version check asks the server with the "envi" four
+    # letter word, which ZooKeeper 3.5 and later refuse unless allowed.
+    return 'zookeeper', {'hosts': ','.join(hosts), 'path': path,
+                         'timeout': float(jb.claim_expiry),
+                         'check_compatible': False}
+
+
+def _kazoo_client(conf, options):
+    """The ZooKeeper client: its session timeout is the claim expiry."""
+    from kazoo import client as kazoo_client
+    jb = conf.jobboard
+    kwargs = {'hosts': options['hosts'], 'timeout': options['timeout'],
+              'logger': logging.getLogger(__name__ + '.kazoo')}
+    if jb.username:
+        kwargs['auth_data'] = [('digest', '%s:%s' % (jb.username,
+                                                     jb.password or ''))]
+    if jb.tls:
+        kwargs.update(use_ssl=True, verify_certs=True)
+        if jb.tls_ca_file:
+            kwargs['ca'] = jb.tls_ca_file
+    return kazoo_client.KazooClient(**kwargs)
+
+
+def job_node(job):
+    """The node id a job of fleetflow's is for (None for another job)."""
+    return (job.details or {}).get('node_id')
+
+
+class Board:
+    """The fleet's jobboard, as :func:`taskflow.jobs.backends.fetch` makes it.
+
+    :param persistence: the TaskFlow persistence backend that conductors
+        load the jobs' logbooks from.
+    """
+
+    def __init__(self, conf, persistence=None):
+        self.conf = conf
+        self.backend, self.options = board_config(conf)
+        self.claim_expiry = conf.jobboard.claim_expiry
+        self.namespace = conf.jobboard.namespace
+        self._client = None
+        kwargs = {'persistence': persistence}
+        if self.backend == 'zookeeper':
+            self._client = _kazoo_client(conf, self.options)
+            kwargs['client'] = self._client
+        self.jobboard = job_backends.fetch(
+            'fleetflow-%s' % self.namespace,
+            dict(self.options, board=self.backend), **kwargs)
+        self._lock = threading.Lock()
+
+    def connect(self):
+        with self._lock:
+            if not self.jobboard.connected:
+                if self.backend == 'zookeeper':
+                    self.jobboard.connect(timeout=max(10.0,
+                                                      self.claim_expiry))
+                else:
+                    self.jobboard.connect()
+
+    def close(self):
+        with self._lock:
+            if self._client is not None:
+                # The board stops only a client of its own; tell it that
+                # the session ends on purpose, or it warns of a lost one.
+                self.jobboard._closing = True
+            self.jobboard.close()
+            if self._client is not None:
+                with contextlib.suppress(Exception):
+                    self._client.stop()
+                    self._client.close()
+
+    def post(self, node_id, book, detail, store):
+        """Post the job of flow ``detail`` of node ``node_id``."""
+        return self.jobboard.post(
+            detail.name, book=book,
+            details={'flow_uuid': detail.uuid, 'node_id': node_id,
+                     'store': store})
+
+    def jobs(self, fresh=True):
+        """The jobs on the board (claimed or not), oldest first."""
+        return sorted(self.jobboard.iterjobs(ensure_fresh=fresh),
+                      key=lambda job: job.created_on or 0)
+
+    def describe(self):
+        """One dict per job: what ``fleetflow job list`` shows."""
+        rows = []
+        for job in self.jobs():
+            try:
+                state = job.state
+                owner = self.jobboard.find_owner(job) \
+                    if state == states.CLAIMED else None
+            except tf_exceptions.NotFound:
+                continue
+            if state == states.COMPLETE:
+                continue
+            details = job.details or {}
+            rows.append({'uuid': job.uuid, 'name': job.name,
+                         'node_id': details.get('node_id'),
+                         'flow_uuid': details.get('flow_uuid'),
+                         'state': state, 'owner': owner,
+                         'created_on': job.created_on})
+        return rows
+
+
+# The launcher's side: post jobs instead of running flows
+
+class JobboardRunner(ff_runner.Runner):
+    """Posts flows as jobs; the launcher uses it as its runner.
+
+    It records each flow as :class:`~fleetflow.runner.Runner` does (the
+    same :meth:`~fleetflow.runner.Runner.record_flow`), then posts its job
+    instead of running it. A node "is running" while a job of it is on the
+    board: :meth:`refresh` reads the board, and the launcher calls it at
+    the start of each pass, under the pass lock.
+    """
+
+    def __init__(self, ctx, board, lock=None, on_done=None):
+        super().__init__(ctx, workers=1, on_done=on_done)
+        self.board = board
+        self.lock = lock
+        self._jobs = None
+        self._jobs_lock = threading.Lock()
+        self._stop = threading.Event()
+        self._watcher = None
+
+    def start(self):
+        """Watch the board, to pass again as soon as a job is done."""
+        if self._on_done is not None and self._watcher is None:
+            self._watcher = threading.Thread(
+                target=self._watch, name='fleetflow-board-watch',
+                daemon=True)
+            self._watcher.start()
+
+    def _watch(self):
+        last = None
+        while not self._stop.wait(BOARD_WATCH):
+            try:
+                count = self.board.jobboard.job_count
+            except Exception:
+                continue
+            if last is not None and count < last:
+                self._on_done(None)
+            last = count
+
+    def refresh(self):
+        """Read which nodes have a job on the board."""
+        jobs = {}
+        for job in self.board.jobs(fresh=True):
+            node_id = job_node(job)
+            if node_id:
+                jobs[node_id] = job.uuid
+        with self._jobs_lock:
+            self._jobs = jobs
+        return jobs
+
+    def start_flow(self, node_id, factory, inputs):
+        """Post the node's unfinished flow again, or a new one."""
+        if self._jobs is None:
+            self.refresh()
+        with self._jobs_lock:
+            if node_id in self._jobs:
+                raise exceptions.FleetflowError(
+                    'node %s already has a flow running' % node_id)
+        book, detail = self._unfinished(node_id)
+        if detail is not None:
+            logutils.node_logger(LOG, node_id).info(
+                'Flow %s did not finish and has no job: posting it again '
+                'instead of a new %s', detail.name, factory.__name__)
+            store = _inputs(detail)
+        else:
+            _flow, detail, book = self.record_flow(node_id, factory, inputs)
+            store = inputs
+        return self._post(node_id, book, detail, store)
+
+    def _post(self, node_id, book, detail, store):
+        job = self.board.post(node_id, book, detail, store)
+        with self._jobs_lock:
+            if self._jobs is not None:
+                self._jobs[node_id] = job.uuid
+        logutils.node_logger(LOG, node_id).debug(
+            'Posted flow %s as job %s', detail.name, job.uuid)
+        return job
+
+    def _unfinished(self, node_id, on_board=()):
+        """``(logbook, flow detail)`` of an unfinished flow of the node.
+
+        The one the node row names first; ``(None, None)`` when every
+        flow of the node finished.
+        """
+        backend = self.ctx.persistence
+        with contextlib.closing(backend.get_connection()) as conn:
+            try:
+                details = list(conn.get_flows_for_book(node_id, lazy=True))
+            except tf_exceptions.NotFound:
+                return None, None
+            unfinished = [d for d in details
+                          if d.state not in ff_runner.FINISHED
+                          and d.uuid not in on_board]
+            if not unfinished:
+                return None, None
+            node = self.ctx.store.find_node(node_id) or {}
+            unfinished.sort(key=lambda d: d.uuid != node.get('flow_id'))
+            return conn.get_logbook(node_id, lazy=True), unfinished[0]
+
+    def resume_all(self):
+        """Post the flows that did not finish and have no job.
+
+        Their jobs are normally still on the board (a job leaves it only
+        when its flow is done); this finds those whose poster died before
+        posting, or whose job the board lost. Returns how many.
+        """
+        lock = self.lock.hold() if self.lock is not None \
+            else contextlib.nullcontext()
+        posted = 0
+        with lock:
+            self.refresh()
+            on_board = {(job.details or {}).get('flow_uuid')
+                        for job in self.board.jobs(fresh=False)}
+            with contextlib.closing(
+                    self.ctx.persistence.get_connection()) as conn:
+                books = [book.uuid for book in conn.get_logbooks(lazy=True)]
+            for node_id in books:
+                if self.is_running(node_id):
+                    continue
+                book, detail = self._unfinished(node_id, on_board)
+                if detail is None:
+                    if self.ctx.store.find_node(node_id) is None:
+                        self._forget(node_id)
+                    continue
+                LOG.info('[node %s] Posting unfinished flow %s (%s) again',
+                         node_id, detail.name, detail.state)
+                self._post(node_id, book, detail, _inputs(detail))
+                posted += 1
+        return posted
+
+    def is_running(self, node_id):
+        with self._jobs_lock:
+            return bool(self._jobs) and node_id in self._jobs
+
+    def running(self):
+        """Jobs on the board at the last look (every host's)."""
+        with self._jobs_lock:
+            return len(self._jobs or ())
+
+    def stop(self, timeout=None):
+        self._stop.set()
+        if self._watcher is not None:
+            self._watcher.join(timeout)
+        super().stop(timeout)
+
+
+def _inputs(detail):
+    """The inputs a flow detail was recorded with (its factory kwargs)."""
+    return dict(detail.meta.get('factory', {}).get('kwargs') or {})
+
+
+# The conductor's side: claim jobs and run them
+
+class _WaitInPlace(listener_base.Listener):
+    """Blocks the engine's worker while a task says it has to wait."""
+
+    def __init__(self, engine, waits):
+        super().__init__(engine, task_listen_for=(states.FAILURE,),
+                         flow_listen_for=(), retry_listen_for=())
+        self._waits = waits
+
+    def _task_receiver(self, state, details):
+        failure = details.get('result')
+        if (isinstance(failure, tf_failure.Failure)
+                and failure.check(*ff_runner.PARKING)
+                and failure.exception is not None):
+            self._waits.wait(self._engine, failure.exception)
+
+
+class _Waits:
+    """Flows of a conductor that wait, each holding its worker."""
+
+    def __init__(self, ctx):
+        self.ctx = ctx
+        self._lock = threading.Lock()
+        self._events = {}
+        self._stopping = False
+
+    def wait(self, engine, reason):
+        """Until the instance changes, or the time to try again comes."""
+        event = threading.Event()
+        with self._lock:
+            if self._stopping:
+                return
+            self._events[id(engine)] = event
+        watch = None
+        try:
+            if getattr(reason, 'external_id', None) and \
+                    getattr(reason, 'provider', None):
+                watch = self.ctx.provider(reason.provider).cache.watch(
+                    reason.external_id, reason.seen_state, event.set)
+            wake_at = (getattr(reason, 'wake_at', None)
+                       or getattr(reason, 'retry_at', None) or time.time())
+            event.wait(max(0.0, wake_at - time.time()))
+        finally:
+            with self._lock:
+                self._events.pop(id(engine), None)
+            if watch is not None:
+                watch.cancel()
+
+    def wake(self, engine):
+        with self._lock:
+            event = self._events.get(id(engine))
+        if event is not None:
+            event.set()
+
+    def stop(self):
+        with self._lock:
+            self._stopping = True
+            events = list(self._events.values())
+        for event in events:
+            event.set()
+
+    def count(self):
+        with self._lock:
+            return len(self._events)
+
+
+class _Claim:
+    def __init__(self, job):
+        self.job = job
+        self.engine = None
+
+
+class _ClaimKeeper:
+    """Renews the claims a conductor holds; notices the ones it lost."""
+
+    def __init__(self, board, who, on_lost):
+        self.board = board
+        self.who = who
+        self.interval = max(0.2, board.claim_expiry / 3.0)
+        self._on_lost = on_lost
+        self._held = {}
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = None
+
+    def start(self):
+        self._thread = threading.Thread(target=self._loop,
+                                        name='fleetflow-claims',
+                                        daemon=True)
+        self._thread.start()
+
+    def stop(self):
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+
+    def add(self, job):
+        with self._lock:
+            self._held[job.uuid] = _Claim(job)
+
+    def attach(self, job, engine):
+        with self._lock:
+            claim = self._held.get(job.uuid)
+            if claim is not None:
+                claim.engine = engine
+
+    def discard(self, job):
+        with self._lock:
+            self._held.pop(job.uuid, None)
+
+    def count(self):
+        with self._lock:
+            return len(self._held)
+
+    def _loop(self):
+        while not self._stop.wait(self.interval):
+            self.renew()
+
+    def renew(self):
+        """Renew every claim held; hand the lost ones to ``on_lost``."""
+        with self._lock:
+            claims = list(self._held.values())
+        for claim in claims:
+            try:
+                owner = self.board.jobboard.find_owner(claim.job)
+            except Exception as e:
+                LOG.warning('Cannot check the claim on job %s: %s',
+                            claim.job.uuid, e)
+                continue
+            with self._lock:
+                if self._held.get(claim.job.uuid) is not claim:
+                    continue
+                if owner != self.who:
+                    del self._held[claim.job.uuid]
+            if owner != self.who:
+                self._on_lost(claim, owner)
+                continue
+            if self.board.backend == 'redis':
+                try:
+                    claim.job.extend_expiry(self.board.claim_expiry)
+                except Exception as e:
+                    LOG.warning('Cannot renew the claim on job %s: %s',
+                                claim.job.uuid, e)
+
+
+class _ClaimingBoard:
+    """The board as the conductor uses it: claims that are kept alive.
+
+    TaskFlow's conductor claims with no expiry; on Redis this claims with
+    ``claim_expiry`` and hands the claim to the keeper, which renews it
+    until the job is consumed, abandoned or trashed.
+    """
+
+    def __init__(self, board, keeper):
+        self._board = board
+        self._jobboard = board.jobboard
+        self._keeper = keeper
+
+    def __getattr__(self, name):
+        return getattr(self._jobboard, name)
+
+    def claim(self, job, who):
+        if self._board.backend == 'redis':
+            self._jobboard.claim(job, who, expiry=self._board.claim_expiry)
+        else:
+            self._jobboard.claim(job, who)
+        self._keeper.add(job)
+
+    def consume(self, job, who):
+        self._keeper.discard(job)
+        return self._jobboard.consume(job, who)
+
+    def abandon(self, job, who):
+        self._keeper.discard(job)
+        return self._jobboard.abandon(job, who)
+
+    def trash(self, job, who):
+        self._keeper.discard(job)
+        return self._jobboard.trash(job, who)
+
+
+class Conductor:
+    """Claims jobs from the board and runs their flows.
+
+    TaskFlow's ``nonblocking`` conductor (``blocking`` with one worker),
+    named after the host and a token of this process (a claim names its
+    owner: a restarted process must not pass for its dead predecessor).
+
+    :param on_done: called with the job of each flow that finished.
+    """
+
+    def __init__(self, ctx, board, on_done=None):
+        self.ctx = ctx
+        self.board = board
+        self.name = '%s-%s' % (ctx.conf.host, uuid.uuid4().hex[:6])
+        self.workers = ctx.conf.jobboard.conductor_workers
+        self._on_done = on_done
+        self._waits = _Waits(ctx)
+        self._claims = _ClaimKeeper(board, self.name, self._lost)
+        self._conductor = conductor_backends.fetch(
+            'nonblocking' if self.workers > 1 else 'blocking', self.name,
+            _ClaimingBoard(board, self._claims),
+            persistence=ctx.persistence, engine='serial',
+            max_simultaneous_jobs=self.workers,
+            wait_timeout=CONDUCTOR_WAIT)
+        notifier = self._conductor.notifier
+        notifier.register('compilation_start', self._on_start)
+        notifier.register('job_consumed', self._on_consumed)
+        notifier.register('job_abandoned', self._on_abandoned)
+        self._stopping = threading.Event()
+        self._thread = None
+
+    def start(self):
+        self._claims.start()
+        self._thread = threading.Thread(target=self._run,
+                                        name='fleetflow-conductor',
+                                        daemon=True)
+        self._thread.start()
+        LOG.info('Conductor %s started: %d workers, claims expire after '
+                 '%ss', self.name, self.workers, self.board.claim_expiry)
+
+    def _run(self):
+        while not self._stopping.is_set():
+            try:
+                self._conductor.run()
+            except Exception:
+                LOG.exception('Conductor %s failed; starting it again',
+                              self.name)
+            self._stopping.wait(1.0)
+
+    def stop(self, timeout=None):
+        """Stop claiming; running flows stop at a task boundary.
+
+        Their jobs are abandoned: another conductor resumes them.
+        """
+        self._stopping.set()
+        self._waits.stop()
+        self._conductor.stop()
+        if self._thread is not None:
+            self._thread.join(timeout)
+        self._claims.stop()
+        LOG.info('Conductor %s stopped', self.name)
+
+    def running(self):
+        """Jobs this conductor holds a claim on."""
+        return self._claims.count()
+
+    def waiting(self):
+        """Flows of this conductor that wait (each holds its worker)."""
+        return self._waits.count()
+
+    # Conductor events
+
+    def _on_start(self, event_type, details):
+        job, engine = details['job'], details['engine']
+        _WaitInPlace(engine, self._waits).register()
+        flowinfo.AtomTimes(engine).register()
+        self._claims.attach(job, engine)
+        logutils.node_logger(LOG, job_node(job)).info(
+            'Running flow %s (job %s)', job.name, job.uuid)
+
+    def _on_consumed(self, event_type, details):
+        job = details['job']
+        node_id = job_node(job)
+        logutils.node_logger(LOG, node_id).info(
+            'Flow %s done (job %s)', job.name, job.uuid)
+        if node_id and self.ctx.store.find_node(node_id) is None:
+            with contextlib.closing(
+                    self.ctx.persistence.get_connection()) as conn:
+                with contextlib.suppress(Exception):
+                    conn.destroy_logbook(node_id)
+        if self._on_done is not None:
+            self._on_done(job)
+
+    def _on_abandoned(self, event_type, details):
+        job = details['job']
+        logutils.node_logger(LOG, job_node(job)).info(
+            'Flow %s stopped; job %s is back on the board', job.name,
+            job.uuid)
+
+    def _lost(self, claim, owner):
+        job = claim.job
+        logutils.node_logger(LOG, job_node(job)).error(
+            'Lost the claim on job %s (flow %s; now owned by %s): stopping '
+            'the flow here at the next task boundary', job.uuid, job.name,
+            owner or 'nobody')
+        if claim.engine is not None:
+            claim.engine.suspend()
+            self._waits.wake(claim.engine)
+
+
+# The launcher among several
+
+class FleetLauncher(ff_launcher.Launcher):
+    """A launcher that shares the fleet with others.
+
+    Its passes take turns with the other launchers' on the database lock,
+    and read the board at the start of their turn; it posts flows as jobs
+    (:class:`JobboardRunner`) and looks after every node and request,
+    whichever launcher started them.
+    """
+
+    def __init__(self, ctx, board, lock):
+        self.board = board
+        self.pass_lock = lock
+        super().__init__(ctx)
+
+    def _make_runner(self):
+        return JobboardRunner(self.ctx, self.board, self.pass_lock,
+                              on_done=self._flow_done)
+
+    def _owns(self, launcher):
+        return True
+
+    def start(self):
+        super().start()
+        self.runner.start()
+
+    def run_pass(self):
+        try:
+            with self.pass_lock.hold():
+                self.runner.refresh()
+                super().run_pass()
+        except locks.LockTimeout as e:
+            LOG.info('Pass skipped: %s', e)
+        except Exception:
+            LOG.exception('Launcher pass failed')
+
+
+class Service:
+    """What ``fleetflow-launcher`` runs with the jobboard, per its role.
+
+    ``launcher``: passes over requests and nodes, posting flows;
+    ``conductor``: runs flows from the board; ``both``.
+    """
+
+    def __init__(self, ctx):
+        self.ctx = ctx
+        self.role = ctx.conf.launcher.role
+        self.board = Board(ctx.conf, ctx.persistence)
+        self.launcher = None
+        self.conductor = None
+        if self.role in ('launcher', 'both'):
+            self.launcher = FleetLauncher(
+                ctx, self.board, locks.PassLock(
+                    ctx.engine, keepalive=ctx.conf.jobboard.claim_expiry))
+        if self.role in ('conductor', 'both'):
+            self.conductor = Conductor(
+                ctx, self.board, on_done=self._flow_done)
+
+    def _flow_done(self, job):
+        if self.launcher is not None:
+            self.launcher.wake()
+
+    # What the status endpoint reads
+
+    @property
+    def passes(self):
+        return self.launcher.passes if self.launcher is not None else 0
+
+    @property
+    def runner(self):
+        return self.launcher.runner if self.launcher is not None \
+            else self.conductor
+
+    # Starting and stopping
+
+    def start(self):
+        self.board.connect()
+        if self.launcher is not None:
+            self.launcher.start()
+        else:
+            self.ctx.start()
+        if self.conductor is not None:
+            self.conductor.start()
+        LOG.info('Host %s runs as %s on jobboard %s (%s)',
+                 self.ctx.conf.host, self.role, self.board.namespace,
+                 self.board.backend)
+
+    def stop(self):
+        if self.conductor is not None:
+            self.conductor.stop()
+        if self.launcher is not None:
+            self.launcher.stop()
+        else:
+            self.ctx.stop()
+        self.board.close()
+
+
+def make_service(ctx):
+    """The launcher, or with ``[jobboard] enabled`` a :class:`Service`.
+
+    :raises ConfigError: for the conductor role without the jobboard.
+    """
+    if not ctx.conf.jobboard.enabled:
+        if ctx.conf.launcher.role == 'conductor':
+            raise exceptions.ConfigError(
+                '[launcher] role = conductor needs [jobboard] enabled = '
+                'true')
+        return ff_launcher.Launcher(ctx)
+    return Service(ctx)
