@@ -173,10 +173,8 @@ class Launcher:
                 pool=None, launcher=None,
                 not_before=time.time()
                 + self.ctx.conf.launcher.aborted_request_delay)
-        elif states == {models.READY}:
-            for node in nodes:
-                self._cas(node, models.IN_USE, [models.READY])
-            self._request_state(request, models.FULFILLED)
+        elif states == {models.READY} and self.store.fulfil_request(
+                request['id'], [node['id'] for node in nodes]):
             LOG.info('[request %s] Fulfilled with nodes %s', request['id'],
                      ', '.join(n['id'] for n in nodes))
 
@@ -188,6 +186,7 @@ class Launcher:
                 spares[(node['provider'], node['pool'], node['label'])] \
                     .append(node)
         paused = set()
+        plans = []
         for request in requests:
             if request['state'] != models.REQUESTED or \
                     (request['not_before'] or 0) > now:
@@ -210,32 +209,33 @@ class Launcher:
                 paused.update((p['name'], pl['name'])
                               for p, pl in candidates)
                 continue
-            self._serve(request, *chosen, usage=usage)
+            key, reuse, launch = chosen
+            for label in launch:
+                usage.take(key[0], key[1], self.ctx.provider(key[0])
+                           .quota_for_label(key[1], label))
+            for node in reuse:
+                spares[key + (node['label'],)].remove(node)
+            plans.append(dict(request_id=request['id'], provider=key[0],
+                              pool=key[1], launcher=self.host,
+                              reuse=[node['id'] for node in reuse],
+                              launch=launch))
+        self._serve(plans)
 
-    def _serve(self, request, key, reuse, launch, usage):
-        provider, pool = key
-        try:
-            self.store.set_request_state(
-                request['id'], models.PENDING, expected=[models.REQUESTED],
-                provider=provider, pool=pool, launcher=self.host,
-                reason=None)
-        except exceptions.NodeStateConflict:
+    def _serve(self, plans):
+        """Apply this pass's decisions in one transaction, then launch."""
+        if not plans:
             return
-        for node in reuse:
-            if not self.store.assign_node(node['id'], request['id']):
-                launch.append(node['label'])
-        for label in launch:
-            node = self.store.create_node(
-                label, provider, pool, request_id=request['id'],
-                launcher=self.host)
-            usage.take(provider, pool, self.ctx.provider(provider)
-                       .quota_for_label(pool, label))
-            self._start(self.runner.launch, node)
-        LOG.info('[request %s] Served by %s/%s: %d ready nodes reused, %d '
-                 'launched', request['id'], provider, pool,
-                 len(reuse), len(launch))
-        if not launch:
-            self.wake()
+        served = self.store.serve_requests(plans)
+        for plan, nodes in zip(plans, served):
+            if nodes is None:
+                continue
+            for node in nodes:
+                self._start(self.runner.launch, node)
+            LOG.info('[request %s] Served by %s/%s: %d ready nodes reused, '
+                     '%d launched', plan['request_id'], plan['provider'],
+                     plan['pool'], len(plan['reuse']), len(nodes))
+            if not nodes:
+                self.wake()
 
     def _decline(self, request):
         unknown = [label for label in request['labels']

@@ -75,14 +75,20 @@ class Store:
 
     # Nodes
 
-    def create_node(self, label, provider, pool, state=models.BUILDING,
-                    **fields):
-        now = time.time()
+    @staticmethod
+    def _node_row(label, provider, pool, now, state=models.BUILDING,
+                  **fields):
         values = dict(id=str(uuid.uuid4()), label=label, provider=provider,
                       pool=pool, state=state, created_at=now, state_time=now,
                       host_keys=[], launch_attempts=0,
                       connection_type='ssh', connection_port=22)
         values.update(fields)
+        return values
+
+    def create_node(self, label, provider, pool, state=models.BUILDING,
+                    **fields):
+        values = self._node_row(label, provider, pool, time.time(), state,
+                                **fields)
         self._write(NODES.insert().values(**values))
         return values
 
@@ -144,6 +150,74 @@ class Store:
                  .where(NODES.c.request_id.is_(None))
                  .values(request_id=request_id))
         return self._write(query).rowcount == 1
+
+    def serve_requests(self, plans):
+        """Serve requests in one transaction.
+
+        Each plan names a ``request_id``, the ``provider``, ``pool`` and
+        ``launcher`` serving it, the ready spare node ids to ``reuse`` and
+        the labels to ``launch``. A request that is no longer requested is
+        skipped (None); a spare taken meanwhile is launched instead.
+
+        :returns: per plan, the new building node rows, or None.
+        """
+        now = time.time()
+        results = []
+        with self.engine.begin() as conn:
+            for plan in plans:
+                if not conn.execute(
+                        REQUESTS.update()
+                        .where(REQUESTS.c.id == plan['request_id'])
+                        .where(REQUESTS.c.state == models.REQUESTED)
+                        .values(state=models.PENDING, state_time=now,
+                                provider=plan['provider'], pool=plan['pool'],
+                                launcher=plan['launcher'], reason=None)
+                ).rowcount:
+                    results.append(None)
+                    continue
+                launch = list(plan['launch'])
+                for node_id in plan['reuse']:
+                    taken = conn.execute(
+                        NODES.update().where(NODES.c.id == node_id)
+                        .where(NODES.c.state == models.READY)
+                        .where(NODES.c.request_id.is_(None))
+                        .values(request_id=plan['request_id'])).rowcount
+                    if not taken:
+                        launch.append(conn.execute(
+                            sa.select(NODES.c.label)
+                            .where(NODES.c.id == node_id)).scalar_one())
+                nodes = [self._node_row(label, plan['provider'], plan['pool'],
+                                        now, request_id=plan['request_id'],
+                                        launcher=plan['launcher'])
+                         for label in launch]
+                if nodes:
+                    conn.execute(NODES.insert(), nodes)
+                results.append(nodes)
+        return results
+
+    def fulfil_request(self, request_id, node_ids):
+        """Ready nodes go in-use and their request is fulfilled, at once.
+
+        :returns: whether it happened (every node was still ready).
+        """
+        now = time.time()
+        try:
+            with self.engine.begin() as conn:
+                taken = conn.execute(
+                    NODES.update().where(NODES.c.id.in_(node_ids))
+                    .where(NODES.c.state == models.READY)
+                    .where(NODES.c.request_id == request_id)
+                    .values(state=models.IN_USE, state_time=now)).rowcount
+                fulfilled = conn.execute(
+                    REQUESTS.update().where(REQUESTS.c.id == request_id)
+                    .where(REQUESTS.c.state == models.PENDING)
+                    .values(state=models.FULFILLED, state_time=now)
+                ).rowcount
+                if taken != len(node_ids) or not fulfilled:
+                    raise exceptions.NodeStateConflict(request_id)
+        except exceptions.NodeStateConflict:
+            return False
+        return True
 
     def retire_spare(self, node_id):
         """Mark a ready node that no request holds as used (compare-and-set).
