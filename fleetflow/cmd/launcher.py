@@ -4,32 +4,28 @@ import signal
 import sys
 import threading
 
-from oslo_config import cfg
 from oslo_log import log
 
-from fleetflow import conf as ff_conf
+from fleetflow.cmd import common
 from fleetflow import context
 from fleetflow import exceptions
 from fleetflow import jobboard
 from fleetflow import status
 
 LOG = log.getLogger(__name__)
+PROG = 'fleetflow-launcher'
 
 
 def main(argv=None):
-    conf = cfg.ConfigOpts()
+    """Run until SIGTERM; a bad config or layout exits 1 naming the key."""
+    conf = common.load_config(argv, PROG)
+    ctx = common.make_context(conf, prog=PROG)
     try:
-        ff_conf.setup(conf, sys.argv[1:] if argv is None else argv,
-                      project='fleetflow')
-        log.setup(conf, 'fleetflow')
-        ctx = context.Context(conf)
         # The launcher; with [jobboard] enabled, a launcher and/or a
         # conductor per [launcher] role.
         launcher = jobboard.make_service(ctx)
-    except (cfg.Error, exceptions.ConfigError) as e:
-        print('fleetflow-launcher: configuration error: %s' % e,
-              file=sys.stderr)
-        return 1
+    except exceptions.ConfigError as e:
+        common.fail(PROG, e)
     context.set_current(ctx)
     stopping = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
