@@ -60,8 +60,9 @@ class CreateInstance(base.FleetflowTask):
             instance = cloud.driver.create_instance(
                 node_id, cloud.pool(pool), cloud.label(pool, label),
                 metadata)
-            self.log(node_id).info('Created instance %s (attempt %d)',
-                                   instance.external_id, attempt)
+            self.log(node_id, node).info(
+                'Created instance %s (attempt %d)', instance.external_id,
+                attempt)
         return dict(instance.to_dict(), created_at=time.time())
 
     def revert(self, node_id, provider, result, **kwargs):
@@ -148,7 +149,7 @@ class DeleteInstance(base.FleetflowTask):
             driver.delete_instance(external_id)
         except driver_base.NotFound:
             return None
-        self.log(node_id).info('Deleting instance %s', external_id)
+        self.log(node_id, {}).info('Deleting instance %s', external_id)
         return {'external_id': external_id, 'deleted_at': time.time()}
 
 

@@ -75,7 +75,7 @@ class MarkNodeReady(base.FleetflowTask):
             return
         self.ctx.store.set_node_state(node_id, models.READY,
                                       expected=[models.BUILDING])
-        self.log(node_id).info('Node ready: %s', node['external_id'])
+        self.log(node_id, node).info('Node ready: %s', node['external_id'])
 
 
 class MarkNodeDeleting(base.FleetflowTask):
@@ -102,5 +102,5 @@ class RemoveNode(base.FleetflowTask):
     """Remove the node row: its instance is gone."""
 
     def execute(self, node_id):
-        self.log(node_id).info('Node deleted')
+        self.log(node_id, {}).info('Node deleted')
         self.ctx.store.delete_node(node_id)
