@@ -403,7 +403,16 @@ class _WaitInPlace(listener_base.Listener):
         if (isinstance(failure, tf_failure.Failure)
                 and failure.check(*ff_runner.PARKING)
                 and failure.exception is not None):
-            self._waits.wait(self._engine, failure.exception)
+            if not self._waits.wait(self._engine, failure.exception):
+                # Stop where the in-process runner parks a flow: at the
+                # failed poll, before its retry controller decides.
+                self._engine.suspend()
+
+
+class _Wait:
+    def __init__(self):
+        self.event = threading.Event()
+        self.go_on = True
 
 
 class _Waits:
@@ -412,16 +421,21 @@ class _Waits:
     def __init__(self, ctx):
         self.ctx = ctx
         self._lock = threading.Lock()
-        self._events = {}
+        self._waits = {}
         self._stopping = False
 
     def wait(self, engine, reason):
-        """Until the instance changes, or the time to try again comes."""
-        event = threading.Event()
+        """Until the instance changes, or the time to try again comes.
+
+        :returns: whether the flow goes on (False: the conductor stops,
+            or lost the flow's claim).
+        """
+        wait = _Wait()
+        event = wait.event
         with self._lock:
             if self._stopping:
-                return
-            self._events[id(engine)] = event
+                return False
+            self._waits[id(engine)] = wait
         watch = None
         try:
             if getattr(reason, 'external_id', None) and \
@@ -433,26 +447,30 @@ class _Waits:
             event.wait(max(0.0, wake_at - time.time()))
         finally:
             with self._lock:
-                self._events.pop(id(engine), None)
+                self._waits.pop(id(engine), None)
             if watch is not None:
                 watch.cancel()
+        return wait.go_on and not self._stopping
 
-    def wake(self, engine):
+    def stop_one(self, engine):
+        """Wake a waiting flow that must stop."""
         with self._lock:
-            event = self._events.get(id(engine))
-        if event is not None:
-            event.set()
+            wait = self._waits.get(id(engine))
+            if wait is not None:
+                wait.go_on = False
+        if wait is not None:
+            wait.event.set()
 
     def stop(self):
         with self._lock:
             self._stopping = True
-            events = list(self._events.values())
-        for event in events:
-            event.set()
+            waits = list(self._waits.values())
+        for wait in waits:
+            wait.event.set()
 
     def count(self):
         with self._lock:
-            return len(self._events)
+            return len(self._waits)
 
 
 class _Claim:
@@ -677,7 +695,7 @@ class Conductor:
             owner or 'nobody')
         if claim.engine is not None:
             claim.engine.suspend()
-            self._waits.wake(claim.engine)
+            self._waits.stop_one(claim.engine)
 
 
 # The launcher among several

@@ -21,6 +21,7 @@ moment it reads the nodes until it has written what it decided.
 
 import contextlib
 import logging
+import os
 import threading
 
 import fasteners
@@ -36,6 +37,16 @@ LOCKS = models.Lock.__table__
 
 #: The lock that serializes launcher passes.
 PASS = 'launcher-pass'
+
+# File locks exclude other processes only: the threads of this process
+# share one lock per file.
+_LOCAL = {}
+_LOCAL_LOCK = threading.Lock()
+
+
+def _local_lock(key):
+    with _LOCAL_LOCK:
+        return _LOCAL.setdefault(key, threading.Lock())
 
 
 class LockTimeout(exceptions.FleetflowError):
@@ -66,8 +77,9 @@ class PassLock:
             database = engine.url.database
             if database and database != ':memory:' and \
                     not database.startswith('file::memory:'):
-                self._file_lock = fasteners.InterProcessLock(
-                    '%s.%s.lock' % (database, name))
+                path = '%s.%s.lock' % (os.path.abspath(database), name)
+                self._file_lock = fasteners.InterProcessLock(path)
+                self._thread_lock = _local_lock(path)
 
     @contextlib.contextmanager
     def hold(self):

@@ -23,17 +23,13 @@ server skips the tests, and fails them in CI (``CI=true``).
 """
 
 import collections
-import contextlib
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
-import uuid
 
 import fixtures
-from oslo_utils import netutils
 from testtools import content
 import yaml
 
@@ -42,52 +38,11 @@ from fleetflow.db import migration
 from fleetflow.db import models
 from fleetflow.drivers import fake
 from tests import base
+from tests import board_servers
 from tests import db_urls
 
-SERVERS = {
-    'redis': ('FLEETFLOW_TEST_REDIS', '127.0.0.1:6379', 6379),
-    'zookeeper': ('FLEETFLOW_TEST_ZOOKEEPER', '127.0.0.1:2181', 2181),
-}
 PROVIDER = 'fake-1'
 LABEL = 'small'
-
-
-def board_server(testcase, backend):
-    """host:port of the backend's test server; skip (fail in CI) if none."""
-    variable, default, port = SERVERS[backend]
-    address = os.environ.get(variable, default)
-    host, port = netutils.parse_host_port(address, default_port=port)
-    try:
-        socket.create_connection((host, port), timeout=3).close()
-    except OSError as e:
-        if os.environ.get('CI'):
-            testcase.fail('%s is not available in CI at %s: %s'
-                          % (backend, address, e))
-        testcase.skipTest('no %s server at %s: %s' % (backend, address, e))
-    return '%s:%d' % (host, port)
-
-
-def drop_namespace(backend, address, namespace):
-    """Remove what the test's jobboard left on the server."""
-    host, port = netutils.parse_host_port(address)
-    if backend == 'redis':
-        import redis
-        client = redis.Redis(host=host, port=port)
-        with contextlib.closing(client):
-            keys = list(client.scan_iter(match=namespace + '*'))
-            if keys:
-                client.delete(*keys)
-    else:
-        from kazoo import client as kazoo_client
-        client = kazoo_client.KazooClient(hosts=address)
-        client.start(timeout=10)
-        try:
-            client.delete('/fleetflow/%s' % namespace, recursive=True)
-        except Exception:
-            pass
-        finally:
-            client.stop()
-            client.close()
 
 
 class Fleet(fixtures.Fixture):
@@ -112,12 +67,11 @@ class Fleet(fixtures.Fixture):
         self.logs = {}
 
     def _setUp(self):
-        self.address = board_server(self.testcase, self.backend)
+        self.address = board_servers.address(self.testcase, self.backend)
         self.db_url = db_urls.postgres_url(self.testcase)
         self.dir = self.useFixture(fixtures.TempDir()).path
-        self.namespace = 'test-%s' % uuid.uuid4().hex[:12]
-        self.addCleanup(drop_namespace, self.backend, self.address,
-                        self.namespace)
+        self.namespace = board_servers.namespace(self.testcase, self.backend,
+                                                 self.address)
         self.engine = api.create_engine(self.db_url)
         self.addCleanup(self.engine.dispose)
         migration.upgrade(self.engine)

@@ -1,0 +1,520 @@
+"""The jobboard mode: board options, the pass lock, posting and conducting.
+
+Tests of the board options and of the lock on SQLite need no server. The
+rest run against PostgreSQL, Redis and ZooKeeper (``tools/test-servers``)
+and are skipped without them, failed in CI (``CI=true``).
+"""
+
+import collections
+import subprocess
+import sys
+import threading
+import time
+from unittest import mock
+
+import fixtures
+from taskflow import states
+
+from fleetflow.db import api
+from fleetflow.db import locks
+from fleetflow.db import migration
+from fleetflow.db import models
+from fleetflow import exceptions
+from fleetflow import instance_cache
+from fleetflow import jobboard
+from fleetflow import launcher as ff_launcher
+from tests import base
+from tests import board_servers
+from tests import db_urls
+
+
+def forget_overrides(testcase, conf, keys):
+    """Clear the overrides ``keys`` of ``conf`` when the test ends.
+
+    oslo.config keeps an override in the option group, and every
+    ConfigOpts that registered fleetflow's group objects shares it: an
+    override left behind would change the next test's configuration.
+    """
+    def clear():
+        for group, name in keys:
+            conf.clear_override(name, group)
+    testcase.addCleanup(clear)
+
+
+def jobboard_overrides(testcase, **options):
+    """``conf_overrides`` of ``[jobboard]`` options, cleared at the end."""
+    overrides = {('jobboard', name): value
+                 for name, value in options.items()}
+    forget_overrides(testcase, base.make_conf('/tmp/unused'), overrides)
+    return overrides
+
+
+class TestBoardConfig(base.TestCase):
+
+    def jobboard_conf(self, **options):
+        return base.make_conf('/tmp/unused', overrides=jobboard_overrides(
+            self, **options))
+
+    def test_redis(self):
+        backend, options = jobboard.board_config(self.jobboard_conf(
+            hosts=['redis.example.org:6380'], namespace='fleet-a',
+            claim_expiry=20))
+        self.assertEqual('redis', backend)
+        self.assertEqual({'host': 'redis.example.org', 'port': 6380,
+                          'namespace': 'fleet-a', 'socket_timeout': 10.0,
+                          'socket_connect_timeout': 5.0}, options)
+
+    def test_redis_default_port_tls_and_credentials(self):
+        _, options = jobboard.board_config(self.jobboard_conf(
+            hosts=['10.0.0.5'], username='fleet', password='s3cret',
+            tls=True, tls_ca_file='/etc/ssl/ca.pem', claim_expiry=4))
+        self.assertEqual(6379, options['port'])
+        self.assertEqual(4.0, options['socket_timeout'])
+        self.assertEqual(('fleet', 's3cret', True, '/etc/ssl/ca.pem'),
+                         (options['username'], options['password'],
+                          options['ssl'], options['ssl_ca_certs']))
+
+    def test_redis_takes_one_host(self):
+        e = self.assertRaises(exceptions.ConfigError, jobboard.board_config,
+                              self.jobboard_conf(hosts=['a', 'b']))
+        self.assertIn('Redis takes one host', str(e))
+
+    def test_zookeeper(self):
+        backend, options = jobboard.board_config(self.jobboard_conf(
+            backend='zookeeper', hosts=['zk1', 'zk2:2182', '[::1]'],
+            namespace='fleet-a', claim_expiry=12))
+        self.assertEqual('zookeeper', backend)
+        self.assertEqual({'hosts': 'zk1:2181,zk2:2182,[::1]:2181',
+                          'path': '/fleetflow/fleet-a/jobs',
+                          'timeout': 12.0, 'check_compatible': False},
+                         options)
+
+    def test_bad_namespaces(self):
+        for backend, namespace in (('redis', 'a b'), ('redis', ''),
+                                   ('zookeeper', 'a/b'),
+                                   ('zookeeper', 'myjobs')):
+            self.assertRaises(exceptions.ConfigError, jobboard.board_config,
+                              self.jobboard_conf(backend=backend,
+                                                 namespace=namespace))
+
+    def test_zookeeper_client_session_is_the_claim_expiry(self):
+        conf = self.jobboard_conf(backend='zookeeper', hosts=['zk1'],
+                                  claim_expiry=7, username='u',
+                                  password='p')
+        board = jobboard.Board(conf)
+        self.assertEqual(7000, board._client._session_timeout)
+        self.assertEqual({('digest', 'u:p')}, board._client.auth_data)
+
+    def test_service_per_role(self):
+        ff = self.useFixture(base.FleetflowFixture(runner=False,
+                                                   start=False))
+        forget_overrides(self, ff.conf, [('launcher', 'role'),
+                                         ('jobboard', 'enabled')])
+        ff.conf.set_override('role', 'conductor', 'launcher')
+        self.assertRaises(exceptions.ConfigError, jobboard.make_service,
+                          ff.ctx)
+        ff.conf.set_override('role', 'both', 'launcher')
+        launcher = jobboard.make_service(ff.ctx)
+        self.addCleanup(launcher.runner.stop)
+        self.assertIs(ff_launcher.Launcher, type(launcher))
+        ff.conf.set_override('enabled', True, 'jobboard')
+        for role, parts in (('launcher', (True, False)),
+                            ('conductor', (False, True)),
+                            ('both', (True, True))):
+            ff.conf.set_override('role', role, 'launcher')
+            service = jobboard.make_service(ff.ctx)
+            if service.launcher is not None:
+                self.addCleanup(service.launcher.runner.stop)
+            self.assertEqual(parts, (service.launcher is not None,
+                                     service.conductor is not None))
+            self.assertEqual(0, service.passes)
+            self.assertEqual(0, service.runner.running())
+
+
+LOCK_CHILD = '''
+import sys, time
+from fleetflow.db import api, locks
+lock = locks.PassLock(api.create_engine(sys.argv[1]))
+with lock.hold():
+    print('held', flush=True)
+    time.sleep(float(sys.argv[2]))
+'''
+
+
+class PassLockTests:
+    """Run against the engine ``make_url`` gives."""
+
+    def setUp(self):
+        super().setUp()
+        self.url = self.make_url()
+        self.engine = api.create_engine(self.url)
+        self.addCleanup(self.engine.dispose)
+        migration.upgrade(self.engine)
+
+    def lock(self, timeout=5.0):
+        engine = api.create_engine(self.url)
+        self.addCleanup(engine.dispose)
+        return locks.PassLock(engine, timeout=timeout)
+
+    def test_holders_take_turns(self):
+        inside = []
+        overlaps = []
+
+        def hold(lock):
+            for _ in range(5):
+                with lock.hold():
+                    inside.append(1)
+                    if len(inside) > 1:
+                        overlaps.append(1)
+                    time.sleep(0.01)
+                    inside.pop()
+
+        threads = [threading.Thread(target=hold, args=(self.lock(),))
+                   for _ in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        self.assertEqual([], overlaps)
+
+    def test_busy_lock_times_out(self):
+        holder, waiter = self.lock(), self.lock(timeout=0.3)
+        with holder.hold():
+            started = time.time()
+            self.assertRaises(locks.LockTimeout,
+                              waiter.hold().__enter__)
+            self.assertLess(time.time() - started, 3)
+        with waiter.hold():
+            pass
+
+    def test_another_process_holds_it(self):
+        child = subprocess.Popen(
+            [sys.executable, '-c', LOCK_CHILD, self.url, '1.0'],
+            stdout=subprocess.PIPE, text=True)
+        self.addCleanup(child.wait)
+        self.assertEqual('held\n', child.stdout.readline())
+        started = time.time()
+        with self.lock().hold():
+            waited = time.time() - started
+        self.assertGreater(waited, 0.5)
+
+    def test_lock_of_a_dead_process_is_free(self):
+        child = subprocess.Popen(
+            [sys.executable, '-c', LOCK_CHILD, self.url, '60'],
+            stdout=subprocess.PIPE, text=True)
+        self.assertEqual('held\n', child.stdout.readline())
+        child.kill()
+        child.wait()
+        started = time.time()
+        with self.lock().hold():
+            self.assertLess(time.time() - started, 3)
+
+    def test_missing_row_is_made(self):
+        with self.engine.begin() as conn:
+            conn.execute(locks.LOCKS.delete())
+        with self.lock().hold():
+            pass
+
+
+class TestPassLockSQLite(PassLockTests, base.TestCase):
+
+    def make_url(self):
+        path = self.useFixture(fixtures.TempDir()).path
+        return 'sqlite:///%s/fleetflow.sqlite' % path
+
+
+class TestPassLockPostgres(PassLockTests, base.TestCase):
+
+    def make_url(self):
+        return db_urls.postgres_url(self)
+
+
+class TestSharedStateOnPostgres(base.TestCase):
+    """The compare-and-set hand-offs hold between racing processes."""
+
+    def setUp(self):
+        super().setUp()
+        url = db_urls.postgres_url(self)
+        engine = api.create_engine(url)
+        self.addCleanup(engine.dispose)
+        migration.upgrade(engine)
+        self.stores = []
+        for _ in range(4):
+            engine = api.create_engine(url)
+            self.addCleanup(engine.dispose)
+            self.stores.append(api.Store(engine))
+        self.store = self.stores[0]
+
+    def race(self, attempt):
+        """Run ``attempt(store)`` in a thread per store, all at once."""
+        barrier = threading.Barrier(len(self.stores))
+        results = []
+
+        def run(store):
+            barrier.wait()
+            results.append(attempt(store))
+
+        threads = [threading.Thread(target=run, args=(store,))
+                   for store in self.stores]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        return results
+
+    def test_a_request_is_served_by_one_launcher(self):
+        for _ in range(10):
+            request = self.store.create_request(['small'])
+
+            def serve(store):
+                try:
+                    store.set_request_state(
+                        request['id'], models.PENDING,
+                        expected=[models.REQUESTED], launcher=str(id(store)))
+                    return True
+                except exceptions.NodeStateConflict:
+                    return False
+
+            self.assertEqual([True], [r for r in self.race(serve) if r])
+
+    def test_a_ready_node_goes_to_one_request(self):
+        for _ in range(10):
+            node = self.store.create_node('small', 'p', 'main',
+                                          state=models.READY)
+            requests = iter([self.store.create_request(['small'])['id']
+                             for _ in self.stores])
+            lock = threading.Lock()
+
+            def assign(store):
+                with lock:
+                    request_id = next(requests)
+                return store.assign_node(node['id'], request_id)
+
+            self.assertEqual([True], [r for r in self.race(assign) if r])
+
+
+class BoardTests:
+    """In-process runner and conductor on the backend ``backend`` names."""
+
+    backend = None
+    claim_expiry = 2
+
+    def setUp(self):
+        super().setUp()
+        where = board_servers.address(self, self.backend)
+        self.ff = self.useFixture(base.FleetflowFixture(
+            runner=False, create_latency=1.5,
+            conf_overrides=jobboard_overrides(
+                self, enabled=True, backend=self.backend, hosts=[where],
+                namespace=board_servers.namespace(self, self.backend,
+                                                  where),
+                claim_expiry=self.claim_expiry, conductor_workers=4)))
+        self.board = jobboard.Board(self.ff.conf, self.ff.ctx.persistence)
+        self.board.connect()
+        self.addCleanup(self.board.close)
+        self.runner = jobboard.JobboardRunner(
+            self.ff.ctx, self.board, locks.PassLock(self.ff.ctx.engine))
+        self.addCleanup(self.runner.stop)
+
+    def conductor(self, **kwargs):
+        conductor = jobboard.Conductor(self.ff.ctx, self.board, **kwargs)
+        conductor.start()
+        self.addCleanup(conductor.stop)
+        return conductor
+
+    def jobs(self):
+        return {job['node_id']: job for job in self.board.describe()}
+
+    def test_launch_posts_a_job(self):
+        node = self.ff.create_node()
+        self.runner.refresh()
+        self.runner.launch(node)
+        job = self.jobs()[node['id']]
+        flow_id = self.ff.node(node['id'])['flow_id']
+        self.assertEqual(('launch-%s' % node['id'], flow_id, 'UNCLAIMED',
+                          None), (job['name'], job['flow_uuid'],
+                                  job['state'], job['owner']))
+        posted = self.board.jobs()[0]
+        self.assertEqual('fake-1', posted.details['store']['provider'])
+        self.assertEqual(node['id'], posted.book_uuid)
+        self.assertTrue(self.runner.is_running(node['id']))
+        self.assertEqual(1, self.runner.running())
+        self.assertRaises(exceptions.FleetflowError, self.runner.launch,
+                          node)
+
+    def record_only(self, node):
+        """Record the node's launch, as a launcher that died before posting."""
+        post = self.board.post
+        self.board.post = mock.Mock(side_effect=RuntimeError('died'))
+        try:
+            self.runner.refresh()
+            self.assertRaises(RuntimeError, self.runner.launch, node)
+        finally:
+            self.board.post = post
+        return self.ff.node(node['id'])['flow_id']
+
+    def test_unfinished_flow_is_posted_again_not_recorded_again(self):
+        node = self.ff.create_node()
+        flow_id = self.record_only(node)
+        self.runner.refresh()
+        self.runner.launch(self.ff.node(node['id']))
+        self.assertEqual(flow_id, self.jobs()[node['id']]['flow_uuid'])
+        self.assertEqual(flow_id, self.ff.node(node['id'])['flow_id'])
+        self.assertEqual(1, len(jobboard.flowinfo.describe_flows(
+            self.ff.ctx, node['id'])))
+
+    def test_resume_all_posts_what_has_no_job(self):
+        posted = self.ff.create_node()
+        lost = self.ff.create_node()
+        self.runner.refresh()
+        self.runner.launch(posted)
+        flow_id = self.record_only(lost)
+        self.assertEqual(1, self.runner.resume_all())
+        jobs = self.jobs()
+        self.assertEqual({posted['id'], lost['id']}, set(jobs))
+        self.assertEqual(flow_id, jobs[lost['id']]['flow_uuid'])
+        self.assertEqual(0, self.runner.resume_all())
+
+    def test_conductor_runs_launch_and_delete(self):
+        done = []
+        conductor = self.conductor(on_done=done.append)
+        node = self.ff.create_node()
+        self.runner.refresh()
+        self.runner.launch(node)
+        self.ff.wait_for(lambda: self.ff.node(node['id'])['state']
+                         == models.READY, timeout=20)
+        self.ff.wait_for(lambda: not self.jobs() and done, timeout=10)
+        self.assertEqual(conductor.ctx.conf.host,
+                         self.ff.node(node['id'])['launcher'])
+        self.ff.store.set_node_state(node['id'], models.USED)
+        self.runner.refresh()
+        self.runner.delete(self.ff.node(node['id']))
+        self.ff.wait_for(lambda: self.ff.node(node['id']) is None,
+                         timeout=20)
+        self.ff.wait_for(lambda: len(done) == 2, timeout=10)
+        # The logbook of a node that is gone is gone too.
+        self.assertEqual([], jobboard.flowinfo.describe_flows(
+            self.ff.ctx, node['id']))
+        self.assertEqual(1, len(self.ff.driver.instance_history()))
+
+    def test_a_waiting_flow_holds_its_worker_without_spinning(self):
+        polls = collections.Counter()
+        lookup = instance_cache.InstanceCache.lookup
+
+        def counted(cache, *args):
+            polls['active'] += 1
+            return lookup(cache, *args)
+
+        self.useFixture(fixtures.MockPatchObject(
+            instance_cache.InstanceCache, 'lookup', counted))
+        conductor = self.conductor()
+        node = self.ff.create_node()
+        self.runner.refresh()
+        self.runner.launch(node)
+        self.ff.wait_for(lambda: conductor.waiting() == 1, timeout=10)
+        self.assertEqual(1, conductor.running())
+        self.ff.wait_for(lambda: self.ff.node(node['id'])['state']
+                         == models.READY, timeout=20)
+        # 1.5 s of create latency, one poll per listing change or 0.2 s.
+        self.assertLess(polls['active'], 20)
+
+    def test_claim_outlives_its_expiry_while_the_flow_runs(self):
+        conductor = self.conductor()
+        node = self.ff.create_node()
+        # A flow that runs for longer than a claim expiry.
+        self.ff.driver.create_latency = 2 * self.claim_expiry
+        self.runner.refresh()
+        self.runner.launch(node)
+        self.ff.wait_for(lambda: self.jobs()[node['id']]['state']
+                         == 'CLAIMED', timeout=10)
+        owners = set()
+        while self.ff.node(node['id'])['state'] != models.READY:
+            job = self.jobs().get(node['id'])
+            if job:
+                owners.add(job['owner'])
+            time.sleep(0.1)
+        self.assertEqual({conductor.name}, owners - {None})
+        self.assertEqual(1, len(self.ff.driver.instance_history()))
+
+    def test_stopped_conductor_gives_its_jobs_back(self):
+        first = jobboard.Conductor(self.ff.ctx, self.board)
+        first.start()
+        self.ff.driver.create_latency = 3
+        node = self.ff.create_node()
+        self.runner.refresh()
+        self.runner.launch(node)
+        self.ff.wait_for(lambda: first.waiting() == 1, timeout=10)
+        first.stop()
+        job = self.jobs()[node['id']]
+        self.assertEqual(('UNCLAIMED', None), (job['state'], job['owner']))
+        second = self.conductor()
+        self.ff.wait_for(lambda: self.ff.node(node['id'])['state']
+                         == models.READY, timeout=20)
+        self.assertNotEqual(first.name, second.name)
+        self.assertEqual(1, len(self.ff.driver.instance_history()))
+
+
+class TestRedisBoard(BoardTests, base.TestCase):
+    backend = 'redis'
+
+    def test_lost_claim_stops_the_flow(self):
+        self.ff.driver.create_latency = 30
+        conductor = self.conductor()
+        node = self.ff.create_node()
+        self.runner.refresh()
+        self.runner.launch(node)
+        self.ff.wait_for(lambda: conductor.waiting() == 1, timeout=10)
+        job = self.board.jobs()[0]
+        # Another conductor took it (this host stalled past the expiry).
+        self.board.jobboard._client.set(job.owner_key, b'someone-else')
+        self.ff.wait_for(lambda: conductor.running() == 0, timeout=10)
+        self.ff.wait_for(lambda: conductor.waiting() == 0, timeout=10)
+        self.assertEqual('someone-else', self.jobs()[node['id']]['owner'])
+        self.ff.wait_for(lambda: self.flow_state(node['id'])
+                         == states.SUSPENDED, timeout=10)
+
+    def flow_state(self, node_id):
+        flows = jobboard.flowinfo.describe_flows(self.ff.ctx, node_id)
+        return flows[0]['state']
+
+
+class TestZooKeeperBoard(BoardTests, base.TestCase):
+    backend = 'zookeeper'
+    # ZooKeeper's shortest session with its default tick (2 s).
+    claim_expiry = 4
+
+
+class TestFleetLauncherPass(base.TestCase):
+    """A FleetLauncher's pass on SQLite, its board in Redis."""
+
+    def test_adopts_what_a_dead_launcher_left(self):
+        where = board_servers.address(self, 'redis')
+        ff = self.useFixture(base.FleetflowFixture(
+            runner=False, conf_overrides=jobboard_overrides(
+                self, enabled=True, backend='redis', hosts=[where],
+                namespace=board_servers.namespace(self, 'redis', where))))
+        board = jobboard.Board(ff.conf, ff.ctx.persistence)
+        board.connect()
+        self.addCleanup(board.close)
+        launcher = jobboard.FleetLauncher(
+            ff.ctx, board, locks.PassLock(ff.ctx.engine))
+        self.addCleanup(launcher.runner.stop)
+        request = ff.store.create_request(['small'])
+        ff.store.set_request_state(request['id'], models.PENDING,
+                                   launcher='dead-host', provider='fake-1',
+                                   pool='main')
+        node = ff.create_node(request_id=request['id'],
+                              launcher='dead-host')
+        launcher.run_pass()
+        self.assertTrue(launcher.runner.is_running(node['id']))
+        self.assertEqual(1, len(board.jobs()))
+        # Its launch is done (by some conductor): the request is settled.
+        ff.store.set_node_state(node['id'], models.READY)
+        for job in board.jobs():
+            board.jobboard.claim(job, 'c')
+            board.jobboard.consume(job, 'c')
+        launcher.run_pass()
+        self.assertEqual(models.FULFILLED,
+                         ff.store.get_request(request['id'])['state'])
+        launcher.run_pass()
+        self.assertEqual(0, len(board.jobs()))
