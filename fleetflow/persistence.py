@@ -33,6 +33,8 @@ from taskflow.persistence.backends import impl_sqlalchemy
 from taskflow.persistence import models as tf_models
 from taskflow import states
 
+from fleetflow import taskflow_fixes  # noqa: F401 (fixes RetryDetail)
+
 FINISHED = (states.SUCCESS, states.REVERTED, states.FAILURE)
 
 

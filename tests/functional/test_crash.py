@@ -83,12 +83,14 @@ class TestCrash(base.TestCase):
                 self.addDetail('child-log', content.text_content(
                     f.read()[-200000:]))
 
-    def child(self, crash_after='', new_per_run=NEW_PER_RUN, faults=FAULTS):
+    def child(self, crash_after='', new_per_run=NEW_PER_RUN, faults=FAULTS,
+              latency=(0.3, 0.3)):
         args = [sys.executable, '-m', 'tests.functional.crash_child',
                 '--state', self.state, '--cloud', self.ff.cloud_path,
                 '--nodes', str(NODES), '--new-per-run', str(new_per_run),
                 '--delete-every', str(DELETE_EVERY),
-                '--create-latency', '0.3', '--delete-latency', '0.3',
+                '--create-latency', str(latency[0]),
+                '--delete-latency', str(latency[1]),
                 '--launch-retries', str(LAUNCH_RETRIES),
                 '--faults', json.dumps(faults),
                 '--crash-after', crash_after,
@@ -137,9 +139,25 @@ class TestCrash(base.TestCase):
                                 kind, atom.name, atom.state)] += 1
 
     def test_sigkill_anywhere(self):
-        for run in range(KILLS):
+        """With faults of every kind: no leak, no double."""
+        self.kill_and_finish(KILLS, FAULTS, (0.3, 0.3))
+        self.check_fleet()
+
+    def test_sigkill_costs_no_attempt(self):
+        """Without failing faults, kills alone never fail an attempt.
+
+        Every node ends ready (or deleted) with the one instance it ever
+        had: a resumed flow goes on where it stopped. Instances take
+        longer to build than the launcher takes to start again, so flows
+        resume in the middle of their polls.
+        """
+        self.kill_and_finish(KILLS // 2, {'rate-limit': 0.1}, (2.5, 1.0))
+        self.check_fleet(exact=True)
+
+    def kill_and_finish(self, kills, faults, latency):
+        for run in range(kills):
             crash_after = 'create:0.3,delete:0.3' if run % 3 == 1 else ''
-            proc = self.child(crash_after)
+            proc = self.child(crash_after, faults=faults, latency=latency)
             started = self.wait_started(proc)
             if started.startswith('started'):
                 time.sleep(self.rng.uniform(0, 1.5))
@@ -150,16 +168,17 @@ class TestCrash(base.TestCase):
             self.note_phases()
 
         # The last run may finish.
-        proc = self.child(new_per_run=NODES)
+        proc = self.child(new_per_run=NODES, faults=faults,
+                          latency=latency)
         out, _ = proc.communicate(timeout=300)
         self.addDetail('phases', content.text_content(
             '\n'.join('%4d %s' % (n, k)
                       for k, n in sorted(self.hits.items()))))
         self.assertEqual(0, proc.returncode, out)
         self.assertIn('done', out)
-        self.check_fleet()
 
-    def check_fleet(self):
+    def check_fleet(self, exact=False):
+        """Check nodes against the cloud; ``exact``: one instance each."""
         store, driver = self.ff.store, self.ff.driver
         planned = {crash_child.node_id(i): i for i in range(NODES)}
         nodes = {n['id']: n for n in store.list_nodes()}
@@ -175,10 +194,16 @@ class TestCrash(base.TestCase):
         for ident, index in planned.items():
             node = nodes.get(ident)
             live = [i.external_id for i in alive.get(ident, [])]
+            made = sorted(history.get(ident, []),
+                          key=lambda r: r['created'])
+            never = node is None and not made
+            if never:
+                # Killed between its marker and its row: never existed.
+                continue
             if node is None:
                 # Deleted: only nodes the plan deletes may be gone.
                 self.assertTrue(crash_child.to_delete(index, DELETE_EVERY),
-                                'node %s is gone' % ident)
+                                'node %s is gone: %s' % (ident, made))
                 self.assertEqual([], live, 'deleted node %s' % ident)
             elif node['state'] == models.READY:
                 self.assertFalse(crash_child.to_delete(index, DELETE_EVERY),
@@ -191,8 +216,12 @@ class TestCrash(base.TestCase):
                 self.assertTrue(node['failure'], ident)
                 self.assertEqual([], live,
                                  '%s node %s' % (node['state'], ident))
-            made = sorted(history.get(ident, []),
-                          key=lambda r: r['created'])
+            if exact:
+                self.assertNotIn(node and node['state'],
+                                 (models.FAILED, models.ABORTED),
+                                 node and node['failure'])
+                self.assertEqual(1, len(made),
+                                 'instances of node %s: %s' % (ident, made))
             self.assertLessEqual(len(made), LAUNCH_RETRIES,
                                  'instances of node %s: %s' % (ident, made))
             for before, after in zip(made, made[1:]):

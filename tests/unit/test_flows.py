@@ -11,13 +11,13 @@ from fleetflow import exceptions
 from fleetflow import flowinfo
 from fleetflow.flows import delete as delete_flows
 from fleetflow.flows import launch as launch_flows
+from fleetflow import runner as runner_mod
 from tests import base
+from tests.unit import ssh_fixture
 
 
 def _atoms(flow):
     """Every atom of a flow and its subflows, retries included."""
-    compiled = engines.load(flow, store={}).compile() or None
-    del compiled
     found = []
 
     def walk(item):
@@ -41,9 +41,14 @@ class FlowTestCase(base.TestCase):
     def assertNoInstances(self, ff):
         self.assertEqual([], [i.external_id for i in ff.instances()])
 
-    def history(self, ff, run):
-        """{atom name: atom detail} of the run's flow detail."""
-        return {ad.name: ad for ad in run.engine.storage._flowdetail}
+    def retry_history(self, run, name='launch-attempts'):
+        """The retry's history (TaskFlow empties it when reverted)."""
+        return run.engine.storage.get_retry_history(name)
+
+    def atom(self, ff, node_id, name, flow=-1):
+        """An atom of the node's last flow, as flowinfo describes it."""
+        atoms = flowinfo.describe_flows(ff.ctx, node_id)[flow]['atoms']
+        return {a['name']: a for a in atoms}[name]
 
 
 class TestLaunchAndDelete(FlowTestCase):
@@ -73,26 +78,20 @@ class TestLaunchAndDelete(FlowTestCase):
         self.assertEqual(1, counts['delete'])
 
     def test_atom_names_unique(self):
-        for hkc in (True, False):
-            flow = launch_flows.get_launch_flow(
-                'n1', 'fake-1', 'main', 'small', 3, 60, 10, hkc)
+        flows = [launch_flows.get_launch_flow(
+            'n1', 'fake-1', 'main', 'small', 3, 60, 10, hkc)
+            for hkc in (True, False)]
+        flows.append(delete_flows.get_delete_flow('n1', 'fake-1', 30))
+        for flow in flows:
             names = _atoms(flow)
-            self.assertEqual(len(names), len(set(names)), names)
-            self.assertIn('launch-attempts', names)
-        names = _atoms(delete_flows.get_delete_flow('n1', 'fake-1', 30))
-        self.assertEqual(len(names), len(set(names)), names)
+            self.assertEqual(sorted(set(names)), sorted(names))
+            # TaskFlow compiles it (it refuses duplicate names too).
+            engines.load(flow, store={}).compile()
+        self.assertIn('scan-host-keys', _atoms(flows[0]))
+        self.assertNotIn('scan-host-keys', _atoms(flows[1]))
 
 
 class TestFaults(FlowTestCase):
-
-    def retry_history(self, run, name='launch-attempts'):
-        """The retry's history (TaskFlow empties it when reverted)."""
-        return run.engine.storage.get_retry_history(name)
-
-    def atom(self, ff, node_id, name, flow=-1):
-        """An atom of the node's last flow, as flowinfo describes it."""
-        atoms = flowinfo.describe_flows(ff.ctx, node_id)[flow]['atoms']
-        return {a['name']: a for a in atoms}[name]
 
     def test_create_error_then_success(self):
         ff = self.fleet()
@@ -246,3 +245,87 @@ class TestFaults(FlowTestCase):
         self.assertLessEqual(first['gone_at'], second['created'])
         self.assertEqual([node['external_id']],
                          [i.external_id for i in ff.instances()])
+
+
+class TestKeyscan(FlowTestCase):
+
+    def test_keys_of_a_real_ssh_server(self):
+        server = self.useFixture(ssh_fixture.SSHServerFixture())
+        ff = self.fleet(host_key_checking=True, interface_ip='127.0.0.1',
+                        connection_port=server.port)
+        node, run = ff.launch()
+        self.assertEqual(states.SUCCESS, run.state, run.error)
+        self.assertEqual(models.READY, node['state'])
+        self.assertEqual(server.keys, sorted(node['host_keys']))
+        self.assertEqual(server.port, node['connection_port'])
+        scan = self.atom(ff, node['id'], 'scan-host-keys')
+        self.assertEqual(states.SUCCESS, scan['state'])
+
+    def test_nothing_listens_until_the_second_attempt(self):
+        boot_timeout = 1.0
+        # The port is taken but refuses connections until listen().
+        server = self.useFixture(ssh_fixture.SSHServerFixture(
+            listen_delay=None))
+        ff = self.fleet(host_key_checking=True, interface_ip='127.0.0.1',
+                        connection_port=server.port, launch_retries=2,
+                        boot_timeout=boot_timeout)
+        node = ff.create_node()
+        run = ff.runner.launch(node)
+        ff.wait_for(lambda: ff.driver.call_counts()['create'] == 2,
+                    timeout=15)
+        server.listen()
+        ff.wait_run(run)
+        node = ff.node(node['id'])
+        self.assertEqual(models.READY, node['state'], node['failure'])
+        self.assertEqual(2, node['launch_attempts'])
+        self.assertEqual(server.keys, sorted(node['host_keys']))
+        first, second = ff.driver.instance_history()
+        # The first attempt scanned for boot-timeout, then its instance
+        # was deleted before the second one was created.
+        self.assertIsNotNone(first['gone_at'])
+        self.assertLessEqual(first['gone_at'], second['created'])
+        self.assertGreaterEqual(second['created'] - first['created'],
+                                boot_timeout)
+        [failure] = [f for _n, f in
+                     self.retry_history(run).outcomes_iter(0)]
+        self.assertTrue(failure.check(exceptions.KeyscanError), failure)
+        self.assertIn('did not answer SSH within boot-timeout',
+                      failure.exception_str)
+        self.assertEqual([second['external_id']],
+                         [i.external_id for i in ff.instances()])
+
+
+class TestResume(FlowTestCase):
+
+    def inputs(self, ff, node):
+        return dict(node_id=node['id'], provider=node['provider'],
+                    pool=node['pool'], label=node['label'],
+                    launch_retries=3, launch_timeout=60, boot_timeout=10,
+                    host_key_checking=False)
+
+    def test_recorded_flow_resumes_with_its_inputs(self):
+        # A process that recorded a flow and died before running it.
+        ff = self.fleet()
+        node = ff.create_node()
+        ff.runner.record_flow(node['id'], launch_flows.get_launch_flow,
+                              self.inputs(ff, node))
+        self.assertEqual(1, ff.runner.resume_all())
+        ff.wait_for(lambda: ff.node(node['id'])['state'] == models.READY)
+        ff.wait_for(lambda: not ff.runner.is_running(node['id']))
+        self.assertEqual(1, len(ff.instances()))
+
+    def test_stopped_runner_resumes_where_it_stopped(self):
+        ff = self.fleet(create_latency=0.5)
+        node = ff.create_node()
+        run = ff.runner.launch(node)
+        ff.wait_for(lambda: ff.driver.call_counts()['create'] == 1)
+        ff.runner.stop()
+        self.assertNotEqual(states.SUCCESS, run.state)
+        self.assertEqual(models.BUILDING, ff.node(node['id'])['state'])
+        runner = runner_mod.Runner(ff.ctx, workers=2)
+        self.addCleanup(runner.stop)
+        self.assertEqual(1, runner.resume_all())
+        ff.wait_for(lambda: ff.node(node['id'])['state'] == models.READY)
+        # The resumed flow found the instance: no second one.
+        self.assertEqual(1, ff.driver.call_counts()['create'])
+        self.assertEqual(1, len(ff.driver.instance_history()))
