@@ -8,6 +8,13 @@ recorded), the time until every released node was deleted, the launcher's
 CPU seconds and peak RSS (from /proc), its peak thread count, the cloud
 API calls made (counted by the fake cloud) and the database transactions
 per node.
+
+Several launchers (``--launchers N``) share one database (``--database
+URL``: a PostgreSQL URL gets a schema of its own for the run) and one
+jobboard (``--jobboard redis|zookeeper`` on ``--jobboard-hosts``, a
+namespace of its own), each launcher serving requests and conducting
+flows; their CPU, threads and transactions are summed. ``--compare`` runs
+the same load with one launcher first, then with N, and reports both.
 """
 
 import argparse
@@ -21,6 +28,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+import uuid
 
 from oslo_config import cfg
 import yaml
@@ -53,12 +61,27 @@ def parse_args(argv):
                         help='seconds between instance listings')
     parser.add_argument('--workers', type=int, default=16)
     parser.add_argument('--launchers', type=int, default=1,
-                        help='launcher processes (more than one needs '
-                             'the jobboard)')
+                        help='launcher processes on one database and one '
+                             'jobboard (more than one implies --jobboard '
+                             'redis)')
+    parser.add_argument('--jobboard', choices=('redis', 'zookeeper'),
+                        help='post flows on this jobboard and run them in '
+                             'conductors')
+    parser.add_argument('--jobboard-hosts', default='127.0.0.1',
+                        help='host[:port] of the jobboard server')
+    parser.add_argument('--database', metavar='URL',
+                        help='database URL (default: SQLite in the state '
+                             'directory); PostgreSQL gets a new schema')
+    parser.add_argument('--compare', action='store_true',
+                        help='run with one launcher, then with '
+                             '--launchers, and report both')
     parser.add_argument('--timeout', type=float, default=600)
     parser.add_argument('--keep', action='store_true',
                         help='keep the state directory')
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.launchers > 1 and args.jobboard is None:
+        args.jobboard = 'redis'
+    return args
 
 
 def free_port():
@@ -80,7 +103,7 @@ def proc_stats(pid):
             'threads': int(status['Threads'])}
 
 
-def write_config(tmp, args, port):
+def write_config(tmp, args, port, name=None, db_url=None, namespace=None):
     faults = {}
     for item in args.fault:
         kind, _, rate = item.partition('=')
@@ -96,14 +119,24 @@ def write_config(tmp, args, port):
     with open(os.path.join(tmp, 'layout.yaml'), 'w') as f:
         yaml.safe_dump({'labels': [{'name': 'small'}],
                         'providers': [provider]}, f)
-    with open(os.path.join(tmp, 'fleetflow.conf'), 'w') as f:
-        f.write('[DEFAULT]\nstate_path = %s\n'
-                '[launcher]\nlayout_file = %s\nworkers = %d\n'
+    with open(os.path.join(tmp, '%s.conf' % (name or 'fleetflow')),
+              'w') as f:
+        f.write('[DEFAULT]\nstate_path = %s\n' % tmp)
+        if name:
+            f.write('host = %s\n' % name)
+        f.write('[launcher]\nlayout_file = %s\nworkers = %d\n'
                 'instance_refresh_interval = %s\n'
                 '[persistence]\nbackend = %s\n'
                 '[status_api]\nenabled = true\nbind_port = %d\n'
-                % (tmp, os.path.join(tmp, 'layout.yaml'), args.workers,
+                % (os.path.join(tmp, 'layout.yaml'), args.workers,
                    args.refresh_interval, args.persistence, port))
+        if db_url:
+            f.write('[database]\nconnection = %s\n' % db_url)
+        if args.jobboard:
+            f.write('[jobboard]\nenabled = true\nbackend = %s\n'
+                    'hosts = %s\nnamespace = %s\nconductor_workers = %d\n'
+                    % (args.jobboard, args.jobboard_hosts, namespace,
+                       args.workers))
     return provider
 
 
@@ -113,25 +146,89 @@ def health(port):
         return json.load(response)
 
 
+def new_schema(url):
+    """A PostgreSQL URL on a new schema, and the function that drops it."""
+    import sqlalchemy as sa
+    schema = 'bench_%s' % uuid.uuid4().hex[:12]
+    admin = sa.create_engine(url, poolclass=sa.pool.NullPool)
+    with admin.begin() as conn:
+        conn.execute(sa.text('CREATE SCHEMA %s' % schema))
+
+    def drop():
+        with admin.begin() as conn:
+            conn.execute(sa.text('DROP SCHEMA %s CASCADE' % schema))
+        admin.dispose()
+
+    separator = '&' if '?' in url else '?'
+    return ('%s%soptions=-csearch_path%%3D%s' % (url, separator, schema),
+            drop)
+
+
+def drop_namespace(args, namespace):
+    """Remove what the run left on the jobboard server."""
+    from oslo_utils import netutils
+    if args.jobboard == 'redis':
+        import redis
+        host, port = netutils.parse_host_port(args.jobboard_hosts,
+                                              default_port=6379)
+        client = redis.Redis(host=host, port=port)
+        keys = list(client.scan_iter(match=namespace + '*'))
+        if keys:
+            client.delete(*keys)
+        client.close()
+    elif args.jobboard == 'zookeeper':
+        from kazoo import client as kazoo_client
+        client = kazoo_client.KazooClient(hosts=args.jobboard_hosts)
+        client.start(timeout=10)
+        try:
+            client.delete('/fleetflow/%s' % namespace, recursive=True)
+        except Exception:
+            pass
+        client.stop()
+        client.close()
+
+
 def run(args):
     tmp = tempfile.mkdtemp(prefix='fleetflow-bench-')
-    port = free_port()
-    provider = write_config(tmp, args, port)
+    cleanups = []
+    db_url = args.database
+    if db_url and db_url.startswith('postgresql'):
+        db_url, drop = new_schema(db_url)
+        cleanups.append(drop)
+    namespace = 'bench-%s' % uuid.uuid4().hex[:8]
+    if args.jobboard:
+        cleanups.append(lambda: drop_namespace(args, namespace))
+    ports = [free_port() for _ in range(args.launchers)]
+    names = ['bench-%d' % (i + 1) for i in range(args.launchers)] \
+        if args.launchers > 1 else [None]
+    for name, port in zip(names, ports):
+        provider = write_config(tmp, args, port, name, db_url, namespace)
+    config_files = [os.path.join(tmp, '%s.conf' % (name or 'fleetflow'))
+                    for name in names]
     conf = cfg.ConfigOpts()
-    config_file = os.path.join(tmp, 'fleetflow.conf')
-    ff_conf.setup(conf, ['--config-file', config_file])
-    migration.upgrade(db_api.create_engine(ff_conf.database_url(conf)))
+    ff_conf.setup(conf, ['--config-file', config_files[0]])
+    engine = db_api.create_engine(ff_conf.database_url(conf))
+    migration.upgrade(engine)
+    engine.dispose()
     cloud = fake.FakeDriver(provider, conf)
-    log = open(os.path.join(tmp, 'launcher.log'), 'w')
-    proc = subprocess.Popen(
-        [sys.executable, '-m', 'fleetflow.cmd.launcher', '--config-file',
-         os.path.join(tmp, 'fleetflow.conf')], stdout=log, stderr=log)
+    logs, procs = [], []
+    for name, config_file in zip(names, config_files):
+        log = open(os.path.join(tmp, '%s.log' % (name or 'launcher')), 'w')
+        logs.append(log)
+        procs.append(subprocess.Popen(
+            [sys.executable, '-m', 'fleetflow.cmd.launcher',
+             '--config-file', config_file], stdout=log, stderr=log))
     try:
-        return measure(args, conf, cloud, proc, port)
+        return measure(args, conf, cloud, procs, ports)
     finally:
-        proc.terminate()
-        proc.wait(30)
-        log.close()
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            proc.wait(30)
+        for log in logs:
+            log.close()
+        for cleanup in cleanups:
+            cleanup()
         if not args.keep:
             shutil.rmtree(tmp, ignore_errors=True)
         else:
@@ -148,15 +245,26 @@ def wait(predicate, timeout, what, sample=None):
         time.sleep(0.02)
 
 
-def measure(args, conf, cloud, proc, port):
-    wait(lambda: _answers(port), 60, 'the launcher to start')
-    start = proc_stats(proc.pid)
-    transactions0 = health(port)['db_transactions']
+def _sum_stats(procs):
+    stats = [proc_stats(proc.pid) for proc in procs]
+    return {'cpu': sum(s['cpu'] for s in stats),
+            'peak_rss_mb': max(s['peak_rss_mb'] for s in stats),
+            'threads': sum(s['threads'] for s in stats)}
+
+
+def _transactions(ports):
+    return sum(health(port)['db_transactions'] for port in ports)
+
+
+def measure(args, conf, cloud, procs, ports):
+    wait(lambda: all(_answers(port) for port in ports), 60,
+         'the launchers to start')
+    start = _sum_stats(procs)
+    transactions0 = _transactions(ports)
     peak = {'threads': start['threads']}
 
     def sample():
-        peak['threads'] = max(peak['threads'],
-                              proc_stats(proc.pid)['threads'])
+        peak['threads'] = max(peak['threads'], _sum_stats(procs)['threads'])
 
     client = ff_client.Client(conf)
     submitted = time.time()
@@ -179,11 +287,15 @@ def measure(args, conf, cloud, proc, port):
     wait(lambda: not client.list_nodes(), args.timeout,
          'released nodes to be deleted', sample)
     deleted = time.time() - released
-    end = proc_stats(proc.pid)
-    transactions = health(port)['db_transactions'] - transactions0
+    end = _sum_stats(procs)
+    transactions = _transactions(ports) - transactions0
     client.close()
     calls = cloud.call_counts()
     return {
+        'launchers': args.launchers,
+        'jobboard': args.jobboard,
+        'database': 'postgresql' if (args.database or '').startswith(
+            'postgresql') else 'sqlite',
         'nodes': args.nodes,
         'create_latency': args.create_latency,
         'persistence': args.persistence,
@@ -219,8 +331,21 @@ def print_table(result):
         print('%-*s  %s' % (width, key, value))
 
 
+def print_comparison(results):
+    width = max(len(k) for k in results[0])
+    for key in results[0]:
+        print('%-*s  %s' % (width, key, '  '.join(
+            '%-14s' % (result[key],) for result in results)))
+
+
 def main(argv=None):
     args = parse_args(argv)
+    if args.compare and args.launchers > 1:
+        one = argparse.Namespace(**dict(vars(args), launchers=1))
+        results = [run(one), run(args)]
+        print(json.dumps(results))
+        print_comparison(results)
+        return 0 if all(r['failed'] == 0 for r in results) else 1
     result = run(args)
     print(json.dumps(result))
     print_table(result)
