@@ -10,7 +10,8 @@ listener on every engine; it notes in each atom detail's ``meta``:
 ``started``
     when the atom first started running or reverting (``time.time()``);
 ``ended``
-    when it last finished (succeeded, failed or was reverted);
+    when it last finished (succeeded, failed or was reverted; for a
+    retry, only when it was reverted: its time is its scope's);
 ``busy``
     seconds spent in its ``execute`` and ``revert`` calls, summed;
 ``runs`` / ``reverts``
@@ -88,6 +89,12 @@ class AtomTimes(listener_base.Listener):
                     meta['failures'] = {
                         atom: _failure_text(failure)
                         for atom, failure in results[-1][1].items()}
+        elif retry and state == states.SUCCESS:
+            # A retry's execute only decides what its scope does next; the
+            # time is in its scope's atoms. Noting its end would cost the
+            # flow's last save a statement of its own.
+            self._began.pop(name, None)
+            return
         else:
             meta['ended'] = now
             began = self._began.pop(name, None)
@@ -144,9 +151,10 @@ def _atom(detail, flow_failures):
 
 
 def _structure(flow_detail):
-    """{atom name: enclosing flow name}, in the flow's order, or None.
+    """{atom name: names of the flows around it}, in the flow's order.
 
-    The flow is rebuilt from the factory recorded in its detail.
+    The flow is rebuilt from the factory recorded in its detail; None
+    when that fails.
     """
     try:
         flow = engines.flow_from_detail(flow_detail)
@@ -154,16 +162,17 @@ def _structure(flow_detail):
         return None
     order = {}
 
-    def walk(item, parent):
+    def walk(item, chain):
         if hasattr(item, 'iter_nodes'):
+            chain = chain + (item.name,)
             if item.retry is not None:
-                order[item.retry.name] = item.name
+                order[item.retry.name] = chain
             for child, _meta in item.iter_nodes():
-                walk(child, item.name)
+                walk(child, chain)
         else:
-            order[item.name] = parent
+            order[item.name] = chain
 
-    walk(flow, flow.name)
+    walk(flow, ())
     return order
 
 
@@ -177,8 +186,21 @@ def _flow(flow_detail):
     flow_failures = [_failure_text(d.failure) for d in details
                      if d.failure is not None]
     atoms = [_atom(d, flow_failures) for d in details]
+    chains = order or {}
     for atom in atoms:
-        atom['flow'] = (order or {}).get(atom['name'], flow_detail.name)
+        chain = chains.get(atom['name'], (flow_detail.name,))
+        atom['flow'] = chain[-1]
+    for atom in atoms:
+        if atom['kind'] != 'retry' or atom['started'] is None:
+            continue
+        # A retry lasts as long as its scope: the atoms of its subflow.
+        scope = chains.get(atom['name'], ())
+        ends = [a['ended'] for a in atoms
+                if a['ended'] is not None
+                and chains.get(a['name'], ())[:len(scope)] == scope]
+        if ends:
+            atom['ended'] = max(ends)
+            atom['duration'] = round(max(ends) - atom['started'], 6)
     starts = [a['started'] for a in atoms if a['started'] is not None]
     ends = [a['ended'] for a in atoms if a['ended'] is not None]
     return {
