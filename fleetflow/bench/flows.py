@@ -28,6 +28,7 @@ import time
 
 from oslo_config import cfg
 from sqlalchemy import event
+from taskflow.persistence.backends import impl_sqlalchemy
 
 from fleetflow import conf as ff_conf
 from fleetflow import context
@@ -37,6 +38,8 @@ from fleetflow import layout as ff_layout
 from fleetflow import runner as ff_runner
 
 BACKENDS = ('memory', 'sql')
+#: also measurable: TaskFlow's own SQL connection, one object reused
+EXTRA_BACKENDS = ('sql-stock',)
 
 
 def parse_args(argv):
@@ -53,7 +56,12 @@ def parse_args(argv):
                              'reported)')
     parser.add_argument('--refresh-interval', type=float, default=0.01,
                         help='seconds between instance listings')
-    parser.add_argument('--profile', choices=BACKENDS,
+    parser.add_argument('--backends', default=','.join(BACKENDS),
+                        help='comma-separated, from %s (memory and sql '
+                             'are always run); sql-stock is TaskFlow\'s '
+                             'own SQL connection, for comparison'
+                        % ', '.join(BACKENDS + EXTRA_BACKENDS))
+    parser.add_argument('--profile', choices=BACKENDS + EXTRA_BACKENDS,
                         help='profile the flow workers of this backend')
     parser.add_argument('--profile-lines', type=int, default=40)
     parser.add_argument('--json', action='store_true',
@@ -98,6 +106,19 @@ class _Profiler:
         return out.getvalue()
 
 
+class _StockBackend(impl_sqlalchemy.SQLAlchemyBackend):
+    """TaskFlow's SQL backend on fleetflow's engine, one connection."""
+
+    def __init__(self, engine):
+        super().__init__({'connection': engine.url.render_as_string(
+            hide_password=False)}, engine=engine)
+        self._connection = impl_sqlalchemy.Connection(self,
+                                                      self._upgrade_lock)
+
+    def get_connection(self):
+        return self._connection
+
+
 class Fleet:
     """A context and runner on a fresh state directory."""
 
@@ -106,7 +127,8 @@ class Fleet:
         conf = cfg.ConfigOpts()
         ff_conf.setup(conf, [], default_config_files=[])
         conf.set_override('state_path', self.state)
-        conf.set_override('backend', backend, 'persistence')
+        conf.set_override('backend', 'sql' if backend == 'sql-stock'
+                          else backend, 'persistence')
         conf.set_override('instance_refresh_interval', refresh_interval,
                           'launcher')
         conf.set_override('poll_attempt', 0.5, 'launcher')
@@ -118,6 +140,8 @@ class Fleet:
                 'pools': [{'name': 'main', 'host-key-checking': False,
                            'labels': [{'name': 'small'}]}]}]})
         self.ctx = context.Context(conf, layout)
+        if backend == 'sql-stock':
+            self.ctx.persistence = _StockBackend(self.ctx.engine)
         migration.upgrade(self.ctx.engine)
         context.set_current(self.ctx)
         self.statements = 0
@@ -210,17 +234,19 @@ def run_backend(backend, args, profiler=None):
 
 
 def table(report):
-    rows = [('backend', 'cpu s', 'wall s', 'cpu ms/node', 'stmts/node',
-             'txns/node')]
+    rows = [('backend', 'cpu s', 'wall s', 'cpu ms/node',
+             'flow cpu ms/node', 'stmts/node', 'txns/node')]
     nodes = report['nodes']
-    for backend in BACKENDS:
+    for backend in report['backends']:
         r = report[backend]
         rows.append((backend, '%.3f' % r['cpu_s'], '%.3f' % r['wall_s'],
                      '%.2f' % r['cpu_ms_per_node'],
+                     '%.2f' % r['flow_cpu_ms_per_node'],
                      '%.1f' % r['statements_per_node'],
                      '%.1f' % (r['transactions'] / nodes)))
     rows.append(('sql/memory', '%.2f' % report['ratio_cpu'],
-                 '%.2f' % report['ratio_wall'], '', '', ''))
+                 '%.2f' % report['ratio_wall'],
+                 '', '%.2f' % report['ratio_flow_cpu'], '', ''))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     return '\n'.join('  '.join(cell.rjust(w) if i else cell.ljust(w)
                                for i, (cell, w) in enumerate(zip(row,
@@ -231,21 +257,29 @@ def table(report):
 def main(argv=None):
     args = parse_args(argv)
     profiler = _Profiler() if args.profile else None
+    backends = list(BACKENDS) + [
+        b for b in args.backends.split(',')
+        if b in EXTRA_BACKENDS]
     report = {'nodes': args.flows, 'workers': args.workers,
-              'repeat': args.repeat}
-    for backend in BACKENDS:
+              'repeat': args.repeat, 'backends': backends}
+    for backend in backends:
         report[backend] = run_backend(
             backend, args, profiler if args.profile == backend else None)
     report['ratio_cpu'] = round(report['sql']['cpu_s']
                                 / report['memory']['cpu_s'], 3)
     report['ratio_wall'] = round(report['sql']['wall_s']
                                  / report['memory']['wall_s'], 3)
+    report['ratio_flow_cpu'] = round(report['sql']['flow_cpu_s']
+                                     / report['memory']['flow_cpu_s'], 3)
+    for backend in backends[2:]:
+        report['ratio_cpu_%s' % backend] = round(
+            report[backend]['cpu_s'] / report['memory']['cpu_s'], 3)
     print(json.dumps(report, sort_keys=True))
     if not args.json:
         print(table(report))
     if profiler is not None:
         sys.stderr.write(profiler.report(args.profile_lines))
-    bad = any(report[b]['not_ready'] or report[b]['left'] for b in BACKENDS)
+    bad = any(report[b]['not_ready'] or report[b]['left'] for b in backends)
     return 1 if bad else 0
 
 
