@@ -308,6 +308,8 @@ class JobboardRunner(ff_runner.Runner):
 
     def _post(self, node_id, book, detail, store):
         job = self.board.post(node_id, book, detail, store)
+        # A conductor, maybe on another host, writes the flow from now on.
+        forget_flow(self.ctx, detail.uuid)
         with self._jobs_lock:
             if self._jobs is not None:
                 self._jobs[node_id] = job.uuid
@@ -381,6 +383,18 @@ class JobboardRunner(ff_runner.Runner):
         if self._watcher is not None:
             self._watcher.join(timeout)
         super().stop(timeout)
+
+
+def forget_flow(ctx, flow_uuid):
+    """Make the persistence connection forget what it wrote of a flow.
+
+    The SQL connection remembers the atoms it wrote to save writes; once
+    the flow is run elsewhere, what it remembers is wrong.
+    """
+    with contextlib.closing(ctx.persistence.get_connection()) as conn:
+        forget = getattr(conn, 'forget_flow', None)
+        if forget is not None:
+            forget(flow_uuid)
 
 
 def _inputs(detail):
@@ -560,10 +574,11 @@ class _ClaimingBoard:
     until the job is consumed, abandoned or trashed.
     """
 
-    def __init__(self, board, keeper):
+    def __init__(self, board, keeper, on_claim=None):
         self._board = board
         self._jobboard = board.jobboard
         self._keeper = keeper
+        self._on_claim = on_claim
 
     def __getattr__(self, name):
         return getattr(self._jobboard, name)
@@ -574,6 +589,8 @@ class _ClaimingBoard:
         else:
             self._jobboard.claim(job, who)
         self._keeper.add(job)
+        if self._on_claim is not None:
+            self._on_claim(job)
 
     def consume(self, job, who):
         self._keeper.discard(job)
@@ -608,7 +625,7 @@ class Conductor:
         self._claims = _ClaimKeeper(board, self.name, self._lost)
         self._conductor = conductor_backends.fetch(
             'nonblocking' if self.workers > 1 else 'blocking', self.name,
-            _ClaimingBoard(board, self._claims),
+            _ClaimingBoard(board, self._claims, self._claimed),
             persistence=ctx.persistence, engine='serial',
             max_simultaneous_jobs=self.workers,
             wait_timeout=CONDUCTOR_WAIT)
@@ -657,6 +674,12 @@ class Conductor:
     def waiting(self):
         """Flows of this conductor that wait (each holds its worker)."""
         return self._waits.count()
+
+    def _claimed(self, job):
+        # Other hosts may have run the flow since this one last did.
+        flow_uuid = (job.details or {}).get('flow_uuid')
+        if flow_uuid:
+            forget_flow(self.ctx, flow_uuid)
 
     # Conductor events
 

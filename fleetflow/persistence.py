@@ -148,6 +148,17 @@ class LeanConnection(impl_sqlalchemy.Connection):
                 self._flow_atoms[flow_uuid] = known
         return known
 
+    def forget_flow(self, flow_uuid):
+        """Forget what this connection remembers of a flow's atoms.
+
+        It remembers what it wrote, as if no other process wrote the
+        flow; a process that hands the flow over to others (the jobboard)
+        calls this when it posts the flow and when it takes it back.
+        """
+        with self._lock:
+            for atom_uuid in self._flow_atoms.pop(flow_uuid, ()):
+                self._written.pop(atom_uuid, None)
+
     def _forget_flow(self, flow_detail):
         with self._lock:
             self._flow_atoms.pop(flow_detail.uuid, None)

@@ -257,35 +257,52 @@ class MultiLauncherTests:
 
     def test_killed_launcher_flows_finish_elsewhere(self):
         fleet = self.fleet(create_latency=4, workers=3)
-        fleet.start('launcher-1')
-        fleet.wait_started('launcher-1')
-        fleet.start('launcher-2')
+        hosts = ('launcher-1', 'launcher-2')
+        for name in hosts:
+            fleet.start(name)
+        fleet.wait_started(*hosts)
         ids = [fleet.store.create_request([LABEL])['id'] for _ in range(6)]
+        made = fleet.instances_per_node
 
-        def launching_on_1():
-            made = fleet.instances_per_node()
-            return [n for n in fleet.nodes()
-                    if n['launcher'] == 'launcher-1'
-                    and n['state'] == models.BUILDING and made[n['id']]]
+        def launching():
+            """Nodes whose instance is being made, by conductor host."""
+            by_host = collections.defaultdict(list)
+            for node in fleet.nodes():
+                if node['state'] == models.BUILDING and made()[node['id']]:
+                    by_host[node['launcher']].append(node)
+            return by_host
 
-        victims = fleet.wait_for(launching_on_1, 20,
-                                 'launcher-1 launches nothing')
-        fleet.wait_started('launcher-2')
-        fleet.kill('launcher-1')
+        # Kill the host that served the requests, once its conductor is
+        # in the middle of launches (three workers a host: both are).
+        def victim():
+            served = collections.Counter(
+                r['launcher'] for r in fleet.requests(ids).values())
+            by_host = launching()
+            for host, _count in served.most_common():
+                if host in hosts and by_host.get(host):
+                    return host, by_host[host]
+
+        dead, victims = fleet.wait_for(victim, 20, 'nothing launching')
+        orphans = [r['id'] for r in fleet.requests(ids).values()
+                   if r['state'] == models.PENDING and r['launcher'] == dead]
+        fleet.kill(dead)
         killed = time.time()
-        # The dead host's claims expire; launcher-2 resumes its flows,
-        # whose instances are already being created.
+        # Its claims expire; the other host resumes its flows (their
+        # instances are being made) and settles the requests it served.
         fleet.wait_for(lambda: self.fulfilled(fleet, ids),
-                       fleet.claim_expiry + fleet.create_latency + 15,
+                       fleet.claim_expiry + fleet.create_latency + 8,
                        'requests not fulfilled after the kill')
         took = time.time() - killed
-        self.addDetail('fulfilled-after-kill',
-                       content.text_content('%.1fs (%d flows taken over)'
-                                            % (took, len(victims))))
+        self.addDetail('fulfilled-after-kill', content.text_content(
+            '%s killed; all fulfilled %.1fs later; %d flows taken over, %d '
+            'requests adopted' % (dead, took, len(victims), len(orphans))))
         self.assert_served_once(fleet, ids)
         for node in victims:
             self.assertEqual(models.IN_USE,
                              fleet.store.get_node(node['id'])['state'])
+        for request_id in orphans:
+            self.assertGreater(fleet.requests()[request_id]['state_time'],
+                               killed)
         self.release_and_check_clean(fleet, ids)
 
     def test_min_ready_not_overshot(self):

@@ -15,6 +15,7 @@ from unittest import mock
 import fixtures
 from taskflow import states
 
+from fleetflow import context
 from fleetflow.db import api
 from fleetflow.db import locks
 from fleetflow.db import migration
@@ -451,6 +452,29 @@ class BoardTests:
         self.ff.wait_for(lambda: self.ff.node(node['id'])['state']
                          == models.READY, timeout=20)
         self.assertNotEqual(first.name, second.name)
+        self.assertEqual(1, len(self.ff.driver.instance_history()))
+
+    def test_flow_moves_between_processes(self):
+        # Another process: its own context, persistence and board.
+        other = context.Context(self.ff.conf, self.ff.layout)
+        other.start()
+        self.addCleanup(other.stop)
+        board = jobboard.Board(self.ff.conf, other.persistence)
+        board.connect()
+        self.addCleanup(board.close)
+        elsewhere = jobboard.Conductor(other, board)
+        elsewhere.start()
+        self.ff.driver.create_latency = 3
+        node = self.ff.create_node()
+        self.runner.refresh()
+        self.runner.launch(node)
+        self.ff.wait_for(lambda: elsewhere.waiting() == 1, timeout=10)
+        elsewhere.stop()
+        # Back to this process, which recorded the flow before the other
+        # one ran it.
+        self.conductor()
+        self.ff.wait_for(lambda: self.ff.node(node['id'])['state']
+                         == models.READY, timeout=20)
         self.assertEqual(1, len(self.ff.driver.instance_history()))
 
 
