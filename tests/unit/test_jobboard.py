@@ -542,3 +542,38 @@ class TestFleetLauncherPass(base.TestCase):
                          ff.store.get_request(request['id'])['state'])
         launcher.run_pass()
         self.assertEqual(0, len(board.jobs()))
+
+
+class TestJobList(base.TestCase):
+    """``fleetflow job list`` against a Redis jobboard."""
+
+    def test_lists_jobs_with_owner_and_state(self):
+        from tests.unit import test_cli
+        where = board_servers.address(self, 'redis')
+        namespace = board_servers.namespace(self, 'redis', where)
+        env = self.useFixture(test_cli.CliEnv(conf={'jobboard': {
+            'enabled': 'true', 'hosts': where, 'namespace': namespace}}))
+        conf = base.make_conf(env.state_path, overrides=jobboard_overrides(
+            self, enabled=True, hosts=[where], namespace=namespace))
+        board = jobboard.Board(conf)
+        board.connect()
+        self.addCleanup(board.close)
+        first = board.jobboard.post('launch-n1', details={
+            'node_id': 'n1', 'flow_uuid': 'f1', 'store': {}})
+        board.jobboard.post('delete-n2', details={
+            'node_id': 'n2', 'flow_uuid': 'f2', 'store': {}})
+        board.jobboard.claim(first, 'host-a-1f2e3d')
+        rows = env.json('job', 'list')
+        self.assertEqual(
+            [('launch-n1', 'n1', 'f1', 'CLAIMED', 'host-a-1f2e3d'),
+             ('delete-n2', 'n2', 'f2', 'UNCLAIMED', None)],
+            [(r['name'], r['node_id'], r['flow_uuid'], r['state'],
+              r['owner']) for r in rows])
+        self.assertTrue(test_cli.is_iso_utc(rows[0]['created_on']))
+
+    def test_needs_the_jobboard(self):
+        from tests.unit import test_cli
+        env = self.useFixture(test_cli.CliEnv())
+        result = env.cli('job', 'list')
+        self.assertEqual(1, result.rc, result)
+        self.assertIn('the jobboard is not enabled', result.stderr)
