@@ -35,7 +35,9 @@ Waiting flows
     (``conductor_workers``), so at most that many flows, waiting ones
     included, run on one host; the rest stay unclaimed on the board for
     other hosts (the bound is per host: the fleet runs ``hosts x
-    conductor_workers`` flows at once).
+    conductor_workers`` flows at once). A conductor that stops (or loses
+    a claim) suspends a waiting flow where the runner parks one, at its
+    failed poll, and gives the job back to the board.
 
 One flow per node, across hosts
     Launcher passes take turns on a database lock
@@ -50,6 +52,11 @@ One flow per node, across hosts
 Several launchers look after every node and request together: any of
 them settles any pending request and launches any building node that has
 no job, so what a dead launcher left half done is finished by the others.
+
+A flow moves between processes (recorded by one, run by another, taken
+over by a third), so the persistence connection is told to forget what
+it remembers writing of a flow when the flow is posted and when it is
+claimed.
 """
 
 import contextlib
