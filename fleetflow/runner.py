@@ -174,9 +174,15 @@ class Runner:
             for detail in unfinished:
                 LOG.info('[node %s] Resuming flow %s (%s)', book.uuid,
                          detail.name, detail.state)
-                self._start(book.uuid, detail.name, functools.partial(
-                    engines.load_from_detail, detail, backend=backend,
-                    book=book, engine='serial'))
+                try:
+                    self._start(book.uuid, detail.name, functools.partial(
+                        engines.load_from_detail, detail, backend=backend,
+                        book=book, engine='serial'))
+                except exceptions.FleetflowError as e:
+                    # One node's bad logbook must not stop the others.
+                    LOG.error('[node %s] Flow %s not resumed: %s',
+                              book.uuid, detail.name, e)
+                    continue
                 resumed += 1
         return resumed
 

@@ -314,6 +314,21 @@ class TestResume(FlowTestCase):
         ff.wait_for(lambda: not ff.runner.is_running(node['id']))
         self.assertEqual(1, len(ff.instances()))
 
+    def test_a_bad_logbook_does_not_stop_resume_all(self):
+        ff = self.fleet()
+        twice = ff.create_node()
+        for _ in range(2):
+            ff.runner.record_flow(twice['id'], launch_flows.get_launch_flow,
+                                  self.inputs(ff, twice))
+        other = ff.create_node()
+        ff.runner.record_flow(other['id'], launch_flows.get_launch_flow,
+                              self.inputs(ff, other))
+        # One flow of each node runs; the second of the first is left.
+        self.assertEqual(2, ff.runner.resume_all())
+        self.assertIn('not resumed', self.logger.output)
+        for node in (twice, other):
+            ff.wait_for(lambda: ff.node(node['id'])['state'] == models.READY)
+
     def test_stopped_runner_resumes_where_it_stopped(self):
         ff = self.fleet(create_latency=0.5)
         node = ff.create_node()
