@@ -66,9 +66,7 @@ class Context:
     def __init__(self, conf, layout=None):
         self.conf = conf
         self.layout = layout or ff_layout.load(conf.launcher.layout_file)
-        self.engine = api.create_engine(
-            ff_conf.database_url(conf), pool_size=conf.database.pool_size,
-            busy_timeout=conf.database.busy_timeout)
+        self.engine = self.new_engine()
         self.store = api.Store(self.engine)
         self.persistence = persistence.get_backend(conf, self.engine)
         self.scheduler = ff_scheduler.Scheduler()
@@ -77,6 +75,18 @@ class Context:
             name: Provider(entry, conf, self.scheduler)
             for name, entry in self.layout.providers.items()}
         self._keyscanner = None
+
+    def new_engine(self):
+        """An engine on the configured database, with its own connections.
+
+        On SQLite each engine has one connection that its threads take in
+        turn; a thread that must not queue behind the flows' workers (the
+        launcher's pass) gets an engine of its own.
+        """
+        conf = self.conf
+        return api.create_engine(
+            ff_conf.database_url(conf), pool_size=conf.database.pool_size,
+            busy_timeout=conf.database.busy_timeout)
 
     @property
     def keyscanner(self):

@@ -26,6 +26,7 @@ import logging
 import threading
 import time
 
+from fleetflow.db import api as db_api
 from fleetflow.db import models
 from fleetflow.drivers import base as driver_base
 from fleetflow import exceptions
@@ -44,7 +45,9 @@ class Launcher:
 
     def __init__(self, ctx):
         self.ctx = ctx
-        self.store = ctx.store
+        # The pass has connections of its own: it must not queue behind
+        # the flows' workers.
+        self.store = db_api.Store(ctx.new_engine())
         self.host = ctx.conf.host
         self.runner = self._make_runner()
         self._wake = threading.Event()
@@ -76,6 +79,7 @@ class Launcher:
         self._scheduler.stop()
         self.runner.stop()
         self.ctx.stop()
+        self.store.engine.dispose()
         LOG.info('Launcher %s stopped', self.host)
 
     def wake(self):
