@@ -18,7 +18,10 @@ after a driver call returns, with probability P: the cloud has done the
 call, the flow has not recorded it.
 
 It prints ``started <resumed>`` once its flows are resumed and its plan
-is running, and ``done <json summary>`` at the end.
+is running, and ``done <json summary>`` at the end. With ``--trace FILE``
+it appends a line per atom state change (``<flow> <atom> <state>``) and
+per crash point, unbuffered, so that what was under way when it was
+killed can be read afterwards.
 """
 
 import argparse
@@ -32,6 +35,7 @@ import uuid
 
 from fleetflow import context
 from fleetflow.db import models
+from fleetflow import flowinfo
 from fleetflow import layout as ff_layout
 from fleetflow import runner as ff_runner
 from tests import base
@@ -63,6 +67,7 @@ def parse(argv):
     parser.add_argument('--crash-after', default='')
     parser.add_argument('--seed', type=int, default=0)
     parser.add_argument('--workers', type=int, default=8)
+    parser.add_argument('--trace')
     return parser.parse_args(argv)
 
 
@@ -79,6 +84,31 @@ def make_context(args):
     return context.Context(conf, layout)
 
 
+class Trace:
+    """Unbuffered appends of one line each (they survive a SIGKILL)."""
+
+    fd = None
+
+    @classmethod
+    def open(cls, path):
+        if path:
+            cls.fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+
+    @classmethod
+    def write(cls, line):
+        if cls.fd is not None:
+            os.write(cls.fd, (line + '\n').encode())
+
+
+class TracingTimes(flowinfo.AtomTimes):
+    """The runner's timing listener, also tracing each state change."""
+
+    def _note(self, name, state, retry=False):
+        Trace.write('%s %s %s' % (self._engine.storage.flow_name.split(
+            '-')[0], name, state))
+        super()._note(name, state, retry=retry)
+
+
 def add_crash_points(driver, spec, rng):
     """SIGKILL this process right after some driver calls return."""
     for item in filter(None, spec.split(',')):
@@ -91,6 +121,7 @@ def add_crash_points(driver, spec, rng):
                      **kwargs):
             result = _original(*args, **kwargs)
             if rng.random() < _p:
+                Trace.write('crash-after %s' % _original.__name__)
                 os.kill(os.getpid(), signal.SIGKILL)
             return result
 
@@ -147,6 +178,9 @@ class Plan:
 
 def main(argv=None):
     args = parse(argv)
+    Trace.open(args.trace)
+    Trace.write('--- start')
+    ff_runner.flowinfo.AtomTimes = TracingTimes
     rng = random.Random(args.seed)
     ctx = make_context(args)
     context.set_current(ctx)

@@ -42,8 +42,8 @@ from tests.functional import crash_child
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__))))
 
-NODES = 30
-NEW_PER_RUN = 5
+NODES = 60
+NEW_PER_RUN = 3
 DELETE_EVERY = 2
 LAUNCH_RETRIES = 3
 KILLS = 20
@@ -68,6 +68,7 @@ class TestCrash(base.TestCase):
             start=False, runner=False))
         self.state = self.ff.state_path
         self.log_path = os.path.join(self.state, 'child.log')
+        self.trace_path = os.path.join(self.state, 'trace.log')
         self.addCleanup(self._attach_log)
         keep = os.environ.get('FLEETFLOW_TEST_KEEP_STATE')
         if keep:
@@ -94,6 +95,7 @@ class TestCrash(base.TestCase):
                 '--launch-retries', str(LAUNCH_RETRIES),
                 '--faults', json.dumps(faults),
                 '--crash-after', crash_after,
+                '--trace', self.trace_path,
                 '--seed', str(self.rng.randrange(1 << 30))]
         log = open(self.log_path, 'a')
         self.addCleanup(log.close)
@@ -125,18 +127,28 @@ class TestCrash(base.TestCase):
         return lines[0] if lines else ''
 
     def note_phases(self):
-        """Count the atoms that were running when the child died."""
-        with contextlib.closing(
-                self.ff.ctx.persistence.get_connection()) as conn:
-            for book in conn.get_logbooks():
-                for flow in book:
-                    if flow.state not in UNFINISHED:
-                        continue
-                    kind = flow.name.split('-')[0]
-                    for atom in flow:
-                        if atom.state in ('RUNNING', 'REVERTING'):
-                            self.hits['%s/%s %s' % (
-                                kind, atom.name, atom.state)] += 1
+        """Count what was under way when the child died (its trace)."""
+        try:
+            with open(self.trace_path) as f:
+                lines = f.read().split('--- start\n')[-1].splitlines()
+        except OSError:
+            return
+        under_way = collections.Counter()
+        for line in lines:
+            fields = line.split()
+            if fields[0] == 'crash-after':
+                self.hits['crash after %s' % fields[1]] += 1
+                continue
+            kind, atom, state = fields
+            key = '%s/%s %s' % (kind, atom, 'revert' if state in (
+                'REVERTING', 'REVERTED') else 'execute')
+            if state in ('RUNNING', 'REVERTING'):
+                under_way[key] += 1
+            elif under_way[key]:
+                under_way[key] -= 1
+        for key, count in under_way.items():
+            if count:
+                self.hits['killed in %s' % key] += count
 
     def test_sigkill_anywhere(self):
         """With faults of every kind: no leak, no double."""
@@ -160,7 +172,7 @@ class TestCrash(base.TestCase):
             proc = self.child(crash_after, faults=faults, latency=latency)
             started = self.wait_started(proc)
             if started.startswith('started'):
-                time.sleep(self.rng.uniform(0, 1.5))
+                time.sleep(self.rng.uniform(0, 1.2))
             if proc.poll() is None:
                 proc.send_signal(signal.SIGKILL)
             proc.wait()
