@@ -26,6 +26,9 @@ import logging
 import threading
 import time
 
+from taskflow import exceptions as tf_exceptions
+from taskflow import states as tf_states
+
 from fleetflow.db import api as db_api
 from fleetflow.db import models
 from fleetflow.drivers import base as driver_base
@@ -38,6 +41,13 @@ from fleetflow import scheduler as ff_scheduler
 LOG = logging.getLogger(__name__)
 
 TICK = 0.05
+
+#: Launch errors with a stat key, the most specific classes first.
+STAT_ERRORS = (exceptions.HostKeyMismatch, exceptions.KeyscanError,
+               exceptions.LaunchTimeout, exceptions.InstanceErrorState,
+               driver_base.QuotaError, driver_base.CapacityError,
+               driver_base.RateLimitError, driver_base.NotFound,
+               driver_base.DriverError, exceptions.LaunchError)
 
 
 class Launcher:
@@ -57,6 +67,7 @@ class Launcher:
         self._leak_candidates = {}
         self.leaked = collections.Counter()
         self.passes = 0
+        self.cleanup_passes = 0
         self._scheduler = ff_scheduler.Scheduler()
         self._scheduler.add_periodic(self._tick, TICK)
 
@@ -86,7 +97,32 @@ class Launcher:
         self._wake.set()
 
     def _flow_done(self, run):
+        if isinstance(run, ff_runner.FlowRun):
+            self._launch_stats(run)
         self.wake()
+
+    def _launch_stats(self, run):
+        """Send ``launch.ready`` or ``launch.error.<kind>`` for a launch.
+
+        Timed from the node's creation (when it was asked for).
+        """
+        if self.ctx.stats.client is None or run.engine is None or \
+                not run.name.startswith('launch-'):
+            return
+        if run.state == tf_states.SUCCESS:
+            result = 'ready'
+        elif run.state == tf_states.REVERTED:
+            result = _stat_key(run.error)
+        else:
+            return
+        try:
+            provider = run.engine.storage.fetch('provider')
+            label = run.engine.storage.fetch('label')
+            node = self.ctx.store.find_node(run.node_id)
+            seconds = time.time() - node['created_at'] if node else None
+            self.ctx.stats.launch_result(provider, label, result, seconds)
+        except Exception:
+            LOG.exception('Sending the stats of flow %s failed', run.name)
 
     def _tick(self):
         now = time.time()
@@ -285,6 +321,7 @@ class Launcher:
                 self._cleanup_provider(name, provider, nodes)
             except Exception:
                 LOG.exception('Leak cleanup of provider %s failed', name)
+        self.cleanup_passes += 1
 
     def _cleanup_provider(self, name, provider, nodes):
         driver = provider.driver
@@ -360,6 +397,21 @@ class Launcher:
         for state in models.NODE_STATES:
             gauges.setdefault('nodes.%s' % state, 0)
         self.ctx.stats.gauges(gauges)
+
+
+def _stat_key(error):
+    """The ``error.<kind>`` key of the exception that reverted a launch."""
+    key = getattr(error, 'stat_key', None)
+    if key:
+        return key
+    # A flow resumed from its logbook raises the failures it restored,
+    # which know their exception's class names only.
+    for failure in error if isinstance(
+            error, tf_exceptions.WrappedFailure) else ():
+        cls = failure.check(*STAT_ERRORS)
+        if cls is not None:
+            return cls.stat_key
+    return 'error.unknown'
 
 
 def _counts(nodes):

@@ -20,12 +20,16 @@ class Stats:
                 prefix=conf.stats.statsd_prefix)
 
     def launch_result(self, provider, label, result, seconds):
-        """Count a launch result (``ready`` or ``error.<kind>``)."""
+        """Count a launch result (``ready`` or ``error.<kind>``).
+
+        ``seconds`` (None when unknown: only counted) is its timer.
+        """
         if self.client is None:
             return
         for scope in ('', 'provider.%s.' % provider, 'label.%s.' % label):
             key = '%slaunch.%s' % (scope, result)
-            self.client.timing(key, seconds * 1000)
+            if seconds is not None:
+                self.client.timing(key, seconds * 1000)
             self.client.incr(key)
 
     def leaked(self, provider, kind, count=1):
