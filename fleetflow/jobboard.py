@@ -798,6 +798,15 @@ class Service:
         return self.launcher.passes if self.launcher is not None else 0
 
     @property
+    def cleanup_passes(self):
+        return self.launcher.cleanup_passes if self.launcher is not None \
+            else 0
+
+    @property
+    def leaked(self):
+        return self.launcher.leaked if self.launcher is not None else {}
+
+    @property
     def runner(self):
         return self.launcher.runner if self.launcher is not None \
             else self.conductor

@@ -42,6 +42,14 @@ def provider_quota(ctx):
     return rows
 
 
+def leaked_counts(leaked):
+    """``{provider: {kind: count}}`` of what leak cleanup deleted."""
+    counts = {}
+    for (provider, kind), count in sorted(leaked.items()):
+        counts.setdefault(provider, {})[kind] = count
+    return counts
+
+
 class StatusServer:
     """Serves the launcher's status as JSON on a thread of its own."""
 
@@ -51,6 +59,8 @@ class StatusServer:
         routes = {
             '/health': lambda: {'status': 'ok', 'host': ctx.conf.host,
                                 'passes': launcher.passes,
+                                'cleanup_passes': launcher.cleanup_passes,
+                                'leaked': leaked_counts(launcher.leaked),
                                 'flows_running': launcher.runner.running(),
                                 'db_transactions': ctx.store.transactions,
                                 'time': time.time()},
