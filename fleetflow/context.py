@@ -75,6 +75,8 @@ class Context:
             name: Provider(entry, conf, self.scheduler)
             for name, entry in self.layout.providers.items()}
         self._keyscanner = None
+        #: flows waiting for a worker of this process's runner
+        self.worker_backlog = 0
 
     def new_engine(self):
         """An engine on the configured database, with its own connections.

@@ -199,9 +199,13 @@ class Runner:
     # Running, parking, waking
 
     def _submit(self, run):
+        with self._lock:
+            self.ctx.worker_backlog += 1
         self._executor.submit(self._run, run)
 
     def _run(self, run):
+        with self._lock:
+            self.ctx.worker_backlog -= 1
         run.park = None
         if self._stopping:
             self._finish(run, states.SUSPENDED)

@@ -30,9 +30,11 @@ launcher_opts = [
                  max=600,
                  help='Seconds between two listings of a provider\'s '
                       'instances; one listing serves every waiting node.'),
-    cfg.FloatOpt('poll_attempt', default=5.0, min=0.01, max=600,
-                 help='Longest a single poll attempt waits for a change '
-                      'before the retry controller checks its deadline.'),
+    cfg.FloatOpt('poll_attempt', default=30.0, min=0.01, max=600,
+                 help='Longest a waiting flow stays parked before it looks '
+                      'again and checks its deadline; a change of its '
+                      'instance in the provider\'s listing wakes it '
+                      'sooner.'),
     cfg.IntOpt('delete_timeout', default=600, min=1, max=86400,
                help='Seconds to wait for a deleted instance to disappear.'),
     cfg.FloatOpt('delete_retry_interval', default=30.0, min=0.1, max=86400,

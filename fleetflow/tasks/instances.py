@@ -3,6 +3,7 @@
 import time
 
 from taskflow.types import failure as tf_failure
+import tenacity
 
 from fleetflow.drivers import base as driver_base
 from fleetflow import exceptions
@@ -13,18 +14,34 @@ from fleetflow.tasks import base
 def _look(ctx, provider, external_id, not_before, settled):
     """The instance's latest listing: ``(known, instance)``.
 
-    When it is not settled yet, wait here for the next listing that shows
-    a change, for two refresh intervals at most: most instances change
-    within that time, and the flow need not be parked and resumed.
+    When it is not settled yet and no flow waits for a worker, wait here
+    for the next listing that shows a change, for two refresh intervals at
+    most: on a quick cloud most instances change within that time, and the
+    flow need not be parked and resumed. With a backlog, the worker is
+    worth more to the next flow, and this one is parked at once.
     """
     cache = ctx.provider(provider).cache
     known, current = cache.lookup(external_id, not_before)
-    if not settled(known, current):
+    if not settled(known, current) and not ctx.worker_backlog:
         seen = instance_cache.state_of(current) if known else None
         cache.wait_change(external_id, seen, min(
             2 * cache.interval, ctx.conf.launcher.poll_attempt))
         known, current = cache.lookup(external_id, not_before)
     return known, current
+
+
+def _retryable(error):
+    return isinstance(error, driver_base.DriverError) and not isinstance(
+        error, driver_base.NotFound)
+
+
+def _wait_for_cloud(retry_state):
+    """Until the time a rate limit gave, else a doubling pause up to 5 s."""
+    error = retry_state.outcome.exception()
+    retry_at = getattr(error, 'retry_at', None)
+    if retry_at is not None:
+        return max(0.0, retry_at - time.time())
+    return min(5.0, 0.1 * 2 ** (retry_state.attempt_number - 1))
 
 
 def _still_waiting(ctx, what, deadline, provider, external_id, known,
@@ -74,23 +91,23 @@ class CreateInstance(base.FleetflowTask):
         # The next attempt must not start while this instance lives: a
         # failed delete is tried again until delete_timeout.
         deadline = time.time() + self.ctx.conf.launcher.delete_timeout
-        while True:
-            try:
-                cloud.driver.delete_instance(external_id)
-                break
-            except driver_base.NotFound:
-                return
-            except driver_base.DriverError as e:
-                retry_at = getattr(e, 'retry_at', None) or (
-                    time.time() + self.ctx.conf.launcher.poll_attempt)
-                if retry_at >= deadline:
-                    log.warning('Deleting instance %s failed (%s); the '
-                                'leak cleanup deletes it later',
-                                external_id, e)
-                    return
-                log.info('Deleting instance %s failed (%s); trying again',
-                         external_id, e)
-                time.sleep(max(0, retry_at - time.time()))
+        try:
+            for attempt in tenacity.Retrying(
+                    retry=tenacity.retry_if_exception(_retryable),
+                    stop=tenacity.stop_before_delay(
+                        self.ctx.conf.launcher.delete_timeout),
+                    wait=_wait_for_cloud, reraise=True,
+                    before_sleep=lambda state: log.info(
+                        'Deleting instance %s failed (%s); trying again',
+                        external_id, state.outcome.exception())):
+                with attempt:
+                    cloud.driver.delete_instance(external_id)
+        except driver_base.NotFound:
+            return
+        except driver_base.DriverError as e:
+            log.warning('Deleting instance %s failed (%s); the leak cleanup '
+                        'deletes it later', external_id, e)
+            return
         if not cloud.cache.wait_gone(external_id,
                                      max(0, deadline - time.time())):
             log.warning('Instance %s still exists after %ss; the node\'s '

@@ -49,6 +49,7 @@ class TaskTestCase(base.TestCase):
         self.ctx.conf.host = 'host-1'
         self.ctx.conf.launcher.poll_attempt = 5.0
         self.ctx.conf.launcher.delete_timeout = 30
+        self.ctx.worker_backlog = 0
         self.store = self.ctx.store
         self.store.find_node.return_value = {'id': NODE, 'request_id': None}
         self.cloud = mock.Mock(name='provider')
@@ -151,8 +152,7 @@ class TestCreateInstance(TaskTestCase):
         self.cache.wait_gone.assert_called_once()
 
     def test_revert_gives_up_at_the_delete_timeout(self):
-        self.ctx.conf.launcher.poll_attempt = 0.01
-        self.ctx.conf.launcher.delete_timeout = 0.1
+        self.ctx.conf.launcher.delete_timeout = 0.5
         self.driver.delete_instance.side_effect = driver_base.DriverError(
             'boom')
         self.revert({'external_id': 'i-1', 'created_at': 1.0})
@@ -205,6 +205,12 @@ class TestWaitForInstanceActive(TaskTestCase):
         # One poll waits at most poll_attempt, never past the deadline.
         self.assertLessEqual(e.wake_at, time.time() + 5.0)
         self.assertLessEqual(e.wake_at, deadline)
+
+    def test_backlog_parks_at_once(self):
+        self.ctx.worker_backlog = 3
+        self.assertRaises(exceptions.StillWaiting, self.execute, True,
+                          instance(driver_base.BUILDING))
+        self.cache.wait_change.assert_not_called()
 
     def test_not_listed_yet_is_still_waiting(self):
         e = self.assertRaises(exceptions.StillWaiting, self.execute, False,
