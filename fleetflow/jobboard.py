@@ -73,6 +73,7 @@ from taskflow.jobs import backends as job_backends
 from taskflow.listeners import base as listener_base
 from taskflow import states
 from taskflow.types import failure as tf_failure
+import tenacity
 
 from fleetflow.db import locks
 from fleetflow import exceptions
@@ -80,6 +81,7 @@ from fleetflow import flowinfo
 from fleetflow import launcher as ff_launcher
 from fleetflow import logutils
 from fleetflow import runner as ff_runner
+from fleetflow import scheduler as ff_scheduler
 
 LOG = logging.getLogger(__name__)
 
@@ -261,27 +263,25 @@ class JobboardRunner(ff_runner.Runner):
         self.lock = lock
         self._jobs = None
         self._jobs_lock = threading.Lock()
-        self._stop = threading.Event()
         self._watcher = None
+        self._job_count = None
 
     def start(self):
         """Watch the board, to pass again as soon as a job is done."""
         if self._on_done is not None and self._watcher is None:
-            self._watcher = threading.Thread(
-                target=self._watch, name='fleetflow-board-watch',
-                daemon=True)
+            self._watcher = ff_scheduler.Scheduler()
+            self._watcher.add_periodic(self._watch, BOARD_WATCH)
             self._watcher.start()
 
     def _watch(self):
-        last = None
-        while not self._stop.wait(BOARD_WATCH):
-            try:
-                count = self.board.jobboard.job_count
-            except Exception:
-                continue
-            if last is not None and count < last:
-                self._on_done(None)
-            last = count
+        """Wake the launcher when the board holds fewer jobs than before."""
+        try:
+            count = self.board.jobboard.job_count
+        except Exception:
+            return
+        if self._job_count is not None and count < self._job_count:
+            self._on_done(None)
+        self._job_count = count
 
     def refresh(self):
         """Read which nodes have a job on the board."""
@@ -386,9 +386,8 @@ class JobboardRunner(ff_runner.Runner):
             return len(self._jobs or ())
 
     def stop(self, timeout=None):
-        self._stop.set()
         if self._watcher is not None:
-            self._watcher.join(timeout)
+            self._watcher.stop()
         super().stop(timeout)
 
 
@@ -510,19 +509,14 @@ class _ClaimKeeper:
         self._on_lost = on_lost
         self._held = {}
         self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._thread = None
+        self._scheduler = ff_scheduler.Scheduler()
+        self._scheduler.add_periodic(self.renew, self.interval)
 
     def start(self):
-        self._thread = threading.Thread(target=self._loop,
-                                        name='fleetflow-claims',
-                                        daemon=True)
-        self._thread.start()
+        self._scheduler.start()
 
     def stop(self):
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join()
+        self._scheduler.stop()
 
     def add(self, job):
         with self._lock:
@@ -541,10 +535,6 @@ class _ClaimKeeper:
     def count(self):
         with self._lock:
             return len(self._held)
-
-    def _loop(self):
-        while not self._stop.wait(self.interval):
-            self.renew()
 
     def renew(self):
         """Renew every claim held; hand the lost ones to ``on_lost``."""
@@ -653,13 +643,18 @@ class Conductor:
                  '%ss', self.name, self.workers, self.board.claim_expiry)
 
     def _run(self):
-        while not self._stopping.is_set():
-            try:
-                self._conductor.run()
-            except Exception:
-                LOG.exception('Conductor %s failed; starting it again',
-                              self.name)
-            self._stopping.wait(1.0)
+        """Run TaskFlow's conductor; start it again if it fails."""
+        try:
+            tenacity.Retrying(
+                retry=tenacity.retry_if_exception_type(),
+                stop=lambda state: self._stopping.is_set(),
+                wait=tenacity.wait_fixed(1.0), sleep=self._stopping.wait,
+                before_sleep=lambda state: LOG.error(
+                    'Conductor %s failed; starting it again', self.name,
+                    exc_info=state.outcome.exception()),
+            )(self._conductor.run)
+        except tenacity.RetryError:
+            pass
 
     def stop(self, timeout=None):
         """Stop claiming; running flows stop at a task boundary.

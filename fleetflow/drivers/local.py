@@ -45,6 +45,7 @@ import threading
 import time
 import uuid
 
+import tenacity
 import voluptuous as v
 
 from fleetflow.drivers import base
@@ -270,11 +271,15 @@ class LocalDriver(base.Driver):
                     os.kill(pid, sig)
             except ProcessLookupError:
                 return
-            deadline = time.monotonic() + STOP_TIMEOUT
-            while time.monotonic() < deadline:
-                if not self._alive(external_id, pid):
-                    return
-                time.sleep(0.05)
+            try:
+                tenacity.Retrying(
+                    retry=tenacity.retry_if_result(bool),
+                    stop=tenacity.stop_after_delay(STOP_TIMEOUT),
+                    wait=tenacity.wait_fixed(0.05),
+                )(self._alive, external_id, pid)
+                return
+            except tenacity.RetryError:
+                pass
             LOG.warning('local instance %s: pid %d did not exit on %s',
                         external_id, pid, sig.name)
         raise base.DriverError('local instance %s: pid %d does not exit'
