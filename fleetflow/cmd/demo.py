@@ -95,6 +95,13 @@ class Progress:
         nodes = {n['id']: n for n in self.client.list_nodes()}
         for node_id, node in nodes.items():
             if self.seen.get(node_id) != node['state']:
+                if node['state'] == 'in-use' and \
+                        self.seen.get(node_id) != 'ready':
+                    # Ready and handed over between two looks: show the
+                    # step all the same, with the keys it scanned.
+                    self._say('node %s  %-9s %s' % (
+                        node_id[:8], 'ready', _where(dict(node,
+                                                          state='ready'))))
                 self.seen[node_id] = node['state']
                 self._say('node %s  %-9s %s' % (
                     node_id[:8], node['state'], _where(node)))
