@@ -41,6 +41,8 @@ from fleetflow import scheduler as ff_scheduler
 LOG = logging.getLogger(__name__)
 
 TICK = 0.05
+#: a pass starts no sooner than this many times its last duration after it
+PASS_SHARE = 5
 
 #: Launch errors with a stat key, the most specific classes first.
 STAT_ERRORS = (exceptions.HostKeyMismatch, exceptions.KeyscanError,
@@ -67,6 +69,7 @@ class Launcher:
         self._leak_candidates = {}
         self.leaked = collections.Counter()
         self.passes = 0
+        self._pass_cost = 0.0
         self.cleanup_passes = 0
         self._scheduler = ff_scheduler.Scheduler()
         self._scheduler.add_periodic(self._tick, TICK)
@@ -126,6 +129,11 @@ class Launcher:
 
     def _tick(self):
         now = time.time()
+        if now - self._last_pass < PASS_SHARE * self._pass_cost:
+            # A pass reads every node and request: with many of them,
+            # passes are spaced so that they take a bounded share of the
+            # process's time, and the flows get the rest.
+            return
         marker = self.store.request_marker()
         if (self._wake.is_set() or marker != self._marker
                 or now - self._last_pass >= self.ctx.conf.launcher
@@ -134,6 +142,7 @@ class Launcher:
             self._marker = marker
             self._last_pass = now
             self.run_pass()
+            self._pass_cost = time.time() - now
         if now - self._last_cleanup >= self.ctx.conf.launcher \
                 .cleanup_interval:
             self._last_cleanup = now
