@@ -338,7 +338,8 @@ class TestSpares(LauncherTestCase):
         self.assertGreaterEqual(made[0]['gone_at'] - old['ready_at'],
                                 max_age)
         self.assertGreater(new['created_at'], old['ready_at'] + max_age)
-        self.assertEqual([new['external_id']], self.alive()[new['id']])
+        self.assertEqual([new['external_id']], [
+            row['external_id'] for row in self.history(new['id'])])
 
     def test_hold_and_release(self):
         self.start(status=True)
@@ -452,14 +453,18 @@ class TestRestart(LauncherTestCase):
             self.assertNotIn(flows['launch-%s' % node['id']], FINISHED)
 
     def test_sigterm_then_resume(self):
-        latency = 4.0
+        latency = 5.0
         self.start(create_latency=latency)
         request, nodes = self.building(2)
         ready_at = min(row['created'] for row in self.history()) + latency
         proc = self.launcher.proc
         proc.send_signal(signal.SIGTERM)
+        sent = time.time()
         rc = proc.wait(latency)
         exited = time.time()
+        self.addDetail('stop-seconds', content.text_content(
+            '%.3f (%.3f before the first instance was active)'
+            % (exited - sent, ready_at - exited)))
         self.assertEqual(0, rc)
         # It stopped while the instances were still building: it did not
         # wait for them.
