@@ -580,7 +580,7 @@ class TestStats(LauncherTestCase):
         broken = base.fake_provider(name='fake-2', labels=('broken',),
                                     faults={'instance-error': 1.0},
                                     launch_retries=1)
-        data = layout(providers=[broken])
+        data = layout(providers=[broken], create_latency=LATENCY)
         data['labels'].append({'name': 'broken'})
         self.start(layout_data=data, conf={
             'stats': {'statsd_host': '127.0.0.1',
