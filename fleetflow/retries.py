@@ -9,6 +9,7 @@ node holds no thread.
 
 import time
 
+from taskflow.patterns import linear_flow
 from taskflow import retry
 
 from fleetflow.drivers import base as driver_base
@@ -91,3 +92,17 @@ class PollUntilDeadline(retry.Retry):
 
     def revert(self, history, *args, **kwargs):
         pass
+
+
+def polled(name, timeout, task_class, task_name, rebind=None, **kwargs):
+    """A subflow that runs one poll task alone until ``timeout`` passes.
+
+    The task (``task_class(name=task_name, **kwargs)``) gets the deadline
+    of the subflow's :class:`PollUntilDeadline`, named ``<name>-deadline``,
+    as its ``deadline`` argument.
+    """
+    deadline = '%s_deadline' % name.replace('-', '_')
+    task = task_class(name=task_name,
+                      rebind=dict(rebind or {}, deadline=deadline), **kwargs)
+    return linear_flow.Flow(name, retry=PollUntilDeadline(
+        timeout, name='%s-deadline' % name, provides=deadline)).add(task)

@@ -18,12 +18,8 @@ def get_delete_flow(node_id, provider, delete_timeout):
                                     provides='external_id'))
     flow.add(instances.DeleteInstance(name='delete-instance',
                                       provides='deleted'))
-    flow.add(linear_flow.Flow(
-        'wait-gone',
-        retry=retries.PollUntilDeadline(delete_timeout,
-                                        name='wait-gone-deadline',
-                                        provides='gone_deadline'),
-    ).add(instances.WaitForInstanceGone(
-        name='wait-instance-gone', rebind={'deadline': 'gone_deadline'})))
+    flow.add(retries.polled('wait-gone', delete_timeout,
+                            instances.WaitForInstanceGone,
+                            'wait-instance-gone'))
     flow.add(nodes.RemoveNode(name='remove-node'))
     return flow

@@ -21,24 +21,15 @@ def get_launch_flow(node_id, provider, pool, label, launch_retries,
                                      name='launch-attempts'))
     attempt.add(instances.CreateInstance(name='create-instance',
                                          provides='created'))
-    attempt.add(linear_flow.Flow(
-        'wait-active',
-        retry=retries.PollUntilDeadline(launch_timeout,
-                                        name='wait-active-deadline',
-                                        provides='active_deadline'),
-    ).add(instances.WaitForInstanceActive(
-        name='wait-instance-active', provides='instance',
-        rebind={'instance': 'created', 'deadline': 'active_deadline'})))
+    attempt.add(retries.polled(
+        'wait-active', launch_timeout, instances.WaitForInstanceActive,
+        'wait-instance-active', provides='instance',
+        rebind={'instance': 'created'}))
     attempt.add(nodes.UpdateNodeFromInstance(name='update-node'))
     if host_key_checking:
-        attempt.add(linear_flow.Flow(
-            'keyscan',
-            retry=retries.PollUntilDeadline(boot_timeout,
-                                            name='keyscan-deadline',
-                                            provides='keyscan_deadline'),
-        ).add(keyscan.ScanHostKeys(
-            name='scan-host-keys', provides='host_keys',
-            rebind={'deadline': 'keyscan_deadline'})))
+        attempt.add(retries.polled(
+            'keyscan', boot_timeout, keyscan.ScanHostKeys, 'scan-host-keys',
+            provides='host_keys'))
         attempt.add(nodes.SaveHostKeys(name='save-host-keys'))
 
     flow = linear_flow.Flow('launch-%s' % node_id)
