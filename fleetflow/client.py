@@ -64,11 +64,6 @@ DOOMED_STATES = (models.USED, models.DELETING, models.FAILED,
 #: States from which :meth:`Client.hold_node` holds a node.
 HOLDABLE_STATES = (models.READY, models.IN_USE, models.USED, models.HOLD)
 
-#: The columns of a node that a consumer needs to reach it.
-CONNECTION_FIELDS = ('id', 'label', 'interface_ip', 'public_ipv4',
-                     'private_ipv4', 'public_ipv6', 'connection_type',
-                     'connection_port', 'username', 'host_keys')
-
 
 class NotFound(exceptions.FleetflowError):
     """The node or request does not exist (or no longer)."""

@@ -13,10 +13,6 @@ class NodeStateConflict(FleetflowError):
     """A compare-and-set state change found the row in another state."""
 
 
-class RequestDeclined(FleetflowError):
-    """A request cannot be served; the reason is on the request."""
-
-
 class LaunchError(FleetflowError):
     """A launch attempt failed; the launch may be tried again."""
 

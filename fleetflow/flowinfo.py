@@ -238,24 +238,3 @@ def describe_flows(ctx, node_id):
     flows = [_flow(fd) for fd in book]
     flows.sort(key=lambda f: (f['started'] is None, f['started'] or 0))
     return flows
-
-
-def format_flows(flows):
-    """The flows of :func:`describe_flows` as text, one line per atom."""
-    lines = []
-    for flow in flows:
-        lines.append('%s  %s  %s' % (flow['name'], flow['state'],
-                                     _seconds(flow['duration'])))
-        for atom in flow['atoms']:
-            line = '  %-24s %-5s %-10s %-8s x%-3d %s' % (
-                atom['name'], atom['kind'], atom['state'],
-                atom['intention'], atom['attempts'],
-                _seconds(atom['duration']))
-            if atom['failure']:
-                line += '  ' + atom['failure']
-            lines.append(line.rstrip())
-    return '\n'.join(lines)
-
-
-def _seconds(value):
-    return '-' if value is None else '%.3fs' % value

@@ -45,8 +45,11 @@ def create_engine(url, pool_size=10, busy_timeout=30):
     return engine
 
 
-def _row(row):
-    return dict(row._mapping) if row is not None else None
+def _spare(node_id):
+    """An UPDATE of the node only while it is ready and no request's."""
+    return (NODES.update().where(NODES.c.id == node_id)
+            .where(NODES.c.state == models.READY)
+            .where(NODES.c.request_id.is_(None)))
 
 
 class Store:
@@ -144,12 +147,8 @@ class Store:
 
     def assign_node(self, node_id, request_id):
         """Give a ready, unassigned node to a request (compare-and-set)."""
-        query = (NODES.update()
-                 .where(NODES.c.id == node_id)
-                 .where(NODES.c.state == models.READY)
-                 .where(NODES.c.request_id.is_(None))
-                 .values(request_id=request_id))
-        return self._write(query).rowcount == 1
+        return self._write(_spare(node_id).values(
+            request_id=request_id)).rowcount == 1
 
     def serve_requests(self, plans):
         """Serve requests in one transaction.
@@ -177,11 +176,8 @@ class Store:
                     continue
                 launch = list(plan['launch'])
                 for node_id in plan['reuse']:
-                    taken = conn.execute(
-                        NODES.update().where(NODES.c.id == node_id)
-                        .where(NODES.c.state == models.READY)
-                        .where(NODES.c.request_id.is_(None))
-                        .values(request_id=plan['request_id'])).rowcount
+                    taken = conn.execute(_spare(node_id).values(
+                        request_id=plan['request_id'])).rowcount
                     if not taken:
                         launch.append(conn.execute(
                             sa.select(NODES.c.label)
@@ -224,12 +220,8 @@ class Store:
 
         :returns: whether it was still a spare.
         """
-        query = (NODES.update()
-                 .where(NODES.c.id == node_id)
-                 .where(NODES.c.state == models.READY)
-                 .where(NODES.c.request_id.is_(None))
-                 .values(state=models.USED, state_time=time.time()))
-        return self._write(query).rowcount == 1
+        return self._write(_spare(node_id).values(
+            state=models.USED, state_time=time.time())).rowcount == 1
 
     def detach_nodes(self, request_id):
         """Take a request's nodes away from it (they stay as they are)."""
@@ -274,10 +266,6 @@ class Store:
         if self._write(query.values(**values)).rowcount != 1:
             raise exceptions.NodeStateConflict(
                 'request %s is not in state %s' % (request_id, expected))
-
-    def update_request(self, request_id, **fields):
-        self._write(REQUESTS.update().where(REQUESTS.c.id == request_id)
-                    .values(**fields))
 
     def release_request(self, request_id):
         """Hand a request's nodes back (they become used) and forget it."""
