@@ -10,7 +10,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import fixtures
 import testtools
@@ -84,14 +83,8 @@ class LauncherProcess(fixtures.Fixture):
 
 
 def wait_for(predicate, timeout=30, interval=0.1, message=None):
-    deadline = time.time() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.time() >= deadline:
-            raise AssertionError(message or 'not true after %ss' % timeout)
-        time.sleep(interval)
+    return base.FleetflowFixture.wait_for(predicate, timeout, interval,
+                                          message)
 
 
 class ScriptTestCase(base.TestCase):
