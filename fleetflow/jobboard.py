@@ -76,6 +76,7 @@ from taskflow.types import failure as tf_failure
 import tenacity
 
 from fleetflow.db import locks
+from fleetflow import engine as ff_engine
 from fleetflow import exceptions
 from fleetflow import flowinfo
 from fleetflow import launcher as ff_launcher
@@ -623,7 +624,7 @@ class Conductor:
         self._conductor = conductor_backends.fetch(
             'nonblocking' if self.workers > 1 else 'blocking', self.name,
             _ClaimingBoard(board, self._claims, self._claimed),
-            persistence=ctx.persistence, engine='serial',
+            persistence=ctx.persistence, engine=ff_engine.NAME,
             max_simultaneous_jobs=self.workers,
             wait_timeout=CONDUCTOR_WAIT)
         notifier = self._conductor.notifier

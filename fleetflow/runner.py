@@ -26,6 +26,7 @@ from taskflow import storage as tf_storage
 from taskflow.types import failure as tf_failure
 
 from fleetflow.drivers import base as driver_base
+from fleetflow import engine as ff_engine
 from fleetflow import exceptions
 from fleetflow import flowinfo
 from fleetflow.flows import delete as delete_flows
@@ -131,7 +132,7 @@ class Runner:
         """Record the flow in the node's logbook and load its engine."""
         flow, detail, book = self.record_flow(node_id, factory, inputs)
         return engines.load(flow, flow_detail=detail, book=book,
-                            backend=self.ctx.persistence, engine='serial')
+                            backend=self.ctx.persistence, engine=ff_engine.NAME)
 
     def record_flow(self, node_id, factory, inputs):
         """Save a new flow detail of ``factory(**inputs)`` in the logbook.
@@ -177,7 +178,7 @@ class Runner:
                 try:
                     self._start(book.uuid, detail.name, functools.partial(
                         engines.load_from_detail, detail, backend=backend,
-                        book=book, engine='serial'))
+                        book=book, engine=ff_engine.NAME))
                 except exceptions.FleetflowError as e:
                     # One node's bad logbook must not stop the others.
                     LOG.error('[node %s] Flow %s not resumed: %s',
