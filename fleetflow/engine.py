@@ -7,9 +7,9 @@ so that conductors and ``engines.load`` find it by name.
 What the storage unit saves, per atom:
 
 - The progress the engine reports itself (0.0 when a task starts, 1.0 when
-  it ends) is kept in the atom's ``meta`` in memory and written with the
-  atom's next state change. A resumed flow does not read it; writing it on
-  its own cost two saves a task.
+  it ends, and no details) is not kept: it says no more than the task's
+  state, which is saved, and it cost two saves a task. Progress a task
+  reports itself is saved as before.
 - A save is not wrapped in TaskFlow's retry on ``StorageFailure``: the
   backends fleetflow uses (:mod:`fleetflow.persistence`, TaskFlow's memory
   backend) never raise it, and the wrapper cost more than the save.
@@ -26,10 +26,7 @@ class Storage(tf_storage.Storage):
 
     def set_task_progress(self, task_name, progress, details=None):
         if details is not None:
-            return super().set_task_progress(task_name, progress, details)
-        with self._lock.write_lock():
-            detail, _same = self._atomdetail_by_name(task_name)
-            detail.meta[tf_storage.META_PROGRESS] = progress
+            super().set_task_progress(task_name, progress, details)
 
     def _save_atom_detail(self, conn, original_atom_detail, atom_detail):
         original_atom_detail.update(conn.update_atom_details(atom_detail))

@@ -21,10 +21,10 @@ listener on every engine; it notes in each atom detail's ``meta``:
     when it is reverted, since TaskFlow empties a reverted retry's history.
 
 The listener only changes the atom details in memory and writes nothing:
-what it notes is saved with the atom's next save, or with the flow's next
-state change (TaskFlow saves the whole flow detail then), so timing costs
-no transaction of its own. The notes of a process that crashes before
-its next save are lost; the flow's progress is not.
+what it notes is saved with the atom's next save, or with the flow's last
+save when it ends (one statement for all its atoms), so timing costs no
+transaction of its own. The notes of a process that crashes before its
+next save are lost; the flow's progress is not.
 """
 
 import contextlib

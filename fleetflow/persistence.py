@@ -21,6 +21,12 @@ here keeps TaskFlow's tables and semantics but not its stock costs:
   tasks are idempotent, so nothing is lost.
 - Saving a logbook read back and merged every flow and atom in it. Here it
   writes the logbook row and inserts the flow details that are new.
+- A flow's row is written when the flow ends, and when anything but its
+  state changed; the states it passes through while it runs (resuming,
+  running, suspended) are not. A restart resumes every flow that did not
+  end whatever its recorded state, so the recorded state of a running flow
+  is the one it was created with (PENDING), and its atoms show how far it
+  got.
 """
 
 import contextlib
@@ -98,25 +104,42 @@ class LeanConnection(impl_sqlalchemy.Connection):
                                      {'key': book.uuid}).scalars())
             for flow_detail in book:
                 if flow_detail.uuid not in known:
-                    self._insert(conn, 'flows', [dict(
-                        flow_detail.to_dict(), parent_uuid=book.uuid)])
+                    values = flow_detail.to_dict()
+                    self._insert(conn, 'flows',
+                                 [dict(values, parent_uuid=book.uuid)])
                     self._add_atoms(conn, flow_detail, set())
+                    with self._lock:
+                        self._written[flow_detail.uuid] = values
         return book
 
     def update_flow_details(self, flow_detail):
+        values = flow_detail.to_dict()
         finished = flow_detail.state in FINISHED
+        with self._lock:
+            last = self._written.get(flow_detail.uuid)
+            known = self._flow_atoms.get(flow_detail.uuid)
+        if (not finished and last is not None and known is not None
+                and all(atom_detail.uuid in known
+                        for atom_detail in flow_detail)
+                and _only_state_changed(last, values)):
+            return flow_detail
         with self._engine.begin() as conn:
-            if not self._update(conn, 'flows', flow_detail.to_dict()):
-                raise tf_exceptions.NotFound(
-                    "No flow details found with uuid '%s'"
-                    % flow_detail.uuid)
+            if last is None or not _only_state_changed(last, values) \
+                    or finished:
+                if not self._update(conn, 'flows', values):
+                    raise tf_exceptions.NotFound(
+                        "No flow details found with uuid '%s'"
+                        % flow_detail.uuid)
+                with self._lock:
+                    self._written[flow_detail.uuid] = values
             self._add_atoms(conn, flow_detail,
                             self._known_atoms(conn, flow_detail.uuid))
             if finished:
-                for atom_detail in flow_detail:
-                    values = atom_detail.to_dict()
-                    if values != self._written.get(atom_detail.uuid):
-                        self._update(conn, 'atoms', values)
+                unwritten = [dict(values, key=values['uuid']) for values in (
+                    atom_detail.to_dict() for atom_detail in flow_detail)
+                    if values != self._written.get(values['uuid'])]
+                if unwritten:
+                    conn.execute(self._statements['atoms'][0], unwritten)
         if finished:
             self._forget_flow(flow_detail)
         return flow_detail
@@ -156,14 +179,21 @@ class LeanConnection(impl_sqlalchemy.Connection):
         calls this when it posts the flow and when it takes it back.
         """
         with self._lock:
+            self._written.pop(flow_uuid, None)
             for atom_uuid in self._flow_atoms.pop(flow_uuid, ()):
                 self._written.pop(atom_uuid, None)
 
     def _forget_flow(self, flow_detail):
         with self._lock:
             self._flow_atoms.pop(flow_detail.uuid, None)
+            self._written.pop(flow_detail.uuid, None)
             for atom_detail in flow_detail:
                 self._written.pop(atom_detail.uuid, None)
+
+
+def _only_state_changed(last, values):
+    return all(last.get(key) == value for key, value in values.items()
+               if key != 'state')
 
 
 def _deferrable(last, values):

@@ -100,6 +100,8 @@ class Runner:
         self._lock = threading.Lock()
         self._stopping = False
         self._on_done = on_done
+        #: how many times a flow was parked
+        self.parks = 0
 
     # Starting flows
 
@@ -132,7 +134,8 @@ class Runner:
         """Record the flow in the node's logbook and load its engine."""
         flow, detail, book = self.record_flow(node_id, factory, inputs)
         return engines.load(flow, flow_detail=detail, book=book,
-                            backend=self.ctx.persistence, engine=ff_engine.NAME)
+                            backend=self.ctx.persistence,
+                            engine=ff_engine.NAME)
 
     def record_flow(self, node_id, factory, inputs):
         """Save a new flow detail of ``factory(**inputs)`` in the logbook.
@@ -234,6 +237,7 @@ class Runner:
     def _park(self, run, reason):
         with self._lock:
             generation = run.generation
+            self.parks += 1
 
         def wake():
             self._wake(run, generation)

@@ -62,6 +62,7 @@ class StatusServer:
                                 'cleanup_passes': launcher.cleanup_passes,
                                 'leaked': leaked_counts(launcher.leaked),
                                 'flows_running': launcher.runner.running(),
+                                'flow_parks': launcher.runner.parks,
                                 'db_transactions': ctx.store.transactions,
                                 'time': time.time()},
             '/nodes': lambda: ctx.store.list_nodes(),

@@ -252,15 +252,18 @@ def _sum_stats(procs):
             'threads': sum(s['threads'] for s in stats)}
 
 
-def _transactions(ports):
-    return sum(health(port)['db_transactions'] for port in ports)
+def _counters(ports):
+    """Database transactions and flow parks, summed over the launchers."""
+    answers = [health(port) for port in ports]
+    return (sum(a['db_transactions'] for a in answers),
+            sum(a['flow_parks'] for a in answers))
 
 
 def measure(args, conf, cloud, procs, ports):
     wait(lambda: all(_answers(port) for port in ports), 60,
          'the launchers to start')
     start = _sum_stats(procs)
-    transactions0 = _transactions(ports)
+    transactions0, parks0 = _counters(ports)
     peak = {'threads': start['threads']}
 
     def sample():
@@ -288,7 +291,9 @@ def measure(args, conf, cloud, procs, ports):
          'released nodes to be deleted', sample)
     deleted = time.time() - released
     end = _sum_stats(procs)
-    transactions = _transactions(ports) - transactions0
+    transactions, parks = _counters(ports)
+    transactions -= transactions0
+    parks -= parks0
     client.close()
     calls = cloud.call_counts()
     return {
@@ -314,6 +319,7 @@ def measure(args, conf, cloud, procs, ports):
         'peak_threads': peak['threads'],
         'cloud_calls': calls,
         'db_transactions_per_node': round(transactions / args.nodes, 1),
+        'flow_parks_per_node': round(parks / args.nodes, 1),
     }
 
 
