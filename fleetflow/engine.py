@@ -1,8 +1,18 @@
 """The TaskFlow engine that runs fleetflow's flows.
 
-It is TaskFlow's serial engine with a leaner storage unit; it is
-registered as the ``fleetflow`` engine (``taskflow.engines`` entry point),
-so that conductors and ``engines.load`` find it by name.
+It is TaskFlow's serial engine, registered as the ``fleetflow`` engine
+(``taskflow.engines`` entry point) so that conductors and ``engines.load``
+find it by name, with three changes:
+
+- Its flows are shared: a flow factory builds one flow for every node with
+  the same settings (:func:`fleetflow.flows.shared`), each engine keeps its
+  state in its own storage, and a flow is compiled once, by the first
+  engine that runs it. Building and compiling a flow cost more than running
+  a short one.
+- It does not listen for progress that tasks report: fleetflow's tasks
+  report none, and listening meant registering a callback on the task
+  object that every engine shares.
+- Its storage unit saves less (below).
 
 What the storage unit saves, per atom:
 
@@ -15,7 +25,9 @@ What the storage unit saves, per atom:
   backend) never raise it, and the wrapper cost more than the save.
 """
 
+from taskflow.engines.action_engine import compiler
 from taskflow.engines.action_engine import engine as action_engine
+from taskflow.engines.action_engine import executor
 from taskflow import storage as tf_storage
 
 NAME = 'fleetflow'
@@ -37,8 +49,42 @@ class Storage(tf_storage.Storage):
         return original_flow_detail
 
 
+class TaskExecutor(executor.SerialTaskExecutor):
+    """Runs tasks one after another, without listening for progress."""
+
+    def execute_task(self, task, task_uuid, arguments,
+                     progress_callback=None):
+        return super().execute_task(task, task_uuid, arguments)
+
+    def revert_task(self, task, task_uuid, arguments, result, failures,
+                    progress_callback=None):
+        return super().revert_task(task, task_uuid, arguments, result,
+                                   failures)
+
+
+class _SharedCompiler:
+    """Compiles a flow once; the flow keeps its compilation."""
+
+    ATTRIBUTE = '_fleetflow_compilation'
+
+    def __init__(self, flow):
+        self._flow = flow
+
+    def compile(self):
+        compilation = getattr(self._flow, self.ATTRIBUTE, None)
+        if compilation is None:
+            compilation = compiler.PatternCompiler(self._flow).compile()
+            setattr(self._flow, self.ATTRIBUTE, compilation)
+        return compilation
+
+
 class Engine(action_engine.SerialActionEngine):
-    """TaskFlow's serial engine on :class:`Storage`."""
+    """TaskFlow's serial engine: shared compilations, lean storage."""
+
+    def __init__(self, flow, flow_detail, backend, options):
+        super().__init__(flow, flow_detail, backend, options)
+        self._task_executor = TaskExecutor()
+        self._compiler = _SharedCompiler(flow)
 
     @property
     def storage(self):

@@ -21,12 +21,10 @@ here keeps TaskFlow's tables and semantics but not its stock costs:
   tasks are idempotent, so nothing is lost.
 - Saving a logbook read back and merged every flow and atom in it. Here it
   writes the logbook row and inserts the flow details that are new.
-- A flow's row is written when the flow ends, and when anything but its
-  state changed; the states it passes through while it runs (resuming,
-  running, suspended) are not. A restart resumes every flow that did not
-  end whatever its recorded state, so the recorded state of a running flow
-  is the one it was created with (PENDING), and its atoms show how far it
-  got.
+- A flow's row is written when the flow ends or stops (it is parked, or
+  its claim was lost), and when anything but its state changed; the states
+  it passes through as it starts (resuming, running) are not. A restart
+  resumes every flow that did not end, whatever its recorded state.
 """
 
 import contextlib
@@ -59,6 +57,7 @@ class LeanConnection(impl_sqlalchemy.Connection):
         super().__init__(backend, upgrade_lock)
         self._lock = threading.Lock()
         self._written = {}
+        self._states = {}
         self._flow_atoms = {}
         tables = self._tables
         self._statements = {
@@ -117,23 +116,26 @@ class LeanConnection(impl_sqlalchemy.Connection):
         finished = flow_detail.state in FINISHED
         with self._lock:
             last = self._written.get(flow_detail.uuid)
+            before = self._states.get(flow_detail.uuid)
+            self._states[flow_detail.uuid] = flow_detail.state
             known = self._flow_atoms.get(flow_detail.uuid)
-        if (not finished and last is not None and known is not None
-                and all(atom_detail.uuid in known
-                        for atom_detail in flow_detail)
-                and _only_state_changed(last, values)):
+        write_row = (last is None or not _only_state_changed(last, values)
+                     or _lasting(before, flow_detail.state))
+        new_atoms = known is None or any(
+            atom_detail.uuid not in known for atom_detail in flow_detail)
+        if not (write_row or new_atoms):
             return flow_detail
         with self._engine.begin() as conn:
-            if last is None or not _only_state_changed(last, values) \
-                    or finished:
+            if write_row:
                 if not self._update(conn, 'flows', values):
                     raise tf_exceptions.NotFound(
                         "No flow details found with uuid '%s'"
                         % flow_detail.uuid)
                 with self._lock:
                     self._written[flow_detail.uuid] = values
-            self._add_atoms(conn, flow_detail,
-                            self._known_atoms(conn, flow_detail.uuid))
+            if new_atoms:
+                self._add_atoms(conn, flow_detail,
+                                self._known_atoms(conn, flow_detail.uuid))
             if finished:
                 unwritten = [dict(values, key=values['uuid']) for values in (
                     atom_detail.to_dict() for atom_detail in flow_detail)
@@ -180,6 +182,7 @@ class LeanConnection(impl_sqlalchemy.Connection):
         """
         with self._lock:
             self._written.pop(flow_uuid, None)
+            self._states.pop(flow_uuid, None)
             for atom_uuid in self._flow_atoms.pop(flow_uuid, ()):
                 self._written.pop(atom_uuid, None)
 
@@ -187,8 +190,20 @@ class LeanConnection(impl_sqlalchemy.Connection):
         with self._lock:
             self._flow_atoms.pop(flow_detail.uuid, None)
             self._written.pop(flow_detail.uuid, None)
+            self._states.pop(flow_detail.uuid, None)
             for atom_detail in flow_detail:
                 self._written.pop(atom_detail.uuid, None)
+
+
+def _lasting(before, state):
+    """Whether a flow's move from ``before`` to ``state`` is written.
+
+    It is when the flow ended, or stopped (the runner parked it, or its
+    claim was lost); not when it merely starts: resuming, then suspended
+    until it runs, then running.
+    """
+    return state in FINISHED or (
+        state == states.SUSPENDED and before != states.RESUMING)
 
 
 def _only_state_changed(last, values):

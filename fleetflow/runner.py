@@ -152,7 +152,7 @@ class Runner:
                 book = conn.get_logbook(node_id, lazy=True)
             except Exception:
                 book = tf_models.LogBook('node-%s' % node_id, uuid=node_id)
-            detail = tf_models.FlowDetail(flow.name,
+            detail = tf_models.FlowDetail('%s-%s' % (flow.name, node_id),
                                           uuid=str(uuid.uuid4()))
             engines.save_factory_details(detail, factory, (), inputs)
             # The inputs are the flow's store; saved with the detail in one

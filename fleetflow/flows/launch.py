@@ -2,6 +2,7 @@
 
 from taskflow.patterns import linear_flow
 
+from fleetflow import flows
 from fleetflow import retries
 from fleetflow.tasks import instances
 from fleetflow.tasks import keyscan
@@ -13,8 +14,17 @@ def get_launch_flow(node_id, provider, pool, label, launch_retries,
     """Launch one node: building, create, active, addresses, keys, ready.
 
     All inputs are plain values, so any process can rebuild the flow from
-    its logbook. The same values are the flow's store.
+    its logbook. The same values are the flow's store; the flow itself
+    depends only on the retries, timeouts and host key checking, and is
+    shared by the nodes that have the same ones.
     """
+    return _launch_flow(launch_retries, launch_timeout, boot_timeout,
+                        host_key_checking)
+
+
+@flows.shared
+def _launch_flow(launch_retries, launch_timeout, boot_timeout,
+                 host_key_checking):
     attempt = linear_flow.Flow(
         'launch-attempt',
         retry=retries.LaunchAttempts(launch_retries,
@@ -32,7 +42,7 @@ def get_launch_flow(node_id, provider, pool, label, launch_retries,
             provides='host_keys'))
         attempt.add(nodes.SaveHostKeys(name='save-host-keys'))
 
-    flow = linear_flow.Flow('launch-%s' % node_id)
+    flow = linear_flow.Flow('launch')
     flow.add(nodes.MarkNodeBuilding(name='mark-building'))
     flow.add(attempt)
     flow.add(nodes.MarkNodeReady(name='mark-ready'))

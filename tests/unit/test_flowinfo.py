@@ -55,7 +55,7 @@ class TestDescribeFlows(FlowinfoTestCase):
         self.assertEqual('launch-attempt', atoms['create-instance']['flow'])
         self.assertEqual('wait-active',
                          atoms['wait-instance-active']['flow'])
-        self.assertEqual(flow['name'], atoms['mark-ready']['flow'])
+        self.assertEqual('launch', atoms['mark-ready']['flow'])
         # The poll waited for the instance to build: its duration covers
         # the wait, most of which held no worker.
         wait = atoms['wait-instance-active']

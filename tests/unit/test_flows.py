@@ -77,6 +77,31 @@ class TestLaunchAndDelete(FlowTestCase):
         self.assertEqual(1, counts['create'])
         self.assertEqual(1, counts['delete'])
 
+    def test_nodes_share_one_flow_and_its_compilation(self):
+        ff = self.fleet(create_latency=0.2, delete_latency=0.1)
+        nodes = [ff.create_node() for _ in range(6)]
+        runs = [ff.runner.launch(node) for node in nodes]
+        for run in runs:
+            ff.wait_run(run)
+        self.assertEqual([states.SUCCESS] * 6, [run.state for run in runs])
+        flows = {id(run.engine._flow) for run in runs}
+        self.assertEqual(1, len(flows))
+        self.assertEqual(
+            1, len({id(run.engine.compilation) for run in runs}))
+        # Each node's flow has its own detail, store and results.
+        self.assertEqual(6, len({run.flow_id for run in runs}))
+        rows = [ff.node(node['id']) for node in nodes]
+        self.assertEqual(6, len({row['external_id'] for row in rows}))
+        self.assertEqual([models.READY] * 6, [row['state'] for row in rows])
+        self.assertEqual(
+            ['launch-%s' % node['id'] for node in nodes],
+            [run.name for run in runs])
+        deletes = [ff.runner.delete(row) for row in rows]
+        for run in deletes:
+            ff.wait_run(run)
+        self.assertEqual([None] * 6, [ff.node(n['id']) for n in nodes])
+        self.assertNoInstances(ff)
+
     def test_atom_names_unique(self):
         flows = [launch_flows.get_launch_flow(
             'n1', 'fake-1', 'main', 'small', 3, 60, 10, hkc)
