@@ -28,7 +28,9 @@ What the storage unit saves, per atom:
 from taskflow.engines.action_engine import compiler
 from taskflow.engines.action_engine import engine as action_engine
 from taskflow.engines.action_engine import executor
+from taskflow.persistence import models
 from taskflow import storage as tf_storage
+from taskflow.utils import misc
 
 NAME = 'fleetflow'
 
@@ -76,6 +78,23 @@ class _SharedCompiler:
             compilation = compiler.PatternCompiler(self._flow).compile()
             setattr(self._flow, self.ATTRIBUTE, compilation)
         return compilation
+
+
+def atom_details(flow):
+    """New atom details for every atom of ``flow``, all PENDING.
+
+    They are those the engine's storage would make when it first prepares
+    the flow; a flow recorded with them is saved once, not twice.
+    """
+    details = []
+    graph = _SharedCompiler(flow).compile().execution_graph
+    for atom, data in graph.nodes(data=True):
+        if data['kind'] in compiler.ATOMS:
+            details.append(Storage._create_atom_detail(
+                atom.name, (models.TaskDetail if data['kind'] == compiler.TASK
+                            else models.RetryDetail),
+                atom_version=misc.get_version_string(atom)))
+    return details
 
 
 class Engine(action_engine.SerialActionEngine):

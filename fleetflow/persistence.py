@@ -20,7 +20,9 @@ here keeps TaskFlow's tables and semantics but not its stock costs:
   task again whether it was recorded PENDING or RUNNING, and fleetflow's
   tasks are idempotent, so nothing is lost.
 - Saving a logbook read back and merged every flow and atom in it. Here it
-  writes the logbook row and inserts the flow details that are new.
+  writes the logbook row and inserts the flow details that are new; and
+  :meth:`LeanConnection.add_flow` records a new flow with all its atoms in
+  one transaction, the logbook read nowhere.
 - A flow's row is written when the flow ends or stops (it is parked, or
   its claim was lost), and when anything but its state changed; the states
   it passes through as it starts (resuming, running) are not. A restart
@@ -69,6 +71,9 @@ class LeanConnection(impl_sqlalchemy.Connection):
         self._atoms_of_flow = (
             sa.select(tables.atomdetails.c.uuid)
             .where(tables.atomdetails.c.parent_uuid == sa.bindparam('key')))
+        self._book = (
+            sa.select(tables.logbooks.c.uuid)
+            .where(tables.logbooks.c.uuid == sa.bindparam('key')))
         self._flows_of_book = (
             sa.select(tables.flowdetails.c.uuid)
             .where(tables.flowdetails.c.parent_uuid == sa.bindparam('key')))
@@ -103,13 +108,30 @@ class LeanConnection(impl_sqlalchemy.Connection):
                                      {'key': book.uuid}).scalars())
             for flow_detail in book:
                 if flow_detail.uuid not in known:
-                    values = flow_detail.to_dict()
-                    self._insert(conn, 'flows',
-                                 [dict(values, parent_uuid=book.uuid)])
-                    self._add_atoms(conn, flow_detail, set())
-                    with self._lock:
-                        self._written[flow_detail.uuid] = values
+                    self._insert_flow(conn, book.uuid, flow_detail)
         return book
+
+    def add_flow(self, book, flow_detail, also=None):
+        """Save a new flow detail and its atoms in ``book``, at once.
+
+        One transaction: the book's row is made if it has none, and
+        ``also(conn)``, when given, runs in the same transaction.
+        """
+        with self._engine.begin() as conn:
+            if conn.execute(self._book, {'key': book.uuid}).first() is None:
+                self._insert(conn, 'logbooks', [book.to_dict()])
+            self._insert_flow(conn, book.uuid, flow_detail)
+            if also is not None:
+                also(conn)
+        book.add(flow_detail)
+        return book
+
+    def _insert_flow(self, conn, book_uuid, flow_detail):
+        values = flow_detail.to_dict()
+        self._insert(conn, 'flows', [dict(values, parent_uuid=book_uuid)])
+        self._add_atoms(conn, flow_detail, set())
+        with self._lock:
+            self._written[flow_detail.uuid] = values
 
     def update_flow_details(self, flow_detail):
         values = flow_detail.to_dict()

@@ -146,21 +146,32 @@ class Runner:
         :returns: ``(flow, flow detail, logbook)``
         """
         flow = factory(**inputs)
-        backend = self.ctx.persistence
-        with contextlib.closing(backend.get_connection()) as conn:
+        detail = tf_models.FlowDetail('%s-%s' % (flow.name, node_id),
+                                      uuid=str(uuid.uuid4()))
+        engines.save_factory_details(detail, factory, (), inputs)
+        # The inputs are the flow's store; saved with the detail in one
+        # transaction, a crash cannot leave a flow that lacks them.
+        detail.add(_injector(inputs))
+        for atom_detail in ff_engine.atom_details(flow):
+            detail.add(atom_detail)
+        store = self.ctx.store
+        with contextlib.closing(self.ctx.persistence.get_connection()) \
+                as conn:
+            add_flow = getattr(conn, 'add_flow', None)
+            if add_flow is not None:
+                # The node store shares the flows' database: one transaction.
+                book = add_flow(
+                    tf_models.LogBook('node-%s' % node_id, uuid=node_id),
+                    detail, also=lambda db: db.execute(store.node_update(
+                        node_id, flow_id=detail.uuid)))
+                return flow, detail, book
             try:
                 book = conn.get_logbook(node_id, lazy=True)
             except Exception:
                 book = tf_models.LogBook('node-%s' % node_id, uuid=node_id)
-            detail = tf_models.FlowDetail('%s-%s' % (flow.name, node_id),
-                                          uuid=str(uuid.uuid4()))
-            engines.save_factory_details(detail, factory, (), inputs)
-            # The inputs are the flow's store; saved with the detail in one
-            # transaction, a crash cannot leave a flow that lacks them.
-            detail.add(_injector(inputs))
             book.add(detail)
             conn.save_logbook(book)
-        self.ctx.store.update_node(node_id, flow_id=detail.uuid)
+        store.update_node(node_id, flow_id=detail.uuid)
         return flow, detail, book
 
     def resume_all(self):

@@ -125,9 +125,13 @@ class Store:
         with self.engine.connect() as conn:
             return [tuple(row) for row in conn.execute(query)]
 
+    @staticmethod
+    def node_update(node_id, **fields):
+        """The UPDATE of a node's fields, to run in another transaction."""
+        return NODES.update().where(NODES.c.id == node_id).values(**fields)
+
     def update_node(self, node_id, **fields):
-        self._write(NODES.update().where(NODES.c.id == node_id)
-                    .values(**fields))
+        self._write(self.node_update(node_id, **fields))
 
     def set_node_state(self, node_id, state, expected=None, **fields):
         """Move a node to ``state`` if it is in one of ``expected``.
