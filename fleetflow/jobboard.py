@@ -81,6 +81,7 @@ from fleetflow import exceptions
 from fleetflow import flowinfo
 from fleetflow import launcher as ff_launcher
 from fleetflow import logutils
+from fleetflow import retries
 from fleetflow import runner as ff_runner
 from fleetflow import scheduler as ff_scheduler
 
@@ -416,7 +417,8 @@ class _WaitInPlace(listener_base.Listener):
 
     def __init__(self, engine, waits):
         super().__init__(engine, task_listen_for=(states.FAILURE,),
-                         flow_listen_for=(), retry_listen_for=())
+                         flow_listen_for=(),
+                         retry_listen_for=(states.SUCCESS,))
         self._waits = waits
 
     def _task_receiver(self, state, details):
@@ -424,10 +426,21 @@ class _WaitInPlace(listener_base.Listener):
         if (isinstance(failure, tf_failure.Failure)
                 and failure.check(*ff_runner.PARKING)
                 and failure.exception is not None):
-            if not self._waits.wait(self._engine, failure.exception):
-                # Stop where the in-process runner parks a flow: at the
-                # failed poll, before its retry controller decides.
-                self._engine.suspend()
+            self._wait(failure.exception)
+
+    def _retry_receiver(self, state, details):
+        # Before a poll that would only find it must wait: the poll runs
+        # once the awaited change is seen, and fails no attempt.
+        reason = retries.waiting_before_poll(self._engine, details)
+        if reason is not None:
+            self._wait(reason)
+
+    def _wait(self, reason):
+        if not self._waits.wait(self._engine, reason):
+            # Stop where the in-process runner parks a flow: at the
+            # failed poll, before its retry controller decides, or
+            # before the poll.
+            self._engine.suspend()
 
 
 class _Wait:

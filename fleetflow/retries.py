@@ -74,9 +74,12 @@ class PollUntilDeadline(retry.Retry):
     a retry reverts everything in it.
     """
 
-    def __init__(self, timeout, name=None, provides='deadline', **kwargs):
+    def __init__(self, timeout, name=None, provides='deadline', poll=None,
+                 **kwargs):
         super().__init__(name=name, provides=provides, **kwargs)
         self.timeout = timeout
+        #: the poll task of the subflow
+        self.poll = poll
 
     def execute(self, history, *args, **kwargs):
         if len(history):
@@ -99,10 +102,33 @@ def polled(name, timeout, task_class, task_name, rebind=None, **kwargs):
 
     The task (``task_class(name=task_name, **kwargs)``) gets the deadline
     of the subflow's :class:`PollUntilDeadline`, named ``<name>-deadline``,
+    which knows its task (``poll``; see :func:`waiting_before_poll`),
     as its ``deadline`` argument.
     """
     deadline = '%s_deadline' % name.replace('-', '_')
     task = task_class(name=task_name,
                       rebind=dict(rebind or {}, deadline=deadline), **kwargs)
     return linear_flow.Flow(name, retry=PollUntilDeadline(
-        timeout, name='%s-deadline' % name, provides=deadline)).add(task)
+        timeout, name='%s-deadline' % name, provides=deadline,
+        poll=task)).add(task)
+
+
+def waiting_before_poll(engine, details):
+    """Why the poll about to run would only find it must wait, or None.
+
+    Called when a retry of ``engine`` succeeded (``details`` of that
+    notification): when it is a :class:`PollUntilDeadline` whose poll task
+    can tell without waiting (a ``waiting`` method), the poll is asked.
+    A flow parked here (or that waits here) is not failed, reverted and
+    retried for the poll's :class:`~fleetflow.exceptions.StillWaiting`:
+    its poll runs once the awaited change is seen.
+    """
+    graph = engine.compilation.execution_graph
+    name = details['retry_name']
+    controller = next((atom for atom in graph if atom.name == name), None)
+    poll = getattr(controller, 'poll', None)
+    waiting = getattr(poll, 'waiting', None)
+    if waiting is None:
+        return None
+    return waiting(**engine.storage.fetch_mapped_args(
+        poll.rebind, atom_name=poll.name, optional_args=poll.optional))

@@ -32,6 +32,7 @@ from fleetflow import flowinfo
 from fleetflow.flows import delete as delete_flows
 from fleetflow.flows import launch as launch_flows
 from fleetflow import logutils
+from fleetflow import retries
 
 LOG = logging.getLogger(__name__)
 
@@ -62,6 +63,8 @@ class FlowRun:
         self.engine = None
         self.flow_id = None
         self.park = None
+        #: asks again whether a flow parked before a poll must still wait
+        self.recheck = None
         self.watch = None
         self.generation = 0
         self.state = None
@@ -70,20 +73,42 @@ class FlowRun:
 
 
 class _ParkOnWait(listener_base.Listener):
-    """Suspends the engine when a task says it has to wait."""
+    """Suspends the engine when a flow has to wait.
 
-    def __init__(self, run):
+    A task says so by failing with one of ``PARKING``; a poll about to run
+    when others wait for a worker is asked first
+    (:func:`~fleetflow.retries.waiting_before_poll`), and the flow is
+    parked before it.
+    """
+
+    def __init__(self, run, ctx):
         super().__init__(run.engine, task_listen_for=(states.FAILURE,),
-                         flow_listen_for=(), retry_listen_for=())
+                         flow_listen_for=(),
+                         retry_listen_for=(states.SUCCESS,))
         self._run = run
+        self._ctx = ctx
 
     def _task_receiver(self, state, details):
         failure = details.get('result')
         if (isinstance(failure, tf_failure.Failure)
                 and failure.check(*PARKING)
                 and failure.exception is not None):
-            self._run.park = failure.exception
-            self._engine.suspend()
+            self._park(failure.exception)
+
+    def _retry_receiver(self, state, details):
+        # Without a backlog, the poll itself waits a little for a quick
+        # cloud, which costs less than parking the flow.
+        if self._ctx.worker_backlog:
+            recheck = functools.partial(retries.waiting_before_poll,
+                                        self._engine, details)
+            reason = recheck()
+            if reason is not None:
+                self._park(reason, recheck)
+
+    def _park(self, reason, recheck=None):
+        self._run.park = reason
+        self._run.recheck = recheck
+        self._engine.suspend()
 
 
 class Runner:
@@ -221,7 +246,7 @@ class Runner:
     def _run(self, run):
         with self._lock:
             self.ctx.worker_backlog -= 1
-        run.park = None
+        run.park = run.recheck = None
         if self._stopping:
             self._finish(run, states.SUSPENDED)
             return
@@ -230,7 +255,7 @@ class Runner:
                 run.engine = run.load()
                 run.flow_id = run.engine.storage.flow_uuid
                 run.name = run.engine.storage.flow_name
-                _ParkOnWait(run).register()
+                _ParkOnWait(run, self.ctx).register()
                 flowinfo.AtomTimes(run.engine).register()
             run.engine.run()
         except Exception as e:
@@ -267,6 +292,19 @@ class Runner:
         if run.watch is not None:
             run.watch.cancel()
             run.watch = None
+        # A flow parked before its poll is parked again, its engine not
+        # run, while the poll would still only find that it must wait.
+        reason = None
+        if run.recheck is not None:
+            try:
+                reason = run.recheck()
+            except Exception:
+                LOG.exception('[node %s] Asking whether flow %s must still '
+                              'wait failed; running it', run.node_id,
+                              run.name)
+        if reason is not None:
+            self._park(run, reason)
+            return
         self._submit(run)
 
     def _finish(self, run, state):

@@ -115,20 +115,50 @@ class CreateInstance(base.FleetflowTask):
                         self.ctx.conf.launcher.delete_timeout)
 
 
+def _active_or_failed(known, current):
+    return known and (current is None
+                      or current.state != driver_base.BUILDING)
+
+
+def _gone(known, current):
+    return known and current is None
+
+
+def _waiting(ctx, what, provider, external_id, not_before, settled,
+             deadline):
+    """Whether a poll now would find ``external_id`` still unsettled.
+
+    Looks at the listing without waiting: a :class:`StillWaiting` when the
+    poll would only raise it, else None (the poll decides).
+    """
+    known, current = ctx.provider(provider).cache.lookup(external_id,
+                                                         not_before)
+    if settled(known, current) or time.time() >= deadline:
+        return None
+    return _still_waiting(ctx, what % external_id, deadline, provider,
+                          external_id, known, current)
+
+
 class WaitForInstanceActive(base.FleetflowTask):
     """Poll until the instance is active; an instance in ERROR fails at once.
 
     One poll does not call the cloud: it reads the provider's shared
     instance listing, and the runner parks the flow until that listing
-    changes.
+    changes; ``waiting`` lets it park the flow before the poll.
     """
+
+    STILL = 'instance %s not active yet'
+
+    def waiting(self, provider, instance, deadline):
+        return _waiting(self.ctx, self.STILL, provider,
+                        instance['external_id'], instance['created_at'],
+                        _active_or_failed, deadline)
 
     def execute(self, provider, instance, deadline):
         external_id = instance['external_id']
         known, current = _look(
             self.ctx, provider, external_id, instance['created_at'],
-            lambda known, current: known and (
-                current is None or current.state != driver_base.BUILDING))
+            _active_or_failed)
         if known and current is None:
             raise driver_base.DriverError(
                 'instance %s disappeared while building' % external_id)
@@ -144,7 +174,7 @@ class WaitForInstanceActive(base.FleetflowTask):
                 'instance %s not active within launch-timeout'
                 % external_id)
         raise _still_waiting(
-            self.ctx, 'instance %s not active yet' % external_id, deadline,
+            self.ctx, self.STILL % external_id, deadline,
             provider, external_id, known, current)
 
 
@@ -171,15 +201,27 @@ class DeleteInstance(base.FleetflowTask):
 
 
 class WaitForInstanceGone(base.FleetflowTask):
-    """Poll until the deleted instance no longer exists."""
+    """Poll until the deleted instance no longer exists.
+
+    Like :class:`WaitForInstanceActive`, it reads the shared listing, and
+    ``waiting`` lets the runner park the flow before the poll.
+    """
+
+    STILL = 'instance %s not gone yet'
+
+    def waiting(self, provider, deleted, deadline):
+        if deleted is None:
+            return None
+        return _waiting(self.ctx, self.STILL, provider,
+                        deleted['external_id'], deleted['deleted_at'],
+                        _gone, deadline)
 
     def execute(self, provider, deleted, deadline):
         if deleted is None:
             return
         external_id = deleted['external_id']
         known, current = _look(
-            self.ctx, provider, external_id, deleted['deleted_at'],
-            lambda known, current: known and current is None)
+            self.ctx, provider, external_id, deleted['deleted_at'], _gone)
         if known and current is None:
             return
         if time.time() >= deadline:
@@ -187,5 +229,5 @@ class WaitForInstanceGone(base.FleetflowTask):
                 'instance %s still exists after the delete timeout'
                 % external_id)
         raise _still_waiting(
-            self.ctx, 'instance %s not gone yet' % external_id, deadline,
+            self.ctx, self.STILL % external_id, deadline,
             provider, external_id, known, current)

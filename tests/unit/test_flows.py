@@ -272,6 +272,28 @@ class TestFaults(FlowTestCase):
                          [i.external_id for i in ff.instances()])
 
 
+class TestParking(FlowTestCase):
+
+    def test_a_poll_that_would_wait_is_parked_before_it_runs(self):
+        # One worker, three launches: the first reaches its poll while the
+        # others wait for the worker, and its instance is still building.
+        ff = self.fleet(create_latency=0.5, workers=1)
+        nodes = [ff.create_node() for _ in range(3)]
+        runs = [ff.runner.launch(node) for node in nodes]
+        for run in runs:
+            ff.wait_run(run)
+        self.assertEqual([states.SUCCESS] * 3, [run.state for run in runs])
+        self.assertGreaterEqual(ff.runner.parks, 1)
+        first = nodes[0]['id']
+        # Parked before the poll, not failed by it: the poll ran once, on
+        # an active instance, and its controller never retried.
+        self.assertEqual(1, self.atom(ff, first, 'wait-instance-active')
+                         ['attempts'])
+        self.assertEqual(1, len(self.retry_history(
+            runs[0], 'wait-active-deadline')))
+        self.assertEqual(models.READY, ff.node(first)['state'])
+
+
 class TestKeyscan(FlowTestCase):
 
     def test_keys_of_a_real_ssh_server(self):
