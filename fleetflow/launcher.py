@@ -102,7 +102,30 @@ class Launcher:
     def _flow_done(self, run):
         if isinstance(run, ff_runner.FlowRun):
             self._launch_stats(run)
+        if run.state == tf_states.SUCCESS and run.name.startswith('launch-'):
+            self._fulfil_now(run.node_id)
         self.wake()
+
+    def _fulfil_now(self, node_id):
+        """Fulfil the request of a node that just became ready, if it can.
+
+        When its request's nodes are all ready, it is fulfilled at once,
+        not at the next pass; any other outcome is left to the pass.
+        """
+        try:
+            node = self.store.find_node(node_id)
+            if node is None or node['request_id'] is None:
+                return
+            request = self.store.get_request(node['request_id'])
+            nodes = self.store.list_nodes(request_id=request['id'])
+            if (request['state'] == models.PENDING
+                    and self._owns(request['launcher'])
+                    and len(nodes) == len(request['labels'])
+                    and all(n['state'] == models.READY for n in nodes)):
+                self._settle(request, nodes)
+        except Exception:
+            LOG.exception('[node %s] Fulfilling its request failed; the '
+                          'next pass does', node_id)
 
     def _launch_stats(self, run):
         """Send ``launch.ready`` or ``launch.error.<kind>`` for a launch.

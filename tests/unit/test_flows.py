@@ -293,6 +293,19 @@ class TestParking(FlowTestCase):
             runs[0], 'wait-active-deadline')))
         self.assertEqual(models.READY, ff.node(first)['state'])
 
+    def test_a_woken_flow_runs_before_new_ones(self):
+        ff = self.fleet(create_latency=0.1, workers=1)
+        nodes = [ff.create_node() for _ in range(30)]
+        runs = [ff.runner.launch(node) for node in nodes]
+        for run in runs:
+            ff.wait_run(run)
+        first_ready = self.atom(ff, nodes[0]['id'], 'mark-ready')['ended']
+        last_created = self.atom(ff, nodes[-1]['id'],
+                                 'create-instance')['started']
+        # The first node's instance was active long before the last node
+        # had its turn: woken, its flow went ahead of the new ones.
+        self.assertLess(first_ready, last_created)
+
 
 class TestKeyscan(FlowTestCase):
 
