@@ -70,6 +70,8 @@ class Launcher:
         self.leaked = collections.Counter()
         self.passes = 0
         self._pass_cost = 0.0
+        #: whether the last pass left requests unserved (quota, delays)
+        self._requests_waiting = True
         self.cleanup_passes = 0
         self._scheduler = ff_scheduler.Scheduler()
         self._scheduler.add_periodic(self._tick, TICK)
@@ -102,30 +104,38 @@ class Launcher:
     def _flow_done(self, run):
         if isinstance(run, ff_runner.FlowRun):
             self._launch_stats(run)
-        if run.state == tf_states.SUCCESS and run.name.startswith('launch-'):
-            self._fulfil_now(run.node_id)
-        self.wake()
+        settled = run.state == tf_states.SUCCESS and (
+            run.name.startswith('delete-')
+            or (run.name.startswith('launch-')
+                and self._fulfil_now(run.node_id)))
+        # A pass is due when a flow failed or left something to decide;
+        # and when requests wait, for the quota or spare a flow freed.
+        if not settled or self._requests_waiting:
+            self.wake()
 
     def _fulfil_now(self, node_id):
         """Fulfil the request of a node that just became ready, if it can.
 
         When its request's nodes are all ready, it is fulfilled at once,
         not at the next pass; any other outcome is left to the pass.
+
+        :returns: whether the request was fulfilled.
         """
         try:
             node = self.store.find_node(node_id)
             if node is None or node['request_id'] is None:
-                return
+                return False
             request = self.store.get_request(node['request_id'])
             nodes = self.store.list_nodes(request_id=request['id'])
             if (request['state'] == models.PENDING
                     and self._owns(request['launcher'])
                     and len(nodes) == len(request['labels'])
                     and all(n['state'] == models.READY for n in nodes)):
-                self._settle(request, nodes)
+                return self._settle(request, nodes)
         except Exception:
             LOG.exception('[node %s] Fulfilling its request failed; the '
                           'next pass does', node_id)
+        return False
 
     def _launch_stats(self, run):
         """Send ``launch.ready`` or ``launch.error.<kind>`` for a launch.
@@ -249,6 +259,8 @@ class Launcher:
                 request['id'], [node['id'] for node in nodes]):
             LOG.info('[request %s] Fulfilled with nodes %s', request['id'],
                      ', '.join(n['id'] for n in nodes))
+            return True
+        return False
 
     def _serve_new(self, requests, nodes, usage):
         now = time.time()
@@ -291,6 +303,8 @@ class Launcher:
                               pool=key[1], launcher=self.host,
                               reuse=[node['id'] for node in reuse],
                               launch=launch))
+        self._requests_waiting = len(plans) < sum(
+            1 for request in requests if request['state'] == models.REQUESTED)
         self._serve(plans)
 
     def _serve(self, plans):
