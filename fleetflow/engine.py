@@ -2,16 +2,17 @@
 
 It is TaskFlow's serial engine, registered as the ``fleetflow`` engine
 (``taskflow.engines`` entry point) so that conductors and ``engines.load``
-find it by name, with three changes:
+find it by name, with these changes:
 
 - Its flows are shared: a flow factory builds one flow for every node with
   the same settings (:func:`fleetflow.flows.shared`), each engine keeps its
   state in its own storage, and a flow is compiled once, by the first
   engine that runs it. Building and compiling a flow cost more than running
   a short one.
-- It does not listen for progress that tasks report: fleetflow's tasks
-  report none, and listening meant registering a callback on the task
-  object that every engine shares.
+- It does not listen for progress that tasks report
+  (:class:`TaskExecutor`): fleetflow's tasks report none, and listening
+  meant registering a callback on the task object that every engine
+  shares.
 - Its storage unit saves less, and takes a plain re-entrant lock where
   TaskFlow's takes a reader-writer lock (below): an engine's storage is
   used by one thread at a time, and the reader-writer lock cost more than
@@ -23,8 +24,7 @@ What the storage unit saves, per atom:
 
 - The progress the engine reports itself (0.0 when a task starts, 1.0 when
   it ends, and no details) is not kept: it says no more than the task's
-  state, which is saved, and it cost two saves a task. Progress a task
-  reports itself is saved as before.
+  state, which is saved, and it cost two saves a task.
 - A save is not wrapped in TaskFlow's retry on ``StorageFailure``: the
   backends fleetflow uses (:mod:`fleetflow.persistence`, TaskFlow's memory
   backend) never raise it, and the wrapper cost more than the save.

@@ -49,6 +49,10 @@ def parse_args(argv):
                         help='nodes launched and then deleted per run')
     parser.add_argument('--workers', type=int, default=8,
                         help='runner worker threads')
+    parser.add_argument('--at-once', type=int,
+                        help='launch and delete the nodes this many at a '
+                             'time (default: all at once); 1 measures what '
+                             'a node costs alone')
     parser.add_argument('--warmup', type=int, default=20,
                         help='nodes of the unmeasured warm-up batch')
     parser.add_argument('--repeat', type=int, default=1,
@@ -180,28 +184,39 @@ class Fleet:
             if not run.done.wait(max(0, deadline - time.time())):
                 raise RuntimeError('flows not done after %ss' % timeout)
 
-    def batch(self, count, timeout):
-        """Launch ``count`` nodes, then delete them; measure it."""
+    def batch(self, count, timeout, at_once=None):
+        """Launch ``count`` nodes, then delete them; measure it.
+
+        ``at_once`` nodes at a time (all of them by default): each group is
+        launched, then deleted, before the next.
+        """
         store = self.ctx.store
         nodes = [store.create_node('small', 'fake-1', 'main')
                  for _ in range(count)]
         statements, transactions = self.statements, store.transactions
         flow_cpu = self.flow_cpu
         cpu, start = time.process_time(), time.perf_counter()
-        self._wait([self.runner.launch(node) for node in nodes], timeout)
-        launched = time.perf_counter()
-        ready = store.list_nodes(states=[models.READY])
-        deletes = [self.runner.delete(node) for node in ready]
-        self._wait(deletes, timeout)
+        launching = 0.0
+        ready = deletes = 0
+        step = at_once or count
+        for first in range(0, count, step):
+            began = time.perf_counter()
+            self._wait([self.runner.launch(node)
+                        for node in nodes[first:first + step]], timeout)
+            launching += time.perf_counter() - began
+            group = store.list_nodes(states=[models.READY])
+            ready += len(group)
+            self._wait([self.runner.delete(node) for node in group], timeout)
+            deletes += len(group)
         cpu, end = time.process_time() - cpu, time.perf_counter()
         left = store.list_nodes()
         return {
-            'flows': count + len(deletes),
+            'flows': count + deletes,
             'cpu_s': round(cpu, 3),
             'flow_cpu_s': round(self.flow_cpu - flow_cpu, 3),
             'wall_s': round(end - start, 3),
-            'launch_wall_s': round(launched - start, 3),
-            'not_ready': count - len(ready),
+            'launch_wall_s': round(launching, 3),
+            'not_ready': count - ready,
             'left': len(left),
             'statements': self.statements - statements,
             'transactions': store.transactions - transactions,
@@ -218,7 +233,8 @@ def run_backend(backend, args, profiler=None):
         for _ in range(args.repeat):
             if profiler is not None:
                 fleet.runner._run = profiler.wrap(timed)
-            results.append(fleet.batch(args.flows, args.timeout))
+            results.append(fleet.batch(args.flows, args.timeout,
+                                       args.at_once))
             fleet.runner._run = timed
     finally:
         fleet.close()
@@ -261,6 +277,7 @@ def main(argv=None):
         b for b in args.backends.split(',')
         if b in EXTRA_BACKENDS]
     report = {'nodes': args.flows, 'workers': args.workers,
+              'at_once': args.at_once or args.flows,
               'repeat': args.repeat, 'backends': backends}
     for backend in backends:
         report[backend] = run_backend(

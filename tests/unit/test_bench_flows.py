@@ -29,3 +29,16 @@ class TestBenchFlows(base.TestCase):
         self.assertIn('ratio_cpu_sql-stock', report)
         self.assertTrue(lines[1].startswith('backend'))
         self.assertTrue(lines[-1].startswith('sql/memory'))
+
+    def test_one_node_at_a_time(self):
+        out = io.StringIO()
+        with mock.patch('sys.stdout', out):
+            rc = flows.main(['-n', '3', '--warmup', '1', '--at-once', '1',
+                             '--json'])
+        self.assertEqual(0, rc, out.getvalue())
+        report = json.loads(out.getvalue())
+        self.assertEqual(1, report['at_once'])
+        for backend in ('memory', 'sql'):
+            self.assertEqual(6, report[backend]['flows'])
+            self.assertEqual(0, report[backend]['not_ready'])
+            self.assertEqual(0, report[backend]['left'])
