@@ -107,13 +107,13 @@ class Launcher:
         settled = run.state == tf_states.SUCCESS and (
             run.name.startswith('delete-')
             or (run.name.startswith('launch-')
-                and self._fulfil_now(run.node_id)))
+                and self.fulfil_now(run.node_id)))
         # A pass is due when a flow failed or left something to decide;
         # and when requests wait, for the quota or spare a flow freed.
         if not settled or self._requests_waiting:
             self.wake()
 
-    def _fulfil_now(self, node_id):
+    def fulfil_now(self, node_id):
         """Fulfil the request of a node that just became ready, if it can.
 
         When its request's nodes are all ready, it is fulfilled at once,
