@@ -102,8 +102,15 @@ class Launcher:
         self._wake.set()
 
     def _flow_done(self, run):
-        if isinstance(run, ff_runner.FlowRun):
-            self._launch_stats(run)
+        """A flow of this launcher's runner ended (``run``: its FlowRun).
+
+        ``None`` when the runner cannot say which (flows that left the
+        jobboard): a pass is due.
+        """
+        if run is None:
+            self.wake()
+            return
+        self._launch_stats(run)
         settled = run.state == tf_states.SUCCESS and (
             run.name.startswith('delete-')
             or (run.name.startswith('launch-')

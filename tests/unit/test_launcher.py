@@ -23,3 +23,12 @@ class TestFulfilWhenReady(base.TestCase):
                     == models.FULFILLED, timeout=20)
         self.assertEqual(1, launcher.passes)
         self.assertEqual(models.IN_USE, ff.node(node['id'])['state'])
+
+    def test_a_flow_that_left_the_jobboard_wakes_the_pass(self):
+        # The jobboard runner says a job left the board, not which.
+        ff = self.useFixture(base.FleetflowFixture(runner=False))
+        launcher = ff_launcher.Launcher(ff.ctx)
+        self.addCleanup(launcher.runner.stop)
+        launcher._wake.clear()
+        launcher._flow_done(None)
+        self.assertTrue(launcher._wake.is_set())
