@@ -183,20 +183,16 @@ class Runner:
         for atom_detail in ff_engine.atom_details(flow):
             detail.add(atom_detail)
         store = self.ctx.store
+        # A new logbook object: saving it adds to the node's book, if any.
+        book = tf_models.LogBook('node-%s' % node_id, uuid=node_id)
         with contextlib.closing(self.ctx.persistence.get_connection()) \
                 as conn:
             add_flow = getattr(conn, 'add_flow', None)
             if add_flow is not None:
                 # The node store shares the flows' database: one transaction.
-                book = add_flow(
-                    tf_models.LogBook('node-%s' % node_id, uuid=node_id),
-                    detail, also=lambda db: db.execute(store.node_update(
-                        node_id, flow_id=detail.uuid)))
+                add_flow(book, detail, also=lambda db: db.execute(
+                    store.node_update(node_id, flow_id=detail.uuid)))
                 return flow, detail, book
-            try:
-                book = conn.get_logbook(node_id, lazy=True)
-            except Exception:
-                book = tf_models.LogBook('node-%s' % node_id, uuid=node_id)
             book.add(detail)
             conn.save_logbook(book)
         store.update_node(node_id, flow_id=detail.uuid)

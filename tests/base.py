@@ -238,6 +238,17 @@ class FleetflowFixture(fixtures.Fixture):
         run = self.wait_run(self.runner.launch(node), timeout)
         return self.node(node['id']) or node, run
 
+    def launch_many(self, count, timeout=20):
+        """Create ``count`` nodes, start all their launches, wait for all.
+
+        :returns: ``(nodes as created, FlowRuns)``
+        """
+        nodes = [self.create_node() for _ in range(count)]
+        runs = [self.runner.launch(node) for node in nodes]
+        for run in runs:
+            self.wait_run(run, timeout)
+        return nodes, runs
+
     def delete(self, node, timeout=20):
         """Run the node's delete flow and wait; return the FlowRun."""
         return self.wait_run(self.runner.delete(node), timeout)

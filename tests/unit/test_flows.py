@@ -79,10 +79,7 @@ class TestLaunchAndDelete(FlowTestCase):
 
     def test_nodes_share_one_flow_and_its_compilation(self):
         ff = self.fleet(create_latency=0.2, delete_latency=0.1)
-        nodes = [ff.create_node() for _ in range(6)]
-        runs = [ff.runner.launch(node) for node in nodes]
-        for run in runs:
-            ff.wait_run(run)
+        nodes, runs = ff.launch_many(6)
         self.assertEqual([states.SUCCESS] * 6, [run.state for run in runs])
         flows = {id(run.engine._flow) for run in runs}
         self.assertEqual(1, len(flows))
@@ -278,10 +275,7 @@ class TestParking(FlowTestCase):
         # One worker, three launches: the first reaches its poll while the
         # others wait for the worker, and its instance is still building.
         ff = self.fleet(create_latency=0.5, workers=1)
-        nodes = [ff.create_node() for _ in range(3)]
-        runs = [ff.runner.launch(node) for node in nodes]
-        for run in runs:
-            ff.wait_run(run)
+        nodes, runs = ff.launch_many(3)
         self.assertEqual([states.SUCCESS] * 3, [run.state for run in runs])
         self.assertGreaterEqual(ff.runner.parks, 1)
         first = nodes[0]['id']
@@ -295,10 +289,7 @@ class TestParking(FlowTestCase):
 
     def test_a_woken_flow_runs_before_new_ones(self):
         ff = self.fleet(create_latency=0.1, workers=1)
-        nodes = [ff.create_node() for _ in range(30)]
-        runs = [ff.runner.launch(node) for node in nodes]
-        for run in runs:
-            ff.wait_run(run)
+        nodes, runs = ff.launch_many(30)
         first_ready = self.atom(ff, nodes[0]['id'], 'mark-ready')['ended']
         last_created = self.atom(ff, nodes[-1]['id'],
                                  'create-instance')['started']
