@@ -68,7 +68,7 @@ class Context:
         self.layout = layout or ff_layout.load(conf.launcher.layout_file)
         self.engine = self.new_engine()
         self.store = api.Store(self.engine)
-        self.persistence = persistence.get_backend(conf, self.engine)
+        self.persistence = persistence.get_backend(conf, self.store.db)
         self.scheduler = ff_scheduler.Scheduler()
         self.stats = ff_stats.Stats(conf)
         self.providers = {

@@ -51,39 +51,52 @@ def _conf(engine):
 class LeanConnection(impl_sqlalchemy.Connection):
     """TaskFlow's SQL connection with fewer and cheaper writes.
 
-    Its statements are built once, so that SQLAlchemy neither builds nor
-    keys them again on every save.
+    Its statements are compiled once for each shape (table and columns)
+    and run on the DBAPI connection (:mod:`fleetflow.db.direct`).
     """
 
     def __init__(self, backend, upgrade_lock):
         super().__init__(backend, upgrade_lock)
+        self._db = backend.database
         self._lock = threading.Lock()
         self._written = {}
         self._states = {}
         self._flow_atoms = {}
         tables = self._tables
-        self._statements = {
-            name: (table.update().where(table.c.uuid == sa.bindparam('key')),
-                   table.insert())
-            for name, table in (('logbooks', tables.logbooks),
-                                ('flows', tables.flowdetails),
-                                ('atoms', tables.atomdetails))}
-        self._atoms_of_flow = (
-            sa.select(tables.atomdetails.c.uuid)
-            .where(tables.atomdetails.c.parent_uuid == sa.bindparam('key')))
-        self._book = (
-            sa.select(tables.logbooks.c.uuid)
-            .where(tables.logbooks.c.uuid == sa.bindparam('key')))
-        self._flows_of_book = (
-            sa.select(tables.flowdetails.c.uuid)
-            .where(tables.flowdetails.c.parent_uuid == sa.bindparam('key')))
+        self._tables_by_name = {'logbooks': tables.logbooks,
+                                'flows': tables.flowdetails,
+                                'atoms': tables.atomdetails}
+        self._atoms_of_flow = self._select_uuids(tables.atomdetails,
+                                                 'parent_uuid')
+        self._book = self._select_uuids(tables.logbooks, 'uuid')
+        self._flows_of_book = self._select_uuids(tables.flowdetails,
+                                                 'parent_uuid')
+        self._destroy = [self._db.statement(('destroy', table.name), build)
+                         for table, build in _destroy_book(tables)]
 
-    def _update(self, conn, table, values):
-        update = self._statements[table][0]
-        return conn.execute(update, dict(values, key=values['uuid'])).rowcount
+    def _select_uuids(self, table, column):
+        return self._db.statement(
+            ('uuids', table.name, column),
+            lambda: sa.select(table.c.uuid).where(
+                table.c[column] == sa.bindparam('key')))
 
-    def _insert(self, conn, table, rows):
-        conn.execute(self._statements[table][1], rows)
+    def _update(self, tx, table, values):
+        return tx.execute(self._update_statement(table, values),
+                          dict(values, key=values['uuid']))
+
+    def _update_statement(self, table, values):
+        columns = sorted(key for key in values if key != 'key')
+        return self._db.statement(
+            ('update', table, tuple(columns)),
+            lambda: self._tables_by_name[table].update().where(
+                self._tables_by_name[table].c.uuid == sa.bindparam('key')),
+            columns)
+
+    def _insert(self, tx, table, rows):
+        columns = sorted(rows[0])
+        tx.executemany(self._db.statement(
+            ('insert', table, tuple(columns)),
+            self._tables_by_name[table].insert, columns), rows)
 
     def update_atom_details(self, atom_detail):
         values = atom_detail.to_dict()
@@ -91,8 +104,8 @@ class LeanConnection(impl_sqlalchemy.Connection):
             last = self._written.get(atom_detail.uuid)
         if last is not None and _deferrable(last, values):
             return atom_detail
-        with self._engine.begin() as conn:
-            if not self._update(conn, 'atoms', values):
+        with self._db.begin() as tx:
+            if not self._update(tx, 'atoms', values):
                 raise tf_exceptions.NotFound(
                     "No atom details found with uuid '%s'" % values['uuid'])
         with self._lock:
@@ -100,36 +113,49 @@ class LeanConnection(impl_sqlalchemy.Connection):
         return atom_detail
 
     def save_logbook(self, book):
-        with self._engine.begin() as conn:
+        with self._db.begin() as tx:
             values = book.to_dict()
-            if not self._update(conn, 'logbooks', values):
-                self._insert(conn, 'logbooks', [values])
-            known = set(conn.execute(self._flows_of_book,
-                                     {'key': book.uuid}).scalars())
+            if not self._update(tx, 'logbooks', values):
+                self._insert(tx, 'logbooks', [values])
+            known = _uuids(tx, self._flows_of_book, book.uuid)
             for flow_detail in book:
                 if flow_detail.uuid not in known:
-                    self._insert_flow(conn, book.uuid, flow_detail)
+                    self._insert_flow(tx, book.uuid, flow_detail)
         return book
+
+    def destroy_logbook(self, book_uuid):
+        """Delete a book with its flows and their atoms, at once.
+
+        The rows are deleted one table after the other, not left to the
+        foreign keys' cascade, which SQLite does not follow unless told.
+        """
+        with self._db.begin() as tx:
+            for statement in self._destroy:
+                deleted = tx.execute(statement, {'key': book_uuid})
+            if not deleted:
+                raise tf_exceptions.NotFound(
+                    "No logbook found with uuid '%s'" % book_uuid)
 
     def add_flow(self, book, flow_detail, also=None):
         """Save a new flow detail and its atoms in ``book``, at once.
 
         One transaction: the book's row is made if it has none, and
-        ``also(conn)``, when given, runs in the same transaction.
+        ``also(tx)``, when given, runs in the same transaction
+        (a :class:`fleetflow.db.direct.Transaction`).
         """
-        with self._engine.begin() as conn:
-            if conn.execute(self._book, {'key': book.uuid}).first() is None:
-                self._insert(conn, 'logbooks', [book.to_dict()])
-            self._insert_flow(conn, book.uuid, flow_detail)
+        with self._db.begin() as tx:
+            if not _uuids(tx, self._book, book.uuid):
+                self._insert(tx, 'logbooks', [book.to_dict()])
+            self._insert_flow(tx, book.uuid, flow_detail)
             if also is not None:
-                also(conn)
+                also(tx)
         book.add(flow_detail)
         return book
 
-    def _insert_flow(self, conn, book_uuid, flow_detail):
+    def _insert_flow(self, tx, book_uuid, flow_detail):
         values = flow_detail.to_dict()
-        self._insert(conn, 'flows', [dict(values, parent_uuid=book_uuid)])
-        self._add_atoms(conn, flow_detail, set())
+        self._insert(tx, 'flows', [dict(values, parent_uuid=book_uuid)])
+        self._add_atoms(tx, flow_detail, set())
         with self._lock:
             self._written[flow_detail.uuid] = values
 
@@ -147,28 +173,29 @@ class LeanConnection(impl_sqlalchemy.Connection):
             atom_detail.uuid not in known for atom_detail in flow_detail)
         if not (write_row or new_atoms):
             return flow_detail
-        with self._engine.begin() as conn:
+        with self._db.begin() as tx:
             if write_row:
-                if not self._update(conn, 'flows', values):
+                if not self._update(tx, 'flows', values):
                     raise tf_exceptions.NotFound(
                         "No flow details found with uuid '%s'"
                         % flow_detail.uuid)
                 with self._lock:
                     self._written[flow_detail.uuid] = values
             if new_atoms:
-                self._add_atoms(conn, flow_detail,
-                                self._known_atoms(conn, flow_detail.uuid))
+                self._add_atoms(tx, flow_detail,
+                                self._known_atoms(tx, flow_detail.uuid))
             if finished:
                 unwritten = [dict(values, key=values['uuid']) for values in (
                     atom_detail.to_dict() for atom_detail in flow_detail)
                     if values != self._written.get(values['uuid'])]
                 if unwritten:
-                    conn.execute(self._statements['atoms'][0], unwritten)
+                    tx.executemany(self._update_statement(
+                        'atoms', unwritten[0]), unwritten)
         if finished:
             self._forget_flow(flow_detail)
         return flow_detail
 
-    def _add_atoms(self, conn, flow_detail, known):
+    def _add_atoms(self, tx, flow_detail, known):
         new = [atom_detail for atom_detail in flow_detail
                if atom_detail.uuid not in known]
         if not new:
@@ -176,7 +203,7 @@ class LeanConnection(impl_sqlalchemy.Connection):
         rows = [dict(atom_detail.to_dict(), parent_uuid=flow_detail.uuid,
                      atom_type=tf_models.atom_detail_type(atom_detail))
                 for atom_detail in new]
-        self._insert(conn, 'atoms', rows)
+        self._insert(tx, 'atoms', rows)
         with self._lock:
             known.update(atom_detail.uuid for atom_detail in new)
             self._flow_atoms[flow_detail.uuid] = known
@@ -185,12 +212,11 @@ class LeanConnection(impl_sqlalchemy.Connection):
                 row.pop('atom_type')
                 self._written[row['uuid']] = row
 
-    def _known_atoms(self, conn, flow_uuid):
+    def _known_atoms(self, tx, flow_uuid):
         with self._lock:
             known = self._flow_atoms.get(flow_uuid)
         if known is None:
-            known = set(conn.execute(self._atoms_of_flow,
-                                     {'key': flow_uuid}).scalars())
+            known = _uuids(tx, self._atoms_of_flow, flow_uuid)
             with self._lock:
                 self._flow_atoms[flow_uuid] = known
         return known
@@ -217,6 +243,24 @@ class LeanConnection(impl_sqlalchemy.Connection):
                 self._written.pop(atom_detail.uuid, None)
 
 
+def _destroy_book(tables):
+    """Per table, the DELETE of its rows of the book ``:key``."""
+    key = sa.bindparam('key')
+    atoms, flows, books = (tables.atomdetails, tables.flowdetails,
+                           tables.logbooks)
+    flows_of_book = (sa.select(flows.c.uuid)
+                     .where(flows.c.parent_uuid == key).scalar_subquery())
+    return [
+        (atoms, lambda: atoms.delete().where(
+            atoms.c.parent_uuid.in_(flows_of_book))),
+        (flows, lambda: flows.delete().where(flows.c.parent_uuid == key)),
+        (books, lambda: books.delete().where(books.c.uuid == key))]
+
+
+def _uuids(tx, select, key):
+    return {row['uuid'] for row in tx.rows(select, {'key': key})}
+
+
 def _lasting(before, state):
     """Whether a flow's move from ``before`` to ``state`` is written.
 
@@ -241,10 +285,16 @@ def _deferrable(last, values):
 
 
 class SharedConnectionBackend(impl_sqlalchemy.SQLAlchemyBackend):
-    """SQLAlchemy backend that hands out one :class:`LeanConnection`."""
+    """SQLAlchemy backend that hands out one :class:`LeanConnection`.
 
-    def __init__(self, engine):
-        super().__init__(_conf(engine), engine=engine)
+    Its statements run on ``database`` (:class:`fleetflow.db.direct.
+    Database`), the node store's, so a flow and a node row can be written
+    in one transaction.
+    """
+
+    def __init__(self, database):
+        super().__init__(_conf(database.engine), engine=database.engine)
+        self.database = database
         self._connection = None
         self._connection_lock = threading.Lock()
 
@@ -256,15 +306,23 @@ class SharedConnectionBackend(impl_sqlalchemy.SQLAlchemyBackend):
             return self._connection
 
 
-def get_backend(conf, engine):
+def get_backend(conf, database):
     """The backend named by ``[persistence] backend``."""
     if conf.persistence.backend == 'memory':
         return impl_memory.MemoryBackend()
-    return SharedConnectionBackend(engine)
+    return SharedConnectionBackend(database)
 
 
 def upgrade(engine):
-    """Create or upgrade TaskFlow's logbook tables."""
+    """Create or upgrade TaskFlow's logbook tables, and index them.
+
+    TaskFlow's migrations index no ``parent_uuid``: finding or deleting a
+    book's flows, or a flow's atoms, read every row of the table.
+    """
     backend = impl_sqlalchemy.SQLAlchemyBackend(_conf(engine), engine=engine)
     with contextlib.closing(backend.get_connection()) as connection:
         connection.upgrade()
+        tables = connection._tables
+    for table in (tables.flowdetails, tables.atomdetails):
+        sa.Index('ix_fleetflow_%s_parent' % table.name,
+                 table.c.parent_uuid).create(engine, checkfirst=True)

@@ -190,8 +190,8 @@ class Runner:
             add_flow = getattr(conn, 'add_flow', None)
             if add_flow is not None:
                 # The node store shares the flows' database: one transaction.
-                add_flow(book, detail, also=lambda db: db.execute(
-                    store.node_update(node_id, flow_id=detail.uuid)))
+                add_flow(book, detail, also=lambda tx: store.update_node(
+                    node_id, tx=tx, flow_id=detail.uuid))
                 return flow, detail, book
             book.add(detail)
             conn.save_logbook(book)

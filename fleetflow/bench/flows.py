@@ -27,7 +27,6 @@ import threading
 import time
 
 from oslo_config import cfg
-from sqlalchemy import event
 from taskflow.persistence.backends import impl_sqlalchemy
 
 from fleetflow import conf as ff_conf
@@ -148,9 +147,6 @@ class Fleet:
             self.ctx.persistence = _StockBackend(self.ctx.engine)
         migration.upgrade(self.ctx.engine)
         context.set_current(self.ctx)
-        self.statements = 0
-        event.listen(self.ctx.engine, 'before_cursor_execute',
-                     self._count_statement)
         self.ctx.start()
         self.runner = ff_runner.Runner(self.ctx, workers=workers)
         # CPU of the flow workers alone: the engines, the tasks and the
@@ -169,9 +165,6 @@ class Fleet:
                     self.flow_cpu += spent
 
         self.runner._run = timed
-
-    def _count_statement(self, *args):
-        self.statements += 1
 
     def close(self):
         self.runner.stop()
@@ -193,7 +186,7 @@ class Fleet:
         store = self.ctx.store
         nodes = [store.create_node('small', 'fake-1', 'main')
                  for _ in range(count)]
-        statements, transactions = self.statements, store.transactions
+        statements, transactions = store.statements, store.transactions
         flow_cpu = self.flow_cpu
         cpu, start = time.process_time(), time.perf_counter()
         launching = 0.0
@@ -218,7 +211,7 @@ class Fleet:
             'launch_wall_s': round(launching, 3),
             'not_ready': count - ready,
             'left': len(left),
-            'statements': self.statements - statements,
+            'statements': store.statements - statements,
             'transactions': store.transactions - transactions,
         }
 

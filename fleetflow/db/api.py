@@ -12,6 +12,7 @@ import uuid
 import sqlalchemy as sa
 from sqlalchemy import event
 
+from fleetflow.db import direct
 from fleetflow.db import models
 from fleetflow import exceptions
 
@@ -52,21 +53,53 @@ def _spare(node_id):
             .where(NODES.c.request_id.is_(None)))
 
 
+def _by_id(table, columns=None, expected=0):
+    """An UPDATE (of ``columns``), or a DELETE, of the row ``:key``.
+
+    ``expected`` > 0 adds that the row's state is one of as many values
+    (``:expected_0``...), for a compare-and-set.
+    """
+    statement = (table.delete() if columns is None else table.update())
+    statement = statement.where(table.c.id == sa.bindparam('key'))
+    if expected:
+        statement = statement.where(table.c.state.in_([
+            sa.bindparam('expected_%d' % index) for index in range(expected)]))
+    return statement
+
+
 class Store:
     """Node and request rows, on one SQLAlchemy engine.
 
-    ``transactions`` counts the transactions committed on the engine.
+    The statements a flow makes for its node at each step (read it,
+    change its state or fields, delete it) run on :attr:`db`
+    (:mod:`fleetflow.db.direct`); the rest, made once a pass, are plain
+    SQLAlchemy. ``transactions`` counts the transactions committed on
+    the engine, ``statements`` the statements run, both ways.
     """
 
     def __init__(self, engine):
         self.engine = engine
-        self.transactions = 0
+        self.db = direct.Database(engine)
+        self._commits = self._statements = 0
         self._count_lock = threading.Lock()
         event.listen(engine, 'commit', self._count_commit)
+        event.listen(engine, 'before_cursor_execute', self._count_statement)
+
+    @property
+    def transactions(self):
+        return self._commits + self.db.commits
+
+    @property
+    def statements(self):
+        return self._statements + self.db.statements
 
     def _count_commit(self, _conn):
         with self._count_lock:
-            self.transactions += 1
+            self._commits += 1
+
+    def _count_statement(self, *_args):
+        with self._count_lock:
+            self._statements += 1
 
     def _write(self, statement):
         with self.engine.begin() as conn:
@@ -75,6 +108,33 @@ class Store:
     def _read(self, statement):
         with self.engine.connect() as conn:
             return [dict(r._mapping) for r in conn.execute(statement)]
+
+    def _change(self, table, row_id, values, expected=None, tx=None):
+        """Change one row's ``values``; return whether it changed.
+
+        With ``expected``, only a row in one of those states changes. The
+        UPDATE runs in ``tx`` (a direct transaction) if given.
+        """
+        columns = sorted(values)
+        expected = list(expected or ())
+        statement = self.db.statement(
+            ('change', table.name, tuple(columns), len(expected)),
+            lambda: _by_id(table, columns, len(expected)), columns)
+        values = dict(values, key=row_id)
+        values.update(('expected_%d' % index, state)
+                      for index, state in enumerate(expected))
+        if tx is not None:
+            return tx.execute(statement, values) == 1
+        with self.db.begin() as tx:
+            return tx.execute(statement, values) == 1
+
+    def _row(self, table, row_id):
+        statement = self.db.statement(
+            ('row', table.name),
+            lambda: table.select().where(table.c.id == sa.bindparam('key')))
+        with self.db.begin() as tx:
+            rows = tx.rows(statement, {'key': row_id})
+        return rows[0] if rows else None
 
     # Nodes
 
@@ -96,14 +156,13 @@ class Store:
         return values
 
     def get_node(self, node_id):
-        rows = self._read(NODES.select().where(NODES.c.id == node_id))
-        if not rows:
+        node = self._row(NODES, node_id)
+        if node is None:
             raise exceptions.FleetflowError('node %s not found' % node_id)
-        return rows[0]
+        return node
 
     def find_node(self, node_id):
-        rows = self._read(NODES.select().where(NODES.c.id == node_id))
-        return rows[0] if rows else None
+        return self._row(NODES, node_id)
 
     def list_nodes(self, states=None, provider=None, label=None,
                    request_id=None, pool=None):
@@ -125,27 +184,20 @@ class Store:
         with self.engine.connect() as conn:
             return [tuple(row) for row in conn.execute(query)]
 
-    @staticmethod
-    def node_update(node_id, **fields):
-        """The UPDATE of a node's fields, to run in another transaction."""
-        return NODES.update().where(NODES.c.id == node_id).values(**fields)
-
-    def update_node(self, node_id, **fields):
-        self._write(self.node_update(node_id, **fields))
+    def update_node(self, node_id, tx=None, **fields):
+        """Change a node's fields; in ``tx`` if given."""
+        self._change(NODES, node_id, fields, tx=tx)
 
     def set_node_state(self, node_id, state, expected=None, **fields):
         """Move a node to ``state`` if it is in one of ``expected``.
 
         :raises NodeStateConflict: when the node is in another state or gone.
         """
-        query = NODES.update().where(NODES.c.id == node_id)
-        if expected is not None:
-            query = query.where(NODES.c.state.in_(expected))
         now = time.time()
         values = dict(state=state, state_time=now, **fields)
         if state == models.READY:
             values.setdefault('ready_at', now)
-        if self._write(query.values(**values)).rowcount != 1:
+        if not self._change(NODES, node_id, values, expected):
             raise exceptions.NodeStateConflict(
                 'node %s is not in state %s' % (node_id, expected))
 
@@ -233,7 +285,10 @@ class Store:
                     .values(request_id=None))
 
     def delete_node(self, node_id):
-        self._write(NODES.delete().where(NODES.c.id == node_id))
+        statement = self.db.statement(('delete', NODES.name),
+                                      lambda: _by_id(NODES))
+        with self.db.begin() as tx:
+            tx.execute(statement, {'key': node_id})
 
     # Requests
 
@@ -248,12 +303,11 @@ class Store:
         return values
 
     def get_request(self, request_id):
-        rows = self._read(REQUESTS.select()
-                          .where(REQUESTS.c.id == request_id))
-        if not rows:
+        request = self._row(REQUESTS, request_id)
+        if request is None:
             raise exceptions.FleetflowError(
                 'request %s not found' % request_id)
-        return rows[0]
+        return request
 
     def list_requests(self, states=None):
         query = REQUESTS.select().order_by(REQUESTS.c.priority,
@@ -263,11 +317,8 @@ class Store:
         return self._read(query)
 
     def set_request_state(self, request_id, state, expected=None, **fields):
-        query = REQUESTS.update().where(REQUESTS.c.id == request_id)
-        if expected is not None:
-            query = query.where(REQUESTS.c.state.in_(expected))
         values = dict(state=state, state_time=time.time(), **fields)
-        if self._write(query.values(**values)).rowcount != 1:
+        if not self._change(REQUESTS, request_id, values, expected):
             raise exceptions.NodeStateConflict(
                 'request %s is not in state %s' % (request_id, expected))
 

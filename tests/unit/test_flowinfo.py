@@ -2,7 +2,6 @@
 
 from unittest import mock
 
-from sqlalchemy import event
 from taskflow.persistence import models as tf_models
 from taskflow import states
 from taskflow.types import failure as tf_failure
@@ -136,15 +135,14 @@ class TestTimingCost(FlowinfoTestCase):
 
     def cost(self, ff, count=3):
         """Statements and transactions of ``count`` launches and deletes."""
-        executed = []
-        event.listen(ff.ctx.engine, 'before_cursor_execute',
-                     lambda *args: executed.append(args[2]))
-        transactions = ff.ctx.store.transactions
+        store = ff.ctx.store
+        statements, transactions = store.statements, store.transactions
         for _ in range(count):
             node, run = ff.launch()
             self.assertEqual(models.READY, node['state'])
             ff.delete(node)
-        return len(executed), ff.ctx.store.transactions - transactions
+        return (store.statements - statements,
+                store.transactions - transactions)
 
     def test_timing_costs_no_transaction(self):
         ff = self.fleet()

@@ -3,7 +3,8 @@
 import contextlib
 import uuid
 
-from sqlalchemy import event
+import sqlalchemy as sa
+from taskflow import exceptions as tf_exceptions
 from taskflow.persistence import models
 from taskflow import states
 
@@ -16,9 +17,15 @@ class TestLeanConnection(base.TestCase):
         super().setUp()
         self.ff = self.useFixture(base.FleetflowFixture(runner=False))
         self.conn = self.ff.ctx.persistence.get_connection()
-        self.statements = []
-        event.listen(self.ff.ctx.engine, 'before_cursor_execute',
-                     lambda *args: self.statements.append(args[2]))
+        self.counted = 0
+
+    @property
+    def statements(self):
+        """Statements run since the last :meth:`count_from_here`."""
+        return self.ff.store.statements - self.counted
+
+    def count_from_here(self):
+        self.counted = self.ff.store.statements
 
     def new_flow(self, book_uuid='node-1', atoms=2):
         detail = models.FlowDetail('launch-x', uuid=str(uuid.uuid4()))
@@ -36,8 +43,9 @@ class TestLeanConnection(base.TestCase):
         node = self.ff.create_node()
         book, detail = self.new_flow(node['id'])
         transactions = self.ff.store.transactions
-        self.conn.add_flow(book, detail, also=lambda db: db.execute(
-            self.ff.store.node_update(node['id'], flow_id=detail.uuid)))
+        self.conn.add_flow(book, detail, also=lambda tx: self.ff.store
+                           .update_node(node['id'], tx=tx,
+                                        flow_id=detail.uuid))
         self.assertEqual(1, self.ff.store.transactions - transactions)
         self.assertEqual(detail.uuid, self.ff.node(node['id'])['flow_id'])
         # A second flow joins the book the first one made.
@@ -55,7 +63,7 @@ class TestLeanConnection(base.TestCase):
         for state in (states.RESUMING, states.SUSPENDED, states.RUNNING,
                       states.SUSPENDING, states.SUSPENDED, states.RUNNING,
                       states.SUCCESS):
-            del self.statements[:]
+            self.count_from_here()
             detail.state = state
             self.conn.update_flow_details(detail)
             if self.statements:
@@ -68,11 +76,11 @@ class TestLeanConnection(base.TestCase):
         self.conn.add_flow(book, detail)
         for atom in detail:
             atom.meta = {'ended': 1.0}
-        del self.statements[:]
+        self.count_from_here()
         detail.state = states.SUCCESS
         self.conn.update_flow_details(detail)
         # The flow's row, then every atom's notes at once.
-        self.assertEqual(2, len(self.statements))
+        self.assertEqual(2, self.statements)
         self.assertEqual([{'ended': 1.0}] * 3,
                          [a.meta for a in self.stored(detail.uuid)])
 
@@ -80,13 +88,36 @@ class TestLeanConnection(base.TestCase):
         book, detail = self.new_flow(atoms=1)
         self.conn.add_flow(book, detail)
         [atom] = detail
-        del self.statements[:]
+        self.count_from_here()
         atom.state = states.RUNNING
         self.conn.update_atom_details(atom)
-        self.assertEqual([], self.statements)
+        self.assertEqual(0, self.statements)
         atom.state = states.SUCCESS
         atom.results = 42
         self.conn.update_atom_details(atom)
-        self.assertEqual(1, len(self.statements))
+        self.assertEqual(1, self.statements)
         [stored] = self.stored(detail.uuid)
         self.assertEqual((states.SUCCESS, 42), (stored.state, stored.results))
+
+    def rows(self):
+        """Rows of the logbook tables, by table."""
+        tables = self.conn._tables
+        with self.ff.ctx.engine.connect() as db:
+            return {table.name: db.execute(
+                sa.select(sa.func.count()).select_from(table)).scalar()
+                for table in (tables.logbooks, tables.flowdetails,
+                              tables.atomdetails)}
+
+    def test_a_destroyed_book_leaves_no_flow_or_atom(self):
+        empty = self.rows()
+        for node in ('node-1', 'node-2'):
+            for _ in range(2):
+                self.conn.add_flow(*self.new_flow(node, atoms=3))
+        self.conn.destroy_logbook('node-1')
+        self.assertEqual({'logbooks': 1, 'flowdetails': 2, 'atomdetails': 6},
+                         {name: count - empty[name]
+                          for name, count in self.rows().items()})
+        self.conn.destroy_logbook('node-2')
+        self.assertEqual(empty, self.rows())
+        self.assertRaises(tf_exceptions.NotFound,
+                          self.conn.destroy_logbook, 'node-2')
