@@ -1,61 +1,86 @@
-"""One background thread for periodic jobs and one-shot timers."""
+"""One background thread for periodic jobs and one-shot timers.
+
+Periodic jobs and timers share one heap, ordered by when each is due; the
+thread sleeps until the first is due, or until an earlier one is added.
+An idle scheduler does not wake at all. (It replaced futurist's
+``PeriodicWorker`` with a 20 ms timer tick: that machinery cost more CPU
+than the launcher's own periodic jobs.)
+"""
 
 import heapq
 import itertools
+import logging
 import threading
 import time
 
-import futurist
-from futurist import periodics
+LOG = logging.getLogger(__name__)
 
 
 class Scheduler:
     """Runs periodic callables and ``call_at`` timers on one thread.
 
-    Callbacks must return quickly: they share the thread. Timers are checked
-    every ``tick`` seconds.
+    Callbacks must return quickly: they share the thread. One that raises
+    is logged, and a periodic one still runs again.
     """
 
-    def __init__(self, tick=0.02):
-        self._timers = []
+    def __init__(self):
+        self._due = []
         self._counter = itertools.count()
-        self._lock = threading.Lock()
-        self._worker = periodics.PeriodicWorker(
-            [], executor_factory=futurist.SynchronousExecutor)
+        self._changed = threading.Condition()
+        self._stopping = False
         self._thread = None
-        self.add_periodic(self._fire_due_timers, tick)
 
     def add_periodic(self, callback, spacing, run_immediately=False):
-        """Call ``callback()`` every ``spacing`` seconds."""
-        def job():
-            callback()
-        job = periodics.periodic(spacing, run_immediately=run_immediately)(
-            job)
-        self._worker.add(job)
+        """Call ``callback()`` every ``spacing`` seconds.
+
+        A call starts ``spacing`` after the last one started, or at once
+        when the last one took longer.
+        """
+        first = time.time() + (0 if run_immediately else spacing)
+        self._push(first, callback, spacing)
 
     def call_at(self, when, callback):
         """Call ``callback()`` once, at ``when`` (a ``time.time()``)."""
-        with self._lock:
-            heapq.heappush(self._timers, (when, next(self._counter),
-                                          callback))
+        self._push(when, callback, None)
 
-    def _fire_due_timers(self):
-        now = time.time()
-        due = []
-        with self._lock:
-            while self._timers and self._timers[0][0] <= now:
-                due.append(heapq.heappop(self._timers)[2])
-        for callback in due:
-            callback()
+    def _push(self, when, callback, spacing):
+        with self._changed:
+            entry = (when, next(self._counter), callback, spacing)
+            heapq.heappush(self._due, entry)
+            if self._due[0] is entry:
+                self._changed.notify()
+
+    def _next(self):
+        """Wait for the first entry to be due and take it; None to stop."""
+        with self._changed:
+            while not self._stopping:
+                wait = self._due[0][0] - time.time() if self._due else None
+                if wait is not None and wait <= 0:
+                    return heapq.heappop(self._due)
+                self._changed.wait(wait)
+            return None
+
+    def _run(self):
+        while (entry := self._next()) is not None:
+            _when, _seq, callback, spacing = entry
+            started = time.time()
+            try:
+                callback()
+            except Exception:
+                LOG.exception('Scheduled call %r failed', callback)
+            if spacing is not None:
+                self._push(max(started + spacing, time.time()), callback,
+                           spacing)
 
     def start(self):
-        self._thread = threading.Thread(target=self._worker.start,
+        self._thread = threading.Thread(target=self._run,
                                         name='fleetflow-scheduler',
                                         daemon=True)
         self._thread.start()
 
     def stop(self):
-        self._worker.stop()
+        with self._changed:
+            self._stopping = True
+            self._changed.notify()
         if self._thread is not None:
-            self._worker.wait()
             self._thread.join()
