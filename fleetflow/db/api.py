@@ -53,18 +53,40 @@ def _spare(node_id):
             .where(NODES.c.request_id.is_(None)))
 
 
-def _by_id(table, columns=None, expected=0):
+def _state_in(table, count):
+    """The row's state is one of ``count`` values, ``:state_0``..."""
+    if not count:
+        return sa.false()
+    return table.c.state.in_([sa.bindparam('state_%d' % index)
+                              for index in range(count)])
+
+
+def _states(states):
+    """The values of :func:`_state_in`'s parameters."""
+    return {'state_%d' % index: state for index, state in enumerate(states)}
+
+
+def _by_id(table, columns=None, expected=None):
     """An UPDATE (of ``columns``), or a DELETE, of the row ``:key``.
 
-    ``expected`` > 0 adds that the row's state is one of as many values
-    (``:expected_0``...), for a compare-and-set.
+    With ``expected`` (a count), only while the row's state is one of as
+    many values (:func:`_state_in`): a compare-and-set.
     """
     statement = (table.delete() if columns is None else table.update())
     statement = statement.where(table.c.id == sa.bindparam('key'))
-    if expected:
-        statement = statement.where(table.c.state.in_([
-            sa.bindparam('expected_%d' % index) for index in range(expected)]))
+    if expected is not None:
+        statement = statement.where(_state_in(table, expected))
     return statement
+
+
+def _listing(table, order, states, columns):
+    """The SELECT of :meth:`Store._list`."""
+    query = table.select().order_by(*order)
+    if states is not None:
+        query = query.where(_state_in(table, states))
+    for column in columns:
+        query = query.where(table.c[column] == sa.bindparam('is_' + column))
+    return query
 
 
 class Store:
@@ -105,10 +127,6 @@ class Store:
         with self.engine.begin() as conn:
             return conn.execute(statement)
 
-    def _read(self, statement):
-        with self.engine.connect() as conn:
-            return [dict(r._mapping) for r in conn.execute(statement)]
-
     def _change(self, table, row_id, values, expected=None, tx=None):
         """Change one row's ``values``; return whether it changed.
 
@@ -116,13 +134,11 @@ class Store:
         UPDATE runs in ``tx`` (a direct transaction) if given.
         """
         columns = sorted(values)
-        expected = list(expected or ())
+        count = None if expected is None else len(expected)
         statement = self.db.statement(
-            ('change', table.name, tuple(columns), len(expected)),
-            lambda: _by_id(table, columns, len(expected)), columns)
-        values = dict(values, key=row_id)
-        values.update(('expected_%d' % index, state)
-                      for index, state in enumerate(expected))
+            ('change', table.name, tuple(columns), count),
+            lambda: _by_id(table, columns, count), columns)
+        values = dict(values, key=row_id, **_states(expected or ()))
         if tx is not None:
             return tx.execute(statement, values) == 1
         with self.db.begin() as tx:
@@ -135,6 +151,22 @@ class Store:
         with self.db.begin() as tx:
             rows = tx.rows(statement, {'key': row_id})
         return rows[0] if rows else None
+
+    def _list(self, table, order, states=None, **equal):
+        """Rows of ``table`` in ``order``, those in one of ``states``.
+
+        Each of ``equal`` that is not None keeps only the rows where that
+        column is equal to it.
+        """
+        columns = tuple(sorted(k for k, v in equal.items() if v is not None))
+        count = None if states is None else len(states)
+        statement = self.db.statement(
+            ('list', table.name, count, columns),
+            lambda: _listing(table, order, count, columns))
+        values = _states(states or ())
+        values.update(('is_' + column, equal[column]) for column in columns)
+        with self.db.begin() as tx:
+            return tx.rows(statement, values)
 
     # Nodes
 
@@ -166,14 +198,9 @@ class Store:
 
     def list_nodes(self, states=None, provider=None, label=None,
                    request_id=None, pool=None):
-        query = NODES.select().order_by(NODES.c.created_at)
-        if states is not None:
-            query = query.where(NODES.c.state.in_(states))
-        for column, value in (('provider', provider), ('label', label),
-                              ('request_id', request_id), ('pool', pool)):
-            if value is not None:
-                query = query.where(NODES.c[column] == value)
-        return self._read(query)
+        return self._list(NODES, [NODES.c.created_at], states,
+                          provider=provider, label=label,
+                          request_id=request_id, pool=pool)
 
     def count_nodes(self):
         """Rows of (provider, pool, label, state, count), one query."""
@@ -310,11 +337,8 @@ class Store:
         return request
 
     def list_requests(self, states=None):
-        query = REQUESTS.select().order_by(REQUESTS.c.priority,
-                                           REQUESTS.c.created_at)
-        if states is not None:
-            query = query.where(REQUESTS.c.state.in_(states))
-        return self._read(query)
+        return self._list(REQUESTS, [REQUESTS.c.priority,
+                                     REQUESTS.c.created_at], states)
 
     def set_request_state(self, request_id, state, expected=None, **fields):
         values = dict(state=state, state_time=time.time(), **fields)
@@ -342,6 +366,9 @@ class Store:
 
     def request_marker(self):
         """A cheap value that changes when a request changes, anywhere."""
-        with self.engine.connect() as conn:
-            return tuple(conn.execute(sa.select(
-                sa.func.max(REQUESTS.c.state_time), sa.func.count())).one())
+        statement = self.db.statement(('marker',), lambda: sa.select(
+            sa.func.max(REQUESTS.c.state_time).label('changed'),
+            sa.func.count().label('requests')))
+        with self.db.begin() as tx:
+            [row] = tx.rows(statement, {})
+        return row['changed'], row['requests']

@@ -15,6 +15,8 @@ connection from the engine's pool, and counts what it did.
 import contextlib
 import threading
 
+from sqlalchemy import exc as sa_exc
+
 
 class Compiled:
     """One statement, compiled for a dialect, with its value converters."""
@@ -103,20 +105,31 @@ class Database:
         """A transaction, committed when the block ends without error.
 
         One that only read is not committed (nor counted): the pool
-        rolls it back when it takes the connection back.
+        rolls it back when it takes the connection back. The DBAPI's
+        errors are raised as SQLAlchemy's (``sqlalchemy.exc.DBAPIError``
+        and its kinds), as the engine would raise them; a connection that
+        an error shows broken is not given back to the pool.
         """
+        dialect = self.engine.dialect
+        error_class = dialect.loaded_dbapi.Error
         connection = self.engine.raw_connection()
+        transaction = Transaction(self, connection.cursor())
         try:
-            transaction = Transaction(self, connection.cursor())
             try:
                 yield transaction
+                if transaction.writes:
+                    connection.commit()
+            except BaseException:
+                connection.rollback()
+                raise
             finally:
                 transaction.cursor.close()
-            if transaction.writes:
-                connection.commit()
-        except BaseException:
-            connection.rollback()
-            raise
+        except error_class as error:
+            if dialect.is_disconnect(error, connection.dbapi_connection,
+                                     transaction.cursor):
+                connection.invalidate(error)
+            raise sa_exc.DBAPIError.instance(
+                transaction.sql, None, error, error_class) from error
         finally:
             connection.close()
         with self._lock:
@@ -132,6 +145,8 @@ class Transaction:
         self.cursor = cursor
         self.statements = 0
         self.writes = False
+        #: the SQL last run, for errors
+        self.sql = None
 
     def execute(self, compiled, values):
         """Run ``compiled`` with ``values``; return the rows it changed."""
@@ -142,6 +157,7 @@ class Transaction:
     def executemany(self, compiled, rows):
         self.statements += 1
         self.writes = True
+        self.sql = compiled.sql
         self.cursor.executemany(compiled.sql,
                                 [compiled.parameters(row) for row in rows])
 
@@ -152,4 +168,5 @@ class Transaction:
 
     def _run(self, compiled, values):
         self.statements += 1
+        self.sql = compiled.sql
         self.cursor.execute(compiled.sql, compiled.parameters(values))

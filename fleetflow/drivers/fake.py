@@ -72,6 +72,8 @@ class FakeDriver(base.Driver):
         self.port = provider.get('connection-port', 22)
         self._local = threading.local()
         self._random = random.Random()
+        # An instance's metadata never changes: each is parsed once.
+        self._metadata = {}
         os.makedirs(os.path.dirname(os.path.abspath(self.path)),
                     exist_ok=True)
         self._connection().executescript(SCHEMA)
@@ -97,16 +99,30 @@ class FakeDriver(base.Driver):
             raise
         db.execute('COMMIT')
 
-    def _count(self, call):
-        self._connection().execute(
-            'INSERT INTO calls VALUES (?, ?, 1) ON CONFLICT (provider, call) '
-            'DO UPDATE SET count = count + 1', (self.name, call))
+    @contextlib.contextmanager
+    def _call(self, call):
+        """A transaction for the API call ``call``, counted in it.
+
+        A call that fails is counted after the rollback, on its own.
+        """
+        count = ('INSERT INTO calls VALUES (?, ?, 1) ON CONFLICT (provider, '
+                 'call) DO UPDATE SET count = count + 1', (self.name, call))
+        try:
+            with self._transaction() as db:
+                db.execute(*count)
+                yield db
+        except BaseException:
+            self._connection().execute(*count)
+            raise
 
     def _fault(self, kind):
         return self._random.random() < self.faults.get(kind, 0)
 
     def _instance(self, row, now):
         (instance_id, metadata, created, active_at, error) = row
+        parsed = self._metadata.get(instance_id)
+        if parsed is None:
+            parsed = self._metadata[instance_id] = json.loads(metadata)
         if error and now >= active_at:
             state, fault = base.ERROR, 'simulated instance error'
         elif now >= active_at:
@@ -115,7 +131,7 @@ class FakeDriver(base.Driver):
             state, fault = base.BUILDING, None
         return base.Instance(
             external_id=instance_id, state=state,
-            metadata=json.loads(metadata), fault=fault,
+            metadata=parsed, fault=fault,
             interface_ip=self.interface_ip if state == base.ACTIVE else None,
             private_ipv4=self.interface_ip if state == base.ACTIVE else None,
             connection_port=self.port, region='fake-region', az='fake-az')
@@ -130,8 +146,7 @@ class FakeDriver(base.Driver):
 
     def create_instance(self, node_id, pool, label, metadata):
         now = time.time()
-        self._count('create')
-        with self._transaction() as db:
+        with self._call('create') as db:
             if self._fault('rate-limit'):
                 raise base.RateLimitError(
                     'simulated rate limit', now + self.rate_limit_delay)
@@ -160,22 +175,23 @@ class FakeDriver(base.Driver):
             return self._select(db, 'AND id = ?', (instance_id,))[0]
 
     def get_instance(self, external_id):
-        self._count('get')
-        with self._transaction() as db:
+        with self._call('get') as db:
             found = self._select(db, 'AND id = ?', (external_id,))
         if not found:
             raise base.NotFound('instance %s not found' % external_id)
         return found[0]
 
     def list_instances(self):
-        self._count('list')
-        with self._transaction() as db:
-            return self._select(db)
+        with self._call('list') as db:
+            instances = self._select(db)
+        # Keep the parsed metadata of the instances that are left.
+        self._metadata = {instance.external_id: instance.metadata
+                          for instance in instances}
+        return instances
 
     def delete_instance(self, external_id):
         now = time.time()
-        self._count('delete')
-        with self._transaction() as db:
+        with self._call('delete') as db:
             if not self._select(db, 'AND id = ?', (external_id,)):
                 raise base.NotFound('instance %s not found' % external_id)
             if self._fault('delete-error'):

@@ -117,6 +117,22 @@ class TestFakeDriver(testtools.TestCase):
         self.assertEqual({'create': 1, 'get': 1, 'list': 1, 'delete': 1},
                          driver.call_counts())
 
+    def test_failed_calls_are_counted(self):
+        driver = self.driver(faults={'create-error': 1, 'delete-error': 1})
+        self.assertRaises(base.DriverError, self.create, driver)
+        self.assertRaises(base.NotFound, driver.get_instance, 'fake-none')
+        self.assertEqual({'create': 1, 'get': 1, 'list': 0, 'delete': 0},
+                         driver.call_counts())
+
+    def test_listed_metadata_is_each_instances_own(self):
+        driver = self.driver()
+        made = {name: self.create(driver, name).external_id
+                for name in ('a', 'b')}
+        for _ in range(2):
+            listed = {i.external_id: i.metadata[base.META_NODE_ID]
+                      for i in driver.list_instances()}
+            self.assertEqual({made['a']: 'a', made['b']: 'b'}, listed)
+
     def test_state_survives_a_new_process(self):
         driver = self.driver()
         instance = self.create(driver)

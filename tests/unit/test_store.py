@@ -126,6 +126,48 @@ class StoreTests:
         self.assertRaises(exceptions.FleetflowError,
                           self.store.get_request, high['id'])
 
+    def test_lists_filter_by_state_and_columns_in_order(self):
+        made = [self.store.create_node('small', provider, 'main')
+                for provider in ('p1', 'p2', 'p1')]
+        self.store.set_node_state(made[2]['id'], models.READY)
+        ids = lambda nodes: [node['id'] for node in nodes]  # noqa: E731
+        self.assertEqual(ids(made), ids(self.store.list_nodes()))
+        self.assertEqual([made[0]['id']], ids(self.store.list_nodes(
+            states=[models.BUILDING], provider='p1')))
+        self.assertEqual([made[0]['id'], made[2]['id']], ids(
+            self.store.list_nodes(states=[models.BUILDING, models.READY],
+                                  provider='p1')))
+        self.assertEqual([], self.store.list_nodes(states=[]))
+        self.assertEqual([], self.store.list_nodes(label='large'))
+
+    def test_request_marker_changes_with_requests(self):
+        before = self.store.request_marker()
+        request = self.store.create_request(['small'])
+        added = self.store.request_marker()
+        self.assertEqual(before[1] + 1, added[1])
+        self.store.set_request_state(request['id'], models.PENDING)
+        self.assertNotEqual(added, self.store.request_marker())
+
+    def test_reads_are_not_transactions_writes_are(self):
+        node = self.store.create_node('small', 'p1', 'main')
+        counts = self.store.transactions, self.store.statements
+        self.store.get_node(node['id'])
+        self.store.list_nodes()
+        self.assertEqual(counts[0], self.store.transactions)
+        self.assertEqual(counts[1] + 2, self.store.statements)
+        self.store.update_node(node['id'], username='zuul')
+        self.assertEqual(counts[0] + 1, self.store.transactions)
+
+    def test_a_failed_statement_raises_sqlalchemys_error_and_rolls_back(self):
+        node = self.store.create_node('small', 'p1', 'main')
+        insert = self.store.db.statement(
+            ('test-insert',), api.NODES.insert, sorted(node))
+        with testtools.ExpectedException(sa.exc.IntegrityError):
+            with self.store.db.begin() as tx:
+                self.store.update_node(node['id'], tx=tx, username='zuul')
+                tx.execute(insert, node)
+        self.assertIsNone(self.store.get_node(node['id'])['username'])
+
     def test_request_needs_labels(self):
         self.assertRaises(exceptions.FleetflowError,
                           self.store.create_request, [])
