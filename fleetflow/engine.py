@@ -17,8 +17,9 @@ find it by name, with these changes:
   TaskFlow's takes a reader-writer lock (below): an engine's storage is
   used by one thread at a time, and the reader-writer lock cost more than
   the storage calls it guarded.
-- It validates a flow's arguments once, when it first runs, not again
-  each time a parked flow is resumed.
+- It validates a shared flow's arguments once for each set of names its
+  store provides (what validation checks depends on nothing else), not
+  for every engine, nor again each time a parked flow is resumed.
 
 What the storage unit saves, per atom:
 
@@ -40,6 +41,8 @@ from taskflow import storage as tf_storage
 from taskflow.utils import misc
 
 NAME = 'fleetflow'
+#: a shared flow's attribute: the sets of provided names it was validated for
+_VALIDATED = '_fleetflow_validated'
 
 
 class _Lock:
@@ -139,8 +142,17 @@ class Engine(action_engine.SerialActionEngine):
         return storage
 
     def validate(self):
-        if not self._validated:
-            super().validate()
+        if self._validated:
+            return
+        # The names the store and the flow's atoms provide: a TaskFlow
+        # storage's index of them, read rather than rebuilt.
+        provided = frozenset(self.storage._reverse_mapping)
+        validated = self._flow.__dict__.setdefault(_VALIDATED, set())
+        if provided in validated:
+            self._validated = True
+            return
+        super().validate()
+        validated.add(provided)
 
     def _fetch_scopes(self, atom_name):
         if self._compiled:

@@ -3,6 +3,7 @@
 from unittest import mock
 
 from taskflow import engines
+from taskflow import exceptions as tf_exceptions
 from taskflow.patterns import linear_flow
 from taskflow import states
 from taskflow import task
@@ -63,6 +64,18 @@ class TestEngine(base.TestCase):
             engine.validate()
         self.assertGreater(calls, 0)
         self.assertEqual(calls, fetch.call_count)
+
+    def test_a_shared_flow_is_validated_once_per_set_of_inputs(self):
+        flow = _flow()
+        self.load(flow).run()
+        with mock.patch.object(ff_engine.Storage, 'fetch_unsatisfied_args'
+                               ) as fetch:
+            self.load(flow).run()
+        fetch.assert_not_called()
+        # Another store, without the input: validated, and refused.
+        engine = engines.load(flow, store={'other': 1},
+                              engine=ff_engine.NAME)
+        self.assertRaises(tf_exceptions.MissingDependencies, engine.run)
 
     def test_atom_details_are_those_the_engine_would_make(self):
         flow = _flow()
