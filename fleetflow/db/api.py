@@ -93,10 +93,11 @@ class Store:
     """Node and request rows, on one SQLAlchemy engine.
 
     The statements a flow makes for its node at each step (read it,
-    change its state or fields, delete it) run on :attr:`db`
-    (:mod:`fleetflow.db.direct`); the rest, made once a pass, are plain
-    SQLAlchemy. ``transactions`` counts the transactions committed on
-    the engine, ``statements`` the statements run, both ways.
+    change its state or fields, delete it), and the listings a pass
+    reads, run on :attr:`db` (:mod:`fleetflow.db.direct`); the rest
+    (serving requests, releasing them) are plain SQLAlchemy.
+    ``transactions`` counts the transactions committed on the engine,
+    ``statements`` the statements run, both ways.
     """
 
     def __init__(self, engine):

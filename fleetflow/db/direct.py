@@ -113,7 +113,7 @@ class Database:
         dialect = self.engine.dialect
         error_class = dialect.loaded_dbapi.Error
         connection = self.engine.raw_connection()
-        transaction = Transaction(self, connection.cursor())
+        transaction = Transaction(connection.cursor())
         try:
             try:
                 yield transaction
@@ -140,8 +140,7 @@ class Database:
 class Transaction:
     """Runs compiled statements on one DBAPI cursor."""
 
-    def __init__(self, database, cursor):
-        self.database = database
+    def __init__(self, cursor):
         self.cursor = cursor
         self.statements = 0
         self.writes = False
