@@ -314,15 +314,23 @@ def get_backend(conf, database):
 
 
 def upgrade(engine):
-    """Create or upgrade TaskFlow's logbook tables, and index them.
+    """Create or upgrade TaskFlow's logbook tables, index them, and clean.
 
     TaskFlow's migrations index no ``parent_uuid``: finding or deleting a
-    book's flows, or a flow's atoms, read every row of the table.
+    book's flows, or a flow's atoms, read every row of the table. The
+    flows and atoms whose book is gone are deleted: on SQLite, deleting a
+    book used to leave them behind.
     """
     backend = impl_sqlalchemy.SQLAlchemyBackend(_conf(engine), engine=engine)
     with contextlib.closing(backend.get_connection()) as connection:
         connection.upgrade()
         tables = connection._tables
-    for table in (tables.flowdetails, tables.atomdetails):
+    children = ((tables.flowdetails, tables.logbooks),
+                (tables.atomdetails, tables.flowdetails))
+    for table, _parent in children:
         sa.Index('ix_fleetflow_%s_parent' % table.name,
                  table.c.parent_uuid).create(engine, checkfirst=True)
+    with engine.begin() as conn:
+        for table, parent in children:
+            conn.execute(table.delete().where(
+                table.c.parent_uuid.not_in(sa.select(parent.c.uuid))))

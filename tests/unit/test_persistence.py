@@ -8,6 +8,7 @@ from taskflow import exceptions as tf_exceptions
 from taskflow.persistence import models
 from taskflow import states
 
+from fleetflow import persistence
 from tests import base
 
 
@@ -121,3 +122,16 @@ class TestLeanConnection(base.TestCase):
         self.assertEqual(empty, self.rows())
         self.assertRaises(tf_exceptions.NotFound,
                           self.conn.destroy_logbook, 'node-2')
+
+    def test_an_upgrade_deletes_flows_and_atoms_whose_book_is_gone(self):
+        empty = self.rows()
+        self.conn.add_flow(*self.new_flow('node-1', atoms=2))
+        kept = self.rows()
+        self.conn.add_flow(*self.new_flow('node-2', atoms=3))
+        logbooks = self.conn._tables.logbooks
+        with self.ff.ctx.engine.begin() as db:
+            # The book alone, as TaskFlow's own destroy_logbook did.
+            db.execute(logbooks.delete().where(logbooks.c.uuid == 'node-2'))
+        persistence.upgrade(self.ff.ctx.engine)
+        self.assertEqual(kept, self.rows())
+        self.assertNotEqual(empty, kept)
