@@ -82,10 +82,11 @@ class LeanConnection(impl_sqlalchemy.Connection):
 
     def _update(self, tx, table, values):
         return tx.execute(self._update_statement(table, values),
-                          dict(values, key=values['uuid']))
+                          _by_uuid(values))
 
     def _update_statement(self, table, values):
-        columns = sorted(key for key in values if key != 'key')
+        """The UPDATE of the columns ``values`` has, of the row ``:key``."""
+        columns = sorted(values)
         return self._db.statement(
             ('update', table, tuple(columns)),
             lambda: self._tables_by_name[table].update().where(
@@ -185,12 +186,13 @@ class LeanConnection(impl_sqlalchemy.Connection):
                 self._add_atoms(tx, flow_detail,
                                 self._known_atoms(tx, flow_detail.uuid))
             if finished:
-                unwritten = [dict(values, key=values['uuid']) for values in (
+                unwritten = [values for values in (
                     atom_detail.to_dict() for atom_detail in flow_detail)
                     if values != self._written.get(values['uuid'])]
                 if unwritten:
-                    tx.executemany(self._update_statement(
-                        'atoms', unwritten[0]), unwritten)
+                    tx.executemany(
+                        self._update_statement('atoms', unwritten[0]),
+                        [_by_uuid(values) for values in unwritten])
         if finished:
             self._forget_flow(flow_detail)
         return flow_detail
@@ -255,6 +257,11 @@ def _destroy_book(tables):
             atoms.c.parent_uuid.in_(flows_of_book))),
         (flows, lambda: flows.delete().where(flows.c.parent_uuid == key)),
         (books, lambda: books.delete().where(books.c.uuid == key))]
+
+
+def _by_uuid(values):
+    """The parameters of an UPDATE of ``values``'s row (by its uuid)."""
+    return dict(values, key=values['uuid'])
 
 
 def _uuids(tx, select, key):

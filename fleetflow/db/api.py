@@ -5,6 +5,7 @@ the UPDATE names the states the row may be in, so of two workers racing
 for one node only one wins and the other gets :class:`NodeStateConflict`.
 """
 
+import contextlib
 import threading
 import time
 import uuid
@@ -79,9 +80,14 @@ def _by_id(table, columns=None, expected=None):
     return statement
 
 
-def _listing(table, order, states, columns):
+#: the order rows are listed in, by table
+_ORDER = {NODES: (NODES.c.created_at,),
+          REQUESTS: (REQUESTS.c.priority, REQUESTS.c.created_at)}
+
+
+def _listing(table, states, columns):
     """The SELECT of :meth:`Store._list`."""
-    query = table.select().order_by(*order)
+    query = table.select().order_by(*_ORDER[table])
     if states is not None:
         query = query.where(_state_in(table, states))
     for column in columns:
@@ -140,21 +146,16 @@ class Store:
             ('change', table.name, tuple(columns), count),
             lambda: _by_id(table, columns, count), columns)
         values = dict(values, key=row_id, **_states(expected or ()))
-        if tx is not None:
-            return tx.execute(statement, values) == 1
-        with self.db.begin() as tx:
+        with (contextlib.nullcontext(tx) if tx is not None
+              else self.db.begin()) as tx:
             return tx.execute(statement, values) == 1
 
     def _row(self, table, row_id):
-        statement = self.db.statement(
-            ('row', table.name),
-            lambda: table.select().where(table.c.id == sa.bindparam('key')))
-        with self.db.begin() as tx:
-            rows = tx.rows(statement, {'key': row_id})
+        rows = self._list(table, id=row_id)
         return rows[0] if rows else None
 
-    def _list(self, table, order, states=None, **equal):
-        """Rows of ``table`` in ``order``, those in one of ``states``.
+    def _list(self, table, states=None, **equal):
+        """Rows of ``table`` in its order, those in one of ``states``.
 
         Each of ``equal`` that is not None keeps only the rows where that
         column is equal to it.
@@ -163,7 +164,7 @@ class Store:
         count = None if states is None else len(states)
         statement = self.db.statement(
             ('list', table.name, count, columns),
-            lambda: _listing(table, order, count, columns))
+            lambda: _listing(table, count, columns))
         values = _states(states or ())
         values.update(('is_' + column, equal[column]) for column in columns)
         with self.db.begin() as tx:
@@ -199,8 +200,7 @@ class Store:
 
     def list_nodes(self, states=None, provider=None, label=None,
                    request_id=None, pool=None):
-        return self._list(NODES, [NODES.c.created_at], states,
-                          provider=provider, label=label,
+        return self._list(NODES, states, provider=provider, label=label,
                           request_id=request_id, pool=pool)
 
     def count_nodes(self):
@@ -338,8 +338,7 @@ class Store:
         return request
 
     def list_requests(self, states=None):
-        return self._list(REQUESTS, [REQUESTS.c.priority,
-                                     REQUESTS.c.created_at], states)
+        return self._list(REQUESTS, states)
 
     def set_request_state(self, request_id, state, expected=None, **fields):
         values = dict(state=state, state_time=time.time(), **fields)

@@ -107,11 +107,11 @@ class Database:
         One that only read is not committed (nor counted): the pool
         rolls it back when it takes the connection back. The DBAPI's
         errors are raised as SQLAlchemy's (``sqlalchemy.exc.DBAPIError``
-        and its kinds), as the engine would raise them; a connection that
-        an error shows broken is not given back to the pool.
+        and its kinds), as the engine would raise them. A connection that
+        broke is found by the pool's ping when it is next taken
+        (``pool_pre_ping``, :func:`fleetflow.db.api.create_engine`).
         """
-        dialect = self.engine.dialect
-        error_class = dialect.loaded_dbapi.Error
+        error_class = self.engine.dialect.loaded_dbapi.Error
         connection = self.engine.raw_connection()
         transaction = Transaction(connection.cursor())
         try:
@@ -125,9 +125,6 @@ class Database:
             finally:
                 transaction.cursor.close()
         except error_class as error:
-            if dialect.is_disconnect(error, connection.dbapi_connection,
-                                     transaction.cursor):
-                connection.invalidate(error)
             raise sa_exc.DBAPIError.instance(
                 transaction.sql, None, error, error_class) from error
         finally:
