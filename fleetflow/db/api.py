@@ -47,13 +47,6 @@ def create_engine(url, pool_size=10, busy_timeout=30):
     return engine
 
 
-def _spare(node_id):
-    """An UPDATE of the node only while it is ready and no request's."""
-    return (NODES.update().where(NODES.c.id == node_id)
-            .where(NODES.c.state == models.READY)
-            .where(NODES.c.request_id.is_(None)))
-
-
 def _state_in(table, count):
     """The row's state is one of ``count`` values, ``:state_0``..."""
     if not count:
@@ -67,17 +60,32 @@ def _states(states):
     return {'state_%d' % index: state for index, state in enumerate(states)}
 
 
-def _by_id(table, columns=None, expected=None):
+def _by_id(table, columns=None, expected=None, unheld=False):
     """An UPDATE (of ``columns``), or a DELETE, of the row ``:key``.
 
     With ``expected`` (a count), only while the row's state is one of as
-    many values (:func:`_state_in`): a compare-and-set.
+    many values (:func:`_state_in`): a compare-and-set; with ``unheld``,
+    only while no request holds the node.
     """
     statement = (table.delete() if columns is None else table.update())
     statement = statement.where(table.c.id == sa.bindparam('key'))
     if expected is not None:
         statement = statement.where(_state_in(table, expected))
+    if unheld:
+        statement = statement.where(table.c.request_id.is_(None))
     return statement
+
+
+def _taking(count):
+    """An UPDATE of ``count`` nodes (``:id_0``...) held by ``:request``.
+
+    Only those still in the state ``:state_0`` change.
+    """
+    return (NODES.update()
+            .where(NODES.c.id.in_([sa.bindparam('id_%d' % index)
+                                   for index in range(count)]))
+            .where(_state_in(NODES, 1))
+            .where(NODES.c.request_id == sa.bindparam('request')))
 
 
 #: the order rows are listed in, by table
@@ -134,31 +142,42 @@ class Store:
         with self.engine.begin() as conn:
             return conn.execute(statement)
 
-    def _change(self, table, row_id, values, expected=None, tx=None):
+    def _transaction(self, tx=None):
+        """``tx`` (a direct transaction) if given, else a new one."""
+        return contextlib.nullcontext(tx) if tx is not None \
+            else self.db.begin()
+
+    def _change(self, table, row_id, values, expected=None, unheld=False,
+                tx=None):
         """Change one row's ``values``; return whether it changed.
 
-        With ``expected``, only a row in one of those states changes. The
-        UPDATE runs in ``tx`` (a direct transaction) if given.
+        With ``expected``, only a row in one of those states changes; with
+        ``unheld``, only a node no request holds. The UPDATE runs in
+        ``tx`` if given.
         """
         columns = sorted(values)
         count = None if expected is None else len(expected)
         statement = self.db.statement(
-            ('change', table.name, tuple(columns), count),
-            lambda: _by_id(table, columns, count), columns)
+            ('change', table.name, tuple(columns), count, unheld),
+            lambda: _by_id(table, columns, count, unheld), columns)
         values = dict(values, key=row_id, **_states(expected or ()))
-        with (contextlib.nullcontext(tx) if tx is not None
-              else self.db.begin()) as tx:
+        with self._transaction(tx) as tx:
             return tx.execute(statement, values) == 1
+
+    def _change_spare(self, node_id, values, tx=None):
+        """Change a node while it is ready and no request's."""
+        return self._change(NODES, node_id, values, [models.READY],
+                            unheld=True, tx=tx)
 
     def _row(self, table, row_id):
         rows = self._list(table, id=row_id)
         return rows[0] if rows else None
 
-    def _list(self, table, states=None, **equal):
+    def _list(self, table, states=None, tx=None, **equal):
         """Rows of ``table`` in its order, those in one of ``states``.
 
         Each of ``equal`` that is not None keeps only the rows where that
-        column is equal to it.
+        column is equal to it. The SELECT runs in ``tx`` if given.
         """
         columns = tuple(sorted(k for k, v in equal.items() if v is not None))
         count = None if states is None else len(states)
@@ -167,7 +186,7 @@ class Store:
             lambda: _listing(table, count, columns))
         values = _states(states or ())
         values.update(('is_' + column, equal[column]) for column in columns)
-        with self.db.begin() as tx:
+        with self._transaction(tx) as tx:
             return tx.rows(statement, values)
 
     # Nodes
@@ -231,8 +250,7 @@ class Store:
 
     def assign_node(self, node_id, request_id):
         """Give a ready, unassigned node to a request (compare-and-set)."""
-        return self._write(_spare(node_id).values(
-            request_id=request_id)).rowcount == 1
+        return self._change_spare(node_id, dict(request_id=request_id))
 
     def serve_requests(self, plans):
         """Serve requests in one transaction.
@@ -246,32 +264,32 @@ class Store:
         """
         now = time.time()
         results = []
-        with self.engine.begin() as conn:
+        with self.db.begin() as tx:
             for plan in plans:
-                if not conn.execute(
-                        REQUESTS.update()
-                        .where(REQUESTS.c.id == plan['request_id'])
-                        .where(REQUESTS.c.state == models.REQUESTED)
-                        .values(state=models.PENDING, state_time=now,
-                                provider=plan['provider'], pool=plan['pool'],
-                                launcher=plan['launcher'], reason=None)
-                ).rowcount:
+                if not self._change(
+                        REQUESTS, plan['request_id'],
+                        dict(state=models.PENDING, state_time=now,
+                             provider=plan['provider'], pool=plan['pool'],
+                             launcher=plan['launcher'], reason=None),
+                        [models.REQUESTED], tx=tx):
                     results.append(None)
                     continue
                 launch = list(plan['launch'])
                 for node_id in plan['reuse']:
-                    taken = conn.execute(_spare(node_id).values(
-                        request_id=plan['request_id'])).rowcount
-                    if not taken:
-                        launch.append(conn.execute(
-                            sa.select(NODES.c.label)
-                            .where(NODES.c.id == node_id)).scalar_one())
+                    if not self._change_spare(
+                            node_id, dict(request_id=plan['request_id']),
+                            tx=tx):
+                        launch.append(
+                            self._list(NODES, id=node_id, tx=tx)[0]['label'])
                 nodes = [self._node_row(label, plan['provider'], plan['pool'],
                                         now, request_id=plan['request_id'],
                                         launcher=plan['launcher'])
                          for label in launch]
                 if nodes:
-                    conn.execute(NODES.insert(), nodes)
+                    columns = tuple(sorted(nodes[0]))
+                    tx.executemany(self.db.statement(
+                        ('insert', NODES.name, columns), NODES.insert,
+                        columns), nodes)
                 results.append(nodes)
         return results
 
@@ -280,20 +298,21 @@ class Store:
 
         :returns: whether it happened (every node was still ready).
         """
-        now = time.time()
+        statement = self.db.statement(
+            ('take', len(node_ids)), lambda: _taking(len(node_ids)),
+            ['state', 'state_time'])
+        values = dict(_states([models.READY]), request=request_id,
+                      state=models.IN_USE, state_time=time.time())
+        values.update(('id_%d' % index, node_id)
+                      for index, node_id in enumerate(node_ids))
         try:
-            with self.engine.begin() as conn:
-                taken = conn.execute(
-                    NODES.update().where(NODES.c.id.in_(node_ids))
-                    .where(NODES.c.state == models.READY)
-                    .where(NODES.c.request_id == request_id)
-                    .values(state=models.IN_USE, state_time=now)).rowcount
-                fulfilled = conn.execute(
-                    REQUESTS.update().where(REQUESTS.c.id == request_id)
-                    .where(REQUESTS.c.state == models.PENDING)
-                    .values(state=models.FULFILLED, state_time=now)
-                ).rowcount
-                if taken != len(node_ids) or not fulfilled:
+            with self.db.begin() as tx:
+                if (tx.execute(statement, values) != len(node_ids)
+                        or not self._change(
+                            REQUESTS, request_id,
+                            dict(state=models.FULFILLED,
+                                 state_time=values['state_time']),
+                            [models.PENDING], tx=tx)):
                     raise exceptions.NodeStateConflict(request_id)
         except exceptions.NodeStateConflict:
             return False
@@ -304,8 +323,8 @@ class Store:
 
         :returns: whether it was still a spare.
         """
-        return self._write(_spare(node_id).values(
-            state=models.USED, state_time=time.time())).rowcount == 1
+        return self._change_spare(
+            node_id, dict(state=models.USED, state_time=time.time()))
 
     def detach_nodes(self, request_id):
         """Take a request's nodes away from it (they stay as they are)."""
@@ -365,10 +384,17 @@ class Store:
                 'request %s not found' % request_id)
 
     def request_marker(self):
-        """A cheap value that changes when a request changes, anywhere."""
+        """A cheap value that changes when requests need a launcher pass.
+
+        It changes when a request is added or released, and when one is
+        requested again or fails; not when one is served or fulfilled,
+        which is done by a launcher that already knows.
+        """
         statement = self.db.statement(('marker',), lambda: sa.select(
-            sa.func.max(REQUESTS.c.state_time).label('changed'),
-            sa.func.count().label('requests')))
+            sa.func.max(sa.case((_state_in(REQUESTS, 2), None),
+                                else_=REQUESTS.c.state_time))
+            .label('changed'), sa.func.count().label('requests')))
         with self.db.begin() as tx:
-            [row] = tx.rows(statement, {})
+            [row] = tx.rows(statement, _states(
+                (models.PENDING, models.FULFILLED)))
         return row['changed'], row['requests']

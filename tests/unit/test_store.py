@@ -126,6 +126,64 @@ class StoreTests:
         self.assertRaises(exceptions.FleetflowError,
                           self.store.get_request, high['id'])
 
+    def test_serving_reuses_spares_and_launches_the_rest(self):
+        first = self.store.create_request(['small', 'small'])
+        second = self.store.create_request(['small'])
+        spare, taken = [self.store.create_node('small', 'p', 'main',
+                                               state=models.READY)
+                        for _ in range(2)]
+        self.assertTrue(self.store.assign_node(taken['id'], 'other'))
+
+        def plan(request, reuse, launch):
+            return dict(request_id=request['id'], provider='p', pool='main',
+                        launcher='host-a', reuse=reuse, launch=launch)
+
+        served = self.store.serve_requests([
+            plan(first, [spare['id'], taken['id']], []),
+            plan(first, [], ['small']),
+            plan(second, [], ['small'])])
+        # The spare taken meanwhile is launched instead; the request
+        # served by the first plan is no longer requested for the second.
+        self.assertEqual([['small'], None, ['small']],
+                         [None if nodes is None else
+                          [node['label'] for node in nodes]
+                          for nodes in served])
+        self.assertEqual(first['id'],
+                         self.store.get_node(spare['id'])['request_id'])
+        building = self.store.list_nodes(states=[models.BUILDING])
+        self.assertEqual(sorted([first['id'], second['id']]),
+                         sorted(node['request_id'] for node in building))
+        self.assertEqual({'host-a'}, {n['launcher'] for n in building})
+        request = self.store.get_request(first['id'])
+        self.assertEqual((models.PENDING, 'p', 'main', 'host-a'),
+                         (request['state'], request['provider'],
+                          request['pool'], request['launcher']))
+
+    def test_fulfil_takes_every_ready_node_or_none(self):
+        request = self.store.create_request(['small', 'small'])
+        self.store.set_request_state(request['id'], models.PENDING)
+        nodes = [self.store.create_node('small', 'p', 'main',
+                                        state=models.READY,
+                                        request_id=request['id'])
+                 for _ in range(2)]
+        ids = [node['id'] for node in nodes]
+        self.store.set_node_state(ids[1], models.USED)
+        self.assertFalse(self.store.fulfil_request(request['id'], ids))
+        self.assertEqual(models.READY, self.store.get_node(ids[0])['state'])
+        self.assertEqual(models.PENDING,
+                         self.store.get_request(request['id'])['state'])
+        self.store.set_node_state(ids[1], models.READY)
+        self.assertTrue(self.store.fulfil_request(request['id'], ids))
+        self.assertEqual([models.IN_USE] * 2, [
+            self.store.get_node(node_id)['state'] for node_id in ids])
+        self.assertEqual(models.FULFILLED,
+                         self.store.get_request(request['id'])['state'])
+        # Fulfilled once: a second time finds it no longer pending.
+        self.store.set_node_state(ids[0], models.READY)
+        self.store.set_node_state(ids[1], models.READY)
+        self.assertFalse(self.store.fulfil_request(request['id'], ids))
+        self.assertEqual(models.READY, self.store.get_node(ids[0])['state'])
+
     def test_lists_filter_by_state_and_columns_in_order(self):
         made = [self.store.create_node('small', provider, 'main')
                 for provider in ('p1', 'p2', 'p1')]
@@ -140,13 +198,26 @@ class StoreTests:
         self.assertEqual([], self.store.list_nodes(states=[]))
         self.assertEqual([], self.store.list_nodes(label='large'))
 
-    def test_request_marker_changes_with_requests(self):
+    def test_request_marker_changes_when_requests_need_a_pass(self):
         before = self.store.request_marker()
         request = self.store.create_request(['small'])
         added = self.store.request_marker()
         self.assertEqual(before[1] + 1, added[1])
         self.store.set_request_state(request['id'], models.PENDING)
+        served = self.store.request_marker()
+        # Fulfilled by the launcher that served it: no pass needed.
+        self.store.set_request_state(request['id'], models.FULFILLED)
+        self.assertEqual(served, self.store.request_marker())
+        self.store.release_request(request['id'])
         self.assertNotEqual(added, self.store.request_marker())
+        again = self.store.create_request(['small'])
+        self.store.set_request_state(again['id'], models.PENDING)
+        pending = self.store.request_marker()
+        self.store.set_request_state(again['id'], models.REQUESTED)
+        self.assertNotEqual(pending, self.store.request_marker())
+        requested = self.store.request_marker()
+        self.store.set_request_state(again['id'], models.REQUEST_FAILED)
+        self.assertNotEqual(requested, self.store.request_marker())
 
     def test_reads_are_not_transactions_writes_are(self):
         node = self.store.create_node('small', 'p1', 'main')
