@@ -78,7 +78,6 @@ import tenacity
 from fleetflow.db import locks
 from fleetflow import engine as ff_engine
 from fleetflow import exceptions
-from fleetflow import flowinfo
 from fleetflow import launcher as ff_launcher
 from fleetflow import logutils
 from fleetflow import retries
@@ -702,7 +701,7 @@ class Conductor:
     def _on_start(self, event_type, details):
         job, engine = details['job'], details['engine']
         _WaitInPlace(engine, self._waits).register()
-        flowinfo.AtomTimes(engine).register()
+        ff_runner.listen(engine, self.ctx)
         self._claims.attach(job, engine)
         logutils.node_logger(LOG, job_node(job)).info(
             'Running flow %s (job %s)', job.name, job.uuid)

@@ -26,7 +26,6 @@ import logging
 import threading
 import time
 
-from taskflow import exceptions as tf_exceptions
 from taskflow import states as tf_states
 
 from fleetflow.db import api as db_api
@@ -43,13 +42,6 @@ LOG = logging.getLogger(__name__)
 TICK = 0.05
 #: a pass starts no sooner than this many times its last duration after it
 PASS_SHARE = 5
-
-#: Launch errors with a stat key, the most specific classes first.
-STAT_ERRORS = (exceptions.HostKeyMismatch, exceptions.KeyscanError,
-               exceptions.LaunchTimeout, exceptions.InstanceErrorState,
-               driver_base.QuotaError, driver_base.CapacityError,
-               driver_base.RateLimitError, driver_base.NotFound,
-               driver_base.DriverError, exceptions.LaunchError)
 
 
 class Launcher:
@@ -113,7 +105,6 @@ class Launcher:
         if run is None:
             self.wake()
             return
-        self._launch_stats(run)
         settled = run.state == tf_states.SUCCESS and (
             run.name.startswith('delete-')
             or (run.name.startswith('launch-')
@@ -146,29 +137,6 @@ class Launcher:
             LOG.exception('[node %s] Fulfilling its request failed; the '
                           'next pass does', node_id)
         return False
-
-    def _launch_stats(self, run):
-        """Send ``launch.ready`` or ``launch.error.<kind>`` for a launch.
-
-        Timed from the node's creation (when it was asked for).
-        """
-        if self.ctx.stats.client is None or run.engine is None or \
-                not run.name.startswith('launch-'):
-            return
-        if run.state == tf_states.SUCCESS:
-            result = 'ready'
-        elif run.state == tf_states.REVERTED:
-            result = _stat_key(run.error)
-        else:
-            return
-        try:
-            provider = run.engine.storage.fetch('provider')
-            label = run.engine.storage.fetch('label')
-            node = self.ctx.store.find_node(run.node_id)
-            seconds = time.time() - node['created_at'] if node else None
-            self.ctx.stats.launch_result(provider, label, result, seconds)
-        except Exception:
-            LOG.exception('Sending the stats of flow %s failed', run.name)
 
     def _tick(self):
         now = time.time()
@@ -457,21 +425,6 @@ class Launcher:
         for state in models.NODE_STATES:
             gauges.setdefault('nodes.%s' % state, 0)
         self.ctx.stats.gauges(gauges)
-
-
-def _stat_key(error):
-    """The ``error.<kind>`` key of the exception that reverted a launch."""
-    key = getattr(error, 'stat_key', None)
-    if key:
-        return key
-    # A flow resumed from its logbook raises the failures it restored,
-    # which know their exception's class names only.
-    for failure in error if isinstance(
-            error, tf_exceptions.WrappedFailure) else ():
-        cls = failure.check(*STAT_ERRORS)
-        if cls is not None:
-            return cls.stat_key
-    return 'error.unknown'
 
 
 def _counts(nodes):

@@ -34,6 +34,7 @@ from fleetflow.flows import delete as delete_flows
 from fleetflow.flows import launch as launch_flows
 from fleetflow import logutils
 from fleetflow import retries
+from fleetflow import stats
 
 LOG = logging.getLogger(__name__)
 
@@ -48,6 +49,13 @@ def _injector(inputs):
     injector.results = dict(inputs)
     injector.state = states.SUCCESS
     return injector
+
+
+def listen(engine, ctx):
+    """Register what every flow's engine reports to, wherever it runs."""
+    flowinfo.AtomTimes(engine).register()
+    if ctx.stats.client is not None:
+        stats.LaunchResults(engine, ctx).register()
 
 
 class FlowRun:
@@ -267,7 +275,7 @@ class Runner:
                 run.flow_id = run.engine.storage.flow_uuid
                 run.name = run.engine.storage.flow_name
                 _ParkOnWait(run, self.ctx).register()
-                flowinfo.AtomTimes(run.engine).register()
+                listen(run.engine, self.ctx)
             run.engine.run()
         except Exception as e:
             run.error = e

@@ -30,6 +30,7 @@ from fleetflow import client as ff_client
 from fleetflow.drivers import base as driver_base
 from fleetflow import layout as ff_layout
 from tests import base
+from tests import board_servers
 from tests.functional import test_cli as functional_cli
 from tests.unit import test_cli
 
@@ -575,18 +576,26 @@ class StatsdServer(fixtures.Fixture):
 
 class TestStats(LauncherTestCase):
 
-    def test_nodepool_keys(self):
+    def start_with_statsd(self, conf=None):
+        """A launcher sending to a statsd server, which is returned.
+
+        Provider fake-2's label ``broken`` fails every launch.
+        """
         statsd = self.useFixture(StatsdServer())
         broken = base.fake_provider(name='fake-2', labels=('broken',),
                                     faults={'instance-error': 1.0},
                                     launch_retries=1)
         data = layout(providers=[broken], create_latency=LATENCY)
         data['labels'].append({'name': 'broken'})
-        self.start(layout_data=data, conf={
-            'stats': {'statsd_host': '127.0.0.1',
-                      'statsd_port': statsd.port},
-            'launcher': {'cleanup_interval': 0.5}})
+        options = {'stats': {'statsd_host': '127.0.0.1',
+                             'statsd_port': statsd.port},
+                   'launcher': {'cleanup_interval': 0.5}}
+        options.update(conf or {})
+        self.start(layout_data=data, conf=options)
+        return statsd
 
+    def check_launch_keys(self, statsd):
+        """A ready launch and a failed one send their timer and counter."""
         self.fulfilled(['small'])
         for scope in ('', 'provider.fake-1.', 'label.small.'):
             key = 'fleetflow.%slaunch.ready' % scope
@@ -611,6 +620,10 @@ class TestStats(LauncherTestCase):
             self.assertEqual([1.0], statsd.values(key, 'c'))
             self.assertEqual(1, len(statsd.values(key, 'ms')), key)
 
+    def test_nodepool_keys(self):
+        statsd = self.start_with_statsd()
+        self.check_launch_keys(statsd)
+
         # Gauges of every pass: the in-use node counts.
         for key in ('fleetflow.nodes.in-use',
                     'fleetflow.provider.fake-1.nodes.in-use',
@@ -624,3 +637,11 @@ class TestStats(LauncherTestCase):
             'fleetflow.provider.fake-1.leaked.instance', 'c') == [1.0],
             message='no leaked counter')
         self.assertIsNotNone(self.history(leak.node_id)[0]['gone_at'])
+
+    def test_launch_keys_from_a_conductor(self):
+        # With a jobboard the flows run in a conductor, not the runner.
+        address = board_servers.address(self, 'redis')
+        statsd = self.start_with_statsd({'jobboard': {
+            'enabled': 'true', 'backend': 'redis', 'hosts': address,
+            'namespace': board_servers.namespace(self, 'redis', address)}})
+        self.check_launch_keys(statsd)
