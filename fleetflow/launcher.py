@@ -9,7 +9,7 @@ active request once, then:
   or ready past their label's ``max-ready-age``;
 - settles pending requests: fulfilled when all their nodes are ready (the
   nodes go in-use), failed when a node failed, served again later when a
-  node was aborted for quota;
+  node was aborted (the cloud's quota or capacity);
 - serves new requests, oldest and highest priority (lowest number) first,
   from the first pool that serves all their labels and has quota for what
   ready spares do not cover; a request that fits nowhere waits, and the
@@ -231,8 +231,8 @@ class Launcher:
             self.store.detach_nodes(request['id'])
             self._request_state(
                 request, models.REQUESTED, reason='a node was aborted '
-                '(cloud quota); served again shortly', provider=None,
-                pool=None, launcher=None,
+                '(cloud quota or capacity); served again shortly',
+                provider=None, pool=None, launcher=None,
                 not_before=time.time()
                 + self.ctx.conf.launcher.aborted_request_delay)
         elif states == {models.READY} and self.store.fulfil_request(

@@ -17,8 +17,9 @@ from fleetflow import exceptions
 
 #: failures that are not a failed attempt: try again when the cloud allows
 NOT_AN_ATTEMPT = (driver_base.RateLimitError,)
-#: failures that abort the launch at once, without spending an attempt
-ABORTING = (driver_base.QuotaError,)
+#: failures that abort the launch at once, without spending an attempt:
+#: the cloud has no room for the node now (quota, capacity)
+ABORTING = (driver_base.QuotaError, driver_base.CapacityError)
 
 
 def _last_failures(history):
@@ -31,9 +32,9 @@ class LaunchAttempts(retry.Retry):
     """Try a launch attempt up to ``attempts`` times.
 
     Provides the number of the attempt about to run. A rate-limit error is
-    tried again without counting as an attempt; a quota error reverts at
-    once (the node is aborted and its request served again later); any
-    other failure is an attempt spent.
+    tried again without counting as an attempt; a quota or capacity error
+    (:data:`ABORTING`) reverts at once (the node is aborted and its request
+    served again later); any other failure is an attempt spent.
     """
 
     def __init__(self, attempts, name=None, provides='attempt', **kwargs):

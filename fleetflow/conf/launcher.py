@@ -44,8 +44,9 @@ launcher_opts = [
                  help='Seconds the quota a label needs and the provider '
                       'limits are cached.'),
     cfg.FloatOpt('aborted_request_delay', default=5.0, min=0, max=3600,
-                 help='Seconds before a request whose node was aborted for '
-                      'quota is served again.'),
+                 help='Seconds before a request whose node was aborted '
+                      '(the cloud refused it for quota or capacity) is '
+                      'served again.'),
 ]
 
 

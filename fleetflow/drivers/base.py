@@ -16,7 +16,8 @@ Errors are typed: a missing instance is :class:`NotFound`; a cloud that
 refuses for quota raises :class:`QuotaError` (not a failure: the node is
 aborted and its request retried); :class:`RateLimitError` carries the
 earliest time to call again; :class:`CapacityError` means the cloud has no
-room for this label now; anything else is a :class:`DriverError`.
+room for this label now (as quota, the node is aborted and its request
+retried); anything else is a :class:`DriverError`.
 """
 
 import abc
@@ -75,13 +76,19 @@ class RateLimitError(DriverError):
         return (self.__class__, (str(self), self.retry_at))
 
 
+#: The error of a launch whose instance went to ERROR, by its fault kind.
+FAULT_ERRORS = {'quota': QuotaError, 'capacity': CapacityError}
+
+
 @dataclasses.dataclass
 class Instance:
     """An instance as the cloud reports it.
 
     ``state`` is one of :data:`BUILDING`, :data:`ACTIVE`, :data:`ERROR`,
     :data:`DELETING`. ``fault`` holds the cloud's message for an instance in
-    ERROR; ``quota_fault`` is true when that fault was a quota refusal.
+    ERROR; ``fault_kind`` says what that fault was when the driver can
+    tell: ``quota`` (a quota refusal) or ``capacity`` (no room for it),
+    the keys of :data:`FAULT_ERRORS`.
     """
 
     external_id: str
@@ -97,7 +104,7 @@ class Instance:
     az: str = None
     region: str = None
     fault: str = None
-    quota_fault: bool = False
+    fault_kind: str = None
     host_keys: list = None
 
     @property

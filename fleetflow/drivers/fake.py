@@ -5,8 +5,10 @@ a launcher that crashes, and so that two processes (a launcher and a test,
 or two launchers) see one cloud. An instance is BUILDING until
 ``create-latency`` seconds after it was created, then ACTIVE; a delete takes
 ``delete-latency`` seconds. ``quota`` limits are enforced with QuotaError and
-``faults`` injects each fault kind at a rate between 0 and 1. Every call is
-counted in the file, so a benchmark can report the API calls made.
+``faults`` injects each fault kind at a rate between 0 and 1 (an
+``instance-error`` or ``capacity-error`` instance goes to ERROR when it
+would have become ACTIVE, the latter with fault kind ``capacity``). Every
+call is counted in the file, so a benchmark can report the API calls made.
 """
 
 import contextlib
@@ -24,8 +26,11 @@ from fleetflow.drivers import base
 
 RATE = v.All(v.Any(int, float), v.Range(min=0, max=1))
 LATENCY = v.All(v.Any(int, float), v.Range(min=0))
-FAULTS = ('create-error', 'instance-error', 'quota-error', 'rate-limit',
-          'delete-error')
+FAULTS = ('create-error', 'instance-error', 'capacity-error', 'quota-error',
+          'rate-limit', 'delete-error')
+#: an instance's ``error`` column: its fault and fault kind in ERROR
+ERRORS = {1: ('simulated instance error', None),
+          2: ('simulated capacity error: no valid host', 'capacity')}
 CALLS = ('create', 'get', 'list', 'delete')
 
 SCHEMA = """
@@ -118,20 +123,29 @@ class FakeDriver(base.Driver):
     def _fault(self, kind):
         return self._random.random() < self.faults.get(kind, 0)
 
+    def _error(self):
+        """The ``error`` column of a new instance (:data:`ERRORS`)."""
+        for error, kind in ((1, 'instance-error'), (2, 'capacity-error')):
+            if self._fault(kind):
+                return error
+        return 0
+
     def _instance(self, row, now):
         (instance_id, metadata, created, active_at, error) = row
         parsed = self._metadata.get(instance_id)
         if parsed is None:
             parsed = self._metadata[instance_id] = json.loads(metadata)
+        fault = kind = None
         if error and now >= active_at:
-            state, fault = base.ERROR, 'simulated instance error'
+            state = base.ERROR
+            fault, kind = ERRORS[error]
         elif now >= active_at:
-            state, fault = base.ACTIVE, None
+            state = base.ACTIVE
         else:
-            state, fault = base.BUILDING, None
+            state = base.BUILDING
         return base.Instance(
             external_id=instance_id, state=state,
-            metadata=parsed, fault=fault,
+            metadata=parsed, fault=fault, fault_kind=kind,
             interface_ip=self.interface_ip if state == base.ACTIVE else None,
             private_ipv4=self.interface_ip if state == base.ACTIVE else None,
             connection_port=self.port, region='fake-region', az='fake-az')
@@ -171,7 +185,7 @@ class FakeDriver(base.Driver):
                        '?, NULL)',
                        (instance_id, self.name, json.dumps(metadata), cores,
                         ram, now, now + self.create_latency,
-                        int(self._fault('instance-error'))))
+                        self._error()))
             return self._select(db, 'AND id = ?', (instance_id,))[0]
 
     def get_instance(self, external_id):

@@ -78,6 +78,7 @@ QUOTA_RE = re.compile(
     r'quota|maximum number of \w+(?: allowed)?(?: \(\d+\))? exceeded|'
     r'\b(?:instance|core|ram|port|volume|floating ?ip)s? limit exceeded',
     re.IGNORECASE)
+CAPACITY_RE = re.compile(r'no valid host was found', re.IGNORECASE)
 
 PRIVATE_V4 = tuple(ipaddress.ip_network(n) for n in (
     '10.0.0.0/8', '172.16.0.0/12', '192.168.0.0/16', '100.64.0.0/10',
@@ -114,9 +115,16 @@ class _OneOf(v.Any):
 POSITIVE = v.All(int, v.Range(min=1))
 
 
-def is_quota_message(message):
-    """Whether a cloud's message is a quota refusal."""
-    return bool(message) and QUOTA_RE.search(message) is not None
+def fault_kind(*messages):
+    """``quota`` or ``capacity`` when a cloud's message says so, else None.
+
+    Nova's scheduler answers "No valid host was found" when no compute
+    host has room for the flavor.
+    """
+    for kind, pattern in (('quota', QUOTA_RE), ('capacity', CAPACITY_RE)):
+        if any(message and pattern.search(message) for message in messages):
+            return kind
+    return None
 
 
 def _retry_at(value, now):
@@ -157,8 +165,10 @@ def translate_error(exc, what):
             text, retry_at=_retry_at(retry_after, time.time())
             if retry_after else None)
     elif status is not None and 400 <= status < 500 and \
-            is_quota_message(message):
+            fault_kind(message) == 'quota':
         error = base.QuotaError(text)
+    elif status is not None and fault_kind(message) == 'capacity':
+        error = base.CapacityError(text)
     elif status == 404:
         error = base.NotFound(text)
     else:
@@ -465,13 +475,11 @@ class OpenStackDriver(base.Driver):
         else:
             interface_ip = public4 or public6 or private4
         state = _server_state(server)
-        fault = None
-        quota_fault = False
+        fault = kind = None
         if state == base.ERROR:
             fault_info = server.get('fault') or {}
             fault = fault_info.get('message') or 'server is in ERROR'
-            quota_fault = is_quota_message(fault) or is_quota_message(
-                fault_info.get('details'))
+            kind = fault_kind(fault, fault_info.get('details'))
         return base.Instance(
             external_id=server['id'],
             state=state,
@@ -486,7 +494,7 @@ class OpenStackDriver(base.Driver):
             az=server.get('OS-EXT-AZ:availability_zone') or None,
             region=self._region,
             fault=fault,
-            quota_fault=quota_fault,
+            fault_kind=kind,
         )
 
     def create_instance(self, node_id, pool, label, metadata):

@@ -165,8 +165,8 @@ class WaitForInstanceActive(base.FleetflowTask):
         if known and current.state == driver_base.ACTIVE:
             return dict(current.to_dict(), created_at=instance['created_at'])
         if known and current.state == driver_base.ERROR:
-            error = (driver_base.QuotaError if current.quota_fault
-                     else exceptions.InstanceErrorState)
+            error = driver_base.FAULT_ERRORS.get(
+                current.fault_kind, exceptions.InstanceErrorState)
             raise error('instance %s went to ERROR: %s'
                         % (external_id, current.fault))
         if time.time() >= deadline:

@@ -3,7 +3,7 @@
 from taskflow.types import failure as tf_failure
 
 from fleetflow.db import models
-from fleetflow.drivers import base as driver_base
+from fleetflow import retries
 from fleetflow.tasks import base
 
 ADDRESS_FIELDS = ('external_id', 'interface_ip', 'public_ipv4',
@@ -15,7 +15,7 @@ class MarkNodeBuilding(base.FleetflowTask):
     """The node is building, launched by this host.
 
     Revert: the node is failed, or aborted when the cloud refused it for
-    quota, with the failure that reverted the launch.
+    quota or capacity, with the failure that reverted the launch.
     """
 
     def execute(self, node_id):
@@ -27,8 +27,8 @@ class MarkNodeBuilding(base.FleetflowTask):
         if isinstance(result, tf_failure.Failure):
             return
         failures = list(flow_failures.values())
-        quota = any(f.check(driver_base.QuotaError) for f in failures)
-        state = models.ABORTED if quota else models.FAILED
+        aborted = any(f.check(*retries.ABORTING) for f in failures)
+        state = models.ABORTED if aborted else models.FAILED
         reason = '; '.join(f.exception_str for f in failures)
         self.log(node_id).warning('Launch %s: %s', state, reason)
         self.ctx.store.set_node_state(node_id, state,

@@ -25,6 +25,7 @@ import urllib.request
 
 import fixtures
 from testtools import content
+import yaml
 
 from fleetflow import client as ff_client
 from fleetflow.drivers import base as driver_base
@@ -282,6 +283,36 @@ class TestServing(LauncherTestCase):
         self.assertEqual(0, self.creates())
         # A declined request does not stop the others.
         self.fulfilled(['small'])
+
+    def test_no_capacity_serves_the_request_again_later(self):
+        self.start(faults={'capacity-error': 1.0}, conf={
+            'launcher': {'aborted_request_delay': 0.5}})
+        request = self.client.create_request(['small'])
+        # Each try: an instance made, in ERROR for capacity, deleted; the
+        # node aborted and deleted; the request served again.
+        wait_for(lambda: 'a node was aborted (cloud quota or capacity)' in (
+            self.client.get_request(request['id'])['reason'] or ''),
+            message='the request was not put back')
+        wait_for(lambda: len(self.history()) >= 2,
+                 message='the request was not served a second time')
+        self.launcher.stop()
+        self.assertIn('Launch aborted: instance', self.launcher.read_log())
+        self.assertIn('no valid host', self.launcher.read_log())
+
+        # Capacity is back: the same request is fulfilled (a try the stop
+        # left unfinished is resumed, and ends as the others did).
+        with open(self.env.layout_path, 'w') as f:
+            yaml.safe_dump(layout(create_latency=LATENCY), f)
+        self.start_launcher('launcher-2')
+        done = self.client.wait_for_request(request['id'], timeout=30)
+        self.assertEqual('fulfilled', done['state'], done)
+        [node_id] = done['nodes']
+        # Every instance of the tries that failed is deleted, with its node.
+        wait_for(lambda: len(self.client.list_nodes()) == 1,
+                 message='aborted nodes not deleted')
+        self.assertEqual(
+            {node_id: [self.client.get_node(node_id)['external_id']]},
+            self.alive())
 
     def test_full_pool_makes_requests_wait(self):
         self.start(max_servers=2, status=True)

@@ -328,10 +328,10 @@ class TestInstances(OpenStackTestCase):
         instance = self.create('small')
         error = self.wait_state(instance.external_id, base.ERROR)
         self.assertIn('Quota exceeded for ram', error.fault)
-        self.assertTrue(error.quota_fault)
+        self.assertEqual('quota', error.fault_kind)
         listed = self.driver.list_instances()
         self.assertEqual(base.ERROR, listed[0].state)
-        self.assertTrue(listed[0].quota_fault)
+        self.assertEqual('quota', listed[0].fault_kind)
 
     def test_error_with_other_quota_faults(self):
         for message in (
@@ -344,15 +344,23 @@ class TestInstances(OpenStackTestCase):
             instance = self.create('small')
             error = self.wait_state(instance.external_id, base.ERROR)
             self.assertEqual(message, error.fault)
-            self.assertTrue(error.quota_fault, message)
+            self.assertEqual('quota', error.fault_kind, message)
 
-    def test_error_without_quota_fault(self):
+    def test_error_for_capacity(self):
         self.cloud.fail_next_servers(
             'No valid host was found. There are not enough hosts available.')
         instance = self.create('small')
         error = self.wait_state(instance.external_id, base.ERROR)
         self.assertIn('No valid host', error.fault)
-        self.assertFalse(error.quota_fault)
+        self.assertEqual('capacity', error.fault_kind)
+
+    def test_error_of_another_kind(self):
+        self.cloud.fail_next_servers(
+            'Build of instance aborted: Failed to allocate the network(s)')
+        instance = self.create('small')
+        error = self.wait_state(instance.external_id, base.ERROR)
+        self.assertIn('Failed to allocate', error.fault)
+        self.assertIsNone(error.fault_kind)
 
     def test_not_found(self):
         missing = str(uuid.uuid4())
@@ -441,6 +449,13 @@ class TestErrors(OpenStackTestCase):
             self.cloud.inject('compute.servers.create', status, message)
             e = self.assertRaises(base.QuotaError, self.create, 'small')
             self.assertIn(message, str(e))
+
+    def test_capacity_answer(self):
+        self.cloud.inject('compute.servers.create', 500,
+                          'No valid host was found. There are not enough '
+                          'hosts available.')
+        e = self.assertRaises(base.CapacityError, self.create, 'small')
+        self.assertIn('No valid host', str(e))
 
     def test_other_errors(self):
         self.cloud.inject('compute.servers.create', 500,

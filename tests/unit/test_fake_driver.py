@@ -79,6 +79,15 @@ class TestFakeDriver(testtools.TestCase):
         errored = driver.get_instance(instance.external_id)
         self.assertEqual(base.ERROR, errored.state)
         self.assertTrue(errored.fault)
+        self.assertIsNone(errored.fault_kind)
+
+    def test_capacity_error(self):
+        driver = self.driver(faults={'capacity-error': 1})
+        instance = self.create(driver)
+        errored = driver.get_instance(instance.external_id)
+        self.assertEqual((base.ERROR, 'capacity'),
+                         (errored.state, errored.fault_kind))
+        self.assertIn('no valid host', errored.fault)
 
     def test_quota_error(self):
         driver = self.driver(faults={'quota-error': 1})

@@ -148,19 +148,29 @@ class TestFaults(FlowTestCase):
         self.assertEqual([node['external_id']],
                          [i.external_id for i in ff.instances()])
 
-    def test_quota_error_aborts_without_spending_an_attempt(self):
+    def assert_aborts_without_spending_an_attempt(self, fault, message,
+                                                  error_class):
         ff = self.fleet(launch_retries=3)
-        ff.script_faults('quota-error', [True])
+        ff.script_faults(fault, [True])
         node, run = ff.launch()
         self.assertEqual(states.REVERTED, run.state)
         self.assertEqual(models.ABORTED, node['state'])
-        self.assertIn('simulated quota error', node['failure'])
+        self.assertIn(message, node['failure'])
         # One call, no second attempt.
         self.assertEqual(1, ff.driver.call_counts()['create'])
         attempts = self.atom(ff, node['id'], 'launch-attempts')
         self.assertEqual(1, attempts['attempts'])
-        self.assertIsInstance(run.error, driver_base.QuotaError)
+        self.assertIsInstance(run.error, error_class)
         self.assertNoInstances(ff)
+
+    def test_quota_error_aborts_without_spending_an_attempt(self):
+        self.assert_aborts_without_spending_an_attempt(
+            'quota-error', 'simulated quota error', driver_base.QuotaError)
+
+    def test_no_capacity_aborts_without_spending_an_attempt(self):
+        # The instance is made, then goes to ERROR: it is deleted.
+        self.assert_aborts_without_spending_an_attempt(
+            'capacity-error', 'no valid host', driver_base.CapacityError)
 
     def test_quota_exceeded_aborts(self):
         ff = self.fleet(quota={'instances': 1})

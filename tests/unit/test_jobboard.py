@@ -21,6 +21,7 @@ from fleetflow.db import locks
 from fleetflow.db import migration
 from fleetflow.db import models
 from fleetflow import exceptions
+from fleetflow import flowinfo
 from fleetflow import instance_cache
 from fleetflow import jobboard
 from fleetflow import launcher as ff_launcher
@@ -361,7 +362,7 @@ class BoardTests:
         self.runner.launch(self.ff.node(node['id']))
         self.assertEqual(flow_id, self.jobs()[node['id']]['flow_uuid'])
         self.assertEqual(flow_id, self.ff.node(node['id'])['flow_id'])
-        self.assertEqual(1, len(jobboard.flowinfo.describe_flows(
+        self.assertEqual(1, len(flowinfo.describe_flows(
             self.ff.ctx, node['id'])))
 
     def test_resume_all_posts_what_has_no_job(self):
@@ -394,7 +395,7 @@ class BoardTests:
                          timeout=20)
         self.ff.wait_for(lambda: len(done) == 2, timeout=10)
         # The logbook of a node that is gone is gone too.
-        self.assertEqual([], jobboard.flowinfo.describe_flows(
+        self.assertEqual([], flowinfo.describe_flows(
             self.ff.ctx, node['id']))
         self.assertEqual(1, len(self.ff.driver.instance_history()))
 
@@ -498,7 +499,7 @@ class TestRedisBoard(BoardTests, base.TestCase):
                          == states.SUSPENDED, timeout=10)
 
     def flow_state(self, node_id):
-        flows = jobboard.flowinfo.describe_flows(self.ff.ctx, node_id)
+        flows = flowinfo.describe_flows(self.ff.ctx, node_id)
         return flows[0]['state']
 
 

@@ -187,9 +187,11 @@ class TestWaitForInstanceActive(TaskTestCase):
                               self.execute, True, error)
         self.assertIn('no valid host', str(e))
 
-    def test_error_for_quota_is_a_quota_error(self):
-        error = instance(driver_base.ERROR, fault='quota', quota_fault=True)
-        self.assertRaises(driver_base.QuotaError, self.execute, True, error)
+    def test_error_for_quota_or_capacity_is_that_error(self):
+        for kind, error_class in (('quota', driver_base.QuotaError),
+                                  ('capacity', driver_base.CapacityError)):
+            error = instance(driver_base.ERROR, fault=kind, fault_kind=kind)
+            self.assertRaises(error_class, self.execute, True, error)
 
     def test_building_is_still_waiting(self):
         deadline = time.time() + 60
@@ -325,11 +327,14 @@ class TestNodeTasks(TaskTestCase):
             NODE, models.FAILED, expected=[models.BUILDING],
             failure='went to ERROR')
 
-    def test_mark_building_revert_for_quota_aborts(self):
-        self.revert_building(driver_base.QuotaError('over quota'))
-        self.store.set_node_state.assert_called_once_with(
-            NODE, models.ABORTED, expected=[models.BUILDING],
-            failure='over quota')
+    def test_mark_building_revert_for_quota_or_capacity_aborts(self):
+        for error in (driver_base.QuotaError('over quota'),
+                      driver_base.CapacityError('no valid host')):
+            self.store.reset_mock()
+            self.revert_building(error)
+            self.store.set_node_state.assert_called_once_with(
+                NODE, models.ABORTED, expected=[models.BUILDING],
+                failure=str(error))
 
     def test_mark_building_revert_after_own_failure(self):
         self.revert_building(
@@ -457,9 +462,11 @@ class TestLaunchAttempts(base.TestCase):
             (1, driver_base.RateLimitError('x')),
             (1, driver_base.DriverError('x')))))
 
-    def test_quota_reverts_all_at_once(self):
-        self.assertEqual(tf_retry.REVERT_ALL, self.retry.on_failure(
-            history((1, driver_base.QuotaError('x')))))
+    def test_quota_or_capacity_reverts_all_at_once(self):
+        for error in (driver_base.QuotaError('x'),
+                      driver_base.CapacityError('x')):
+            self.assertEqual(tf_retry.REVERT_ALL, self.retry.on_failure(
+                history((1, error))))
 
     def test_rate_limit_retries_uncounted(self):
         limited = [(n, driver_base.DriverError('x')) for n in (1, 2, 3)]
