@@ -30,6 +30,7 @@ class InstanceCache:
         self._instances = {}
         self._listed_at = 0.0
         self._watchers = {}
+        self._stopping = False
         scheduler.add_periodic(self.refresh, interval)
 
     def lookup(self, external_id, not_before):
@@ -44,24 +45,49 @@ class InstanceCache:
                 return False, None
             return True, self._instances.get(external_id)
 
-    def watch(self, external_id, seen_state, callback):
+    def watch(self, external_id, seen_state, callback, interrupt=False):
         """Call ``callback()`` once a listing shows another state.
 
         ``seen_state`` is the state the caller saw (None when unknown, or
         :data:`GONE`); a watch with ``seen_state`` None fires on the first
-        listing after it. Returns a :class:`Watch` that can be cancelled.
+        listing after it. With ``interrupt``, it also fires when the
+        process stops (:meth:`stop_waits`). Returns a :class:`Watch` that
+        can be cancelled.
         """
-        watch = Watch(seen_state, callback)
+        watch = Watch(seen_state, callback, interrupt)
         with self._lock:
-            self._watchers.setdefault(external_id, []).append(watch)
+            stopped = interrupt and self._stopping
+            if not stopped:
+                self._watchers.setdefault(external_id, []).append(watch)
+        if stopped:
+            callback()
         return watch
 
     def wait_change(self, external_id, seen_state, timeout):
-        """Block until a listing shows another state, at most ``timeout``."""
+        """Block until a listing shows another state, at most ``timeout``.
+
+        Returns at once, and ends every such wait, once the process stops
+        (:meth:`stop_waits`).
+        """
         changed = threading.Event()
-        watch = self.watch(external_id, seen_state, changed.set)
+        watch = self.watch(external_id, seen_state, changed.set,
+                           interrupt=True)
         changed.wait(timeout)
         watch.cancel()
+
+    def stop_waits(self):
+        """End the waits of :meth:`wait_change`: the process stops.
+
+        The flows that waited look once more and are then parked, to be
+        resumed at the next start, without holding up the stop.
+        """
+        with self._lock:
+            self._stopping = True
+            fire = [watch.callback for entries in self._watchers.values()
+                    for watch in entries
+                    if watch.interrupt and not watch.cancelled]
+        for callback in fire:
+            callback()
 
     def wait_gone(self, external_id, timeout):
         """Block until a listing no longer holds the instance.
@@ -117,9 +143,11 @@ class InstanceCache:
 class Watch:
     """A pending :meth:`InstanceCache.watch`."""
 
-    def __init__(self, seen_state, callback):
+    def __init__(self, seen_state, callback, interrupt=False):
         self.seen_state = seen_state
         self.callback = callback
+        #: whether :meth:`InstanceCache.stop_waits` ends it
+        self.interrupt = interrupt
         self.cancelled = False
 
     def cancel(self):

@@ -15,10 +15,10 @@ hundreds of booting nodes share ``[keyscan] workers`` threads, and compares
 what it found with the keys a node is expected to present.
 """
 
+from concurrent import futures
 import logging
 import socket
 
-import futurist
 import paramiko
 
 from fleetflow import exceptions
@@ -209,7 +209,8 @@ class KeyScanner:
     def __init__(self, workers=16, connect_timeout=5.0):
         self.workers = workers
         self.connect_timeout = connect_timeout
-        self._executor = futurist.ThreadPoolExecutor(max_workers=workers)
+        self._executor = futures.ThreadPoolExecutor(
+            max_workers=workers, thread_name_prefix='fleetflow-keyscan')
 
     @classmethod
     def from_conf(cls, conf):

@@ -12,13 +12,13 @@ listing shows its instance changed, or when its time to try again comes.
 """
 
 import collections
+from concurrent import futures
 import contextlib
 import functools
 import logging
 import threading
 import uuid
 
-import futurist
 from taskflow import engines
 from taskflow.listeners import base as listener_base
 from taskflow.persistence import models as tf_models
@@ -128,8 +128,11 @@ class Runner:
 
     def __init__(self, ctx, workers=None, on_done=None):
         self.ctx = ctx
-        self._executor = futurist.ThreadPoolExecutor(
-            max_workers=workers or ctx.conf.launcher.workers)
+        # The standard library's pool: its idle workers leave at once when
+        # it shuts down, so a stop does not wait for their idle timeout.
+        self._executor = futures.ThreadPoolExecutor(
+            max_workers=workers or ctx.conf.launcher.workers,
+            thread_name_prefix='fleetflow-flow')
         self._runs = {}
         self._woken = collections.deque()
         self._new = collections.deque()
@@ -363,6 +366,8 @@ class Runner:
         for run in runs:
             if run.engine is not None:
                 run.engine.suspend()
+        for provider in self.ctx.providers.values():
+            provider.cache.stop_waits()
         self._executor.shutdown(wait=True)
         with self._lock:
             for run in runs:

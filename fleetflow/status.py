@@ -94,8 +94,11 @@ class StatusServer:
 
         self.server = http.server.ThreadingHTTPServer((host, port), Handler)
         self.port = self.server.server_address[1]
+        # It looks for a stop every 0.1 s (0.5 s by default), which is as
+        # long as a stop waits for it.
         self._thread = threading.Thread(target=self.server.serve_forever,
-                                        name='fleetflow-status', daemon=True)
+                                        args=(0.1,), name='fleetflow-status',
+                                        daemon=True)
 
     def start(self):
         self._thread.start()
