@@ -106,6 +106,11 @@ class Context:
             provider.driver.start()
         self.scheduler.start()
 
+    def stop_waits(self):
+        """End the flows' waits for their instances: the process stops."""
+        for provider in self.providers.values():
+            provider.cache.stop_waits()
+
     def stop(self):
         self.scheduler.stop()
         for provider in self.providers.values():

@@ -676,6 +676,7 @@ class Conductor:
         """
         self._stopping.set()
         self._waits.stop()
+        self.ctx.stop_waits()
         self._conductor.stop()
         if self._thread is not None:
             self._thread.join(timeout)

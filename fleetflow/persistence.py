@@ -94,10 +94,7 @@ class LeanConnection(impl_sqlalchemy.Connection):
             columns)
 
     def _insert(self, tx, table, rows):
-        columns = sorted(rows[0])
-        tx.executemany(self._db.statement(
-            ('insert', table, tuple(columns)),
-            self._tables_by_name[table].insert, columns), rows)
+        self._db.insert(tx, self._tables_by_name[table], rows)
 
     def update_atom_details(self, atom_detail):
         values = atom_detail.to_dict()

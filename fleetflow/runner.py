@@ -366,8 +366,7 @@ class Runner:
         for run in runs:
             if run.engine is not None:
                 run.engine.suspend()
-        for provider in self.ctx.providers.values():
-            provider.cache.stop_waits()
+        self.ctx.stop_waits()
         self._executor.shutdown(wait=True)
         with self._lock:
             for run in runs:

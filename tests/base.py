@@ -31,7 +31,6 @@ import os
 import time
 
 import fixtures
-from futurist import _thread as futurist_thread
 from oslo_config import cfg
 import testtools
 
@@ -184,10 +183,6 @@ class FleetflowFixture(fixtures.Fixture):
         if self.start:
             self.ctx.start()
         if self.make_runner:
-            # An idle pool thread notices a shutdown only when its wait
-            # for work times out (1s); do not make every test pay that.
-            self.useFixture(fixtures.MockPatchObject(
-                futurist_thread.ThreadWorker, 'MAX_IDLE_FOR', 0.05))
             self.runner = ff_runner.Runner(self.ctx, workers=self.workers)
             self.addCleanup(self.runner.stop)
 

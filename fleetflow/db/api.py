@@ -286,10 +286,7 @@ class Store:
                                         launcher=plan['launcher'])
                          for label in launch]
                 if nodes:
-                    columns = tuple(sorted(nodes[0]))
-                    tx.executemany(self.db.statement(
-                        ('insert', NODES.name, columns), NODES.insert,
-                        columns), nodes)
+                    self.db.insert(tx, NODES, nodes)
                 results.append(nodes)
         return results
 

@@ -100,6 +100,12 @@ class Database:
                 compiled = self._compiled.setdefault(key, compiled)
         return compiled
 
+    def insert(self, tx, table, rows):
+        """INSERT ``rows`` (dicts of the same columns) into ``table``."""
+        columns = tuple(sorted(rows[0]))
+        tx.executemany(self.statement(('insert', table.name, columns),
+                                      table.insert, columns), rows)
+
     @contextlib.contextmanager
     def begin(self):
         """A transaction, committed when the block ends without error.
