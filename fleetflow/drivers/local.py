@@ -116,31 +116,40 @@ def _read_int(path):
         return None
 
 
-def _process_running(pid, directory):
-    """Whether ``pid`` is alive and is the server of ``directory``."""
+def _pid_exited(pid):
+    """Whether ``pid`` is gone, or a zombie (reaped if it is our child)."""
     try:
         os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return False
+    except (ProcessLookupError, PermissionError):
+        return True
     try:
         with open('/proc/%d/stat' % pid, 'rb') as f:
             state = f.read().rsplit(b')', 1)[1].split()[0]
-        with open('/proc/%d/cmdline' % pid, 'rb') as f:
-            cmdline = f.read().split(b'\0')
     except FileNotFoundError:
-        if os.path.isdir('/proc/self'):
-            return False
-        return True  # no procfs: trust the signal test
+        # Gone meanwhile; without procfs, trust the signal test.
+        return os.path.isdir('/proc/self')
     except (OSError, IndexError):
-        return True
+        return False
     if state == b'Z':
         try:
             os.waitpid(pid, os.WNOHANG)
         except ChildProcessError:
             pass
+        return True
+    return False
+
+
+def _process_running(pid, directory):
+    """Whether ``pid`` is alive and is the server of ``directory``."""
+    if _pid_exited(pid):
         return False
+    try:
+        with open('/proc/%d/cmdline' % pid, 'rb') as f:
+            cmdline = f.read().split(b'\0')
+    except FileNotFoundError:
+        return not os.path.isdir('/proc/self')
+    except OSError:
+        return True
     # the instance id ends the --directory argument
     name = os.fsencode(os.path.basename(directory))
     return (SERVER_MODULE.encode() in cmdline
@@ -256,6 +265,17 @@ class LocalDriver(base.Driver):
             return False
         return _process_running(pid, self._dir(external_id))
 
+    def _stopped(self, external_id, pid):
+        """Whether a signalled server has exited.
+
+        Not :meth:`_alive`: an exiting process's command line empties
+        before it has exited.
+        """
+        proc = self._procs.get(external_id)
+        if proc is not None and proc.pid == pid:
+            return proc.poll() is not None
+        return _pid_exited(pid)
+
     def _stop_process(self, external_id, pid):
         if not pid or not self._alive(external_id, pid):
             return
@@ -273,10 +293,10 @@ class LocalDriver(base.Driver):
                 return
             try:
                 tenacity.Retrying(
-                    retry=tenacity.retry_if_result(bool),
+                    retry=tenacity.retry_if_not_result(bool),
                     stop=tenacity.stop_after_delay(STOP_TIMEOUT),
                     wait=tenacity.wait_fixed(0.05),
-                )(self._alive, external_id, pid)
+                )(self._stopped, external_id, pid)
                 return
             except tenacity.RetryError:
                 pass
