@@ -337,7 +337,7 @@ class BoardTests:
                           None), (job['name'], job['flow_uuid'],
                                   job['state'], job['owner']))
         posted = self.board.jobs()[0]
-        self.assertEqual('fake-1', posted.details['store']['provider'])
+        self.assertNotIn('store', posted.details)
         self.assertEqual(node['id'], posted.book_uuid)
         self.assertTrue(self.runner.is_running(node['id']))
         self.assertEqual(1, self.runner.running())
