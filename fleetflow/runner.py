@@ -198,10 +198,10 @@ class Runner:
 
         :returns: ``(flow, flow detail, logbook)``
         """
-        flow = factory(**inputs)
-        detail = tf_models.FlowDetail('%s-%s' % (flow.name, node_id),
-                                      uuid=str(uuid.uuid4()))
-        registry.record(detail, factory, inputs)
+        if inputs.get('node_id') != node_id:
+            raise registry.UntrustedFlow('inputs for node %s name node %s'
+                                         % (node_id, inputs.get('node_id')))
+        flow, detail = registry.record(factory, inputs)
         # The inputs are the flow's store; saved with the detail in one
         # transaction, a crash cannot leave a flow that lacks them.
         detail.add(_injector(inputs))

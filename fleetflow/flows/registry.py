@@ -17,6 +17,7 @@ import uuid
 
 from oslo_utils import reflection
 from taskflow import engines
+from taskflow.persistence import models as tf_models
 from taskflow import storage as tf_storage
 
 from fleetflow.db import models
@@ -127,13 +128,23 @@ def factory_of(build):
     return factory
 
 
-def record(detail, build, inputs):
-    """Note in ``detail`` the factory and inputs that rebuild its flow.
+def record(build, inputs):
+    """A new flow of factory ``build``, and its flow detail.
 
-    :raises UntrustedFlow: for a factory not registered or bad inputs.
+    The detail notes the factory and the inputs that rebuild the flow.
+
+    :returns: ``(flow, flow detail)``
+    :raises UntrustedFlow: for a factory not registered or bad inputs;
+        nothing is called then.
     """
-    factory_of(build).check(inputs)
+    factory = factory_of(build)
+    factory.check(inputs)
+    flow = build(**inputs)
+    detail = tf_models.FlowDetail('%s-%s' % (factory.kind,
+                                             inputs['node_id']),
+                                  uuid=str(uuid.uuid4()))
     engines.save_factory_details(detail, build, (), inputs)
+    return flow, detail
 
 
 def recorded(detail, node_id):
