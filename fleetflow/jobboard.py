@@ -856,6 +856,10 @@ class FleetLauncher(ff_launcher.Launcher):
     def _owns(self, launcher):
         return True
 
+    def _owner_lock(self):
+        # Launchers of a fleet share the database and take turns.
+        return None
+
     def start(self):
         super().start()
         self.runner.start()

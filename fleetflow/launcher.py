@@ -29,6 +29,7 @@ import time
 from taskflow import states as tf_states
 
 from fleetflow.db import api as db_api
+from fleetflow.db import locks
 from fleetflow.db import models
 from fleetflow.drivers import base as driver_base
 from fleetflow import exceptions
@@ -68,6 +69,7 @@ class Launcher:
         #: whether the last pass left requests unserved (quota, delays)
         self._requests_waiting = True
         self.cleanup_passes = 0
+        self._owner = None
         self._scheduler = ff_scheduler.Scheduler()
         self._scheduler.add_periodic(self._tick, TICK)
 
@@ -78,7 +80,18 @@ class Launcher:
         """Whether this launcher looks after what ``launcher`` started."""
         return launcher in (None, self.host)
 
+    def _owner_lock(self):
+        """The lock of the one launcher that runs the database's flows."""
+        return locks.OwnerLock(self.ctx.engine)
+
     def start(self):
+        """Start, resuming unfinished flows.
+
+        :raises LockHeld: when another launcher runs the database's flows.
+        """
+        self._owner = self._owner_lock()
+        if self._owner is not None:
+            self._owner.acquire()
         self.ctx.start()
         resumed = self.runner.resume_all()
         LOG.info('Launcher %s started; %d unfinished flows resumed',
@@ -91,6 +104,8 @@ class Launcher:
         self.runner.stop()
         self.ctx.stop()
         self.store.engine.dispose()
+        if self._owner is not None:
+            self._owner.release()
         LOG.info('Launcher %s stopped', self.host)
 
     def wake(self):

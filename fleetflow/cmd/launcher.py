@@ -38,7 +38,10 @@ def main(argv=None):
     stopping = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stopping.set())
-    launcher.start()
+    try:
+        launcher.start()
+    except exceptions.FleetflowError as e:
+        common.fail(PROG, e)
     server = None
     if conf.status_api.enabled:
         server = status.StatusServer(launcher, conf.status_api.bind_host,
