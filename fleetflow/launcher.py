@@ -70,6 +70,9 @@ class Launcher:
         self._requests_waiting = True
         self.cleanup_passes = 0
         self._owner = None
+        #: deletes started here of each node whose delete failed
+        self._delete_tries = {}
+        self._delete_wake = 0.0
         self._scheduler = ff_scheduler.Scheduler()
         self._scheduler.add_periodic(self._tick, TICK)
 
@@ -196,6 +199,8 @@ class Launcher:
     def _handle_nodes(self, nodes):
         now = time.time()
         conf = self.ctx.conf.launcher
+        deleting = {}
+        next_delete = None
         for node in nodes:
             if self.runner.is_running(node['id']):
                 continue
@@ -203,8 +208,18 @@ class Launcher:
             if state in (models.USED, models.FAILED, models.ABORTED):
                 self._start(self.runner.delete, node)
             elif state == models.DELETING:
-                if now - node['state_time'] >= conf.delete_retry_interval:
+                # The node's last delete failed: deleted again after a
+                # wait that doubles with each failure seen here.
+                tries = self._delete_tries.get(node['id'], 0)
+                deleting[node['id']] = tries
+                due = node['state_time'] + min(
+                    conf.delete_retry_interval,
+                    conf.delete_retry_initial * 2 ** min(tries, 32))
+                if now >= due:
+                    deleting[node['id']] = tries + 1
                     self._start(self.runner.delete, node)
+                else:
+                    next_delete = min(next_delete or due, due)
             elif state == models.HOLD:
                 if node['hold_expires'] and node['hold_expires'] <= now:
                     self._node_log(node).info('Hold expired')
@@ -219,6 +234,15 @@ class Launcher:
                             'replacing it', max_age)
             elif state == models.BUILDING and self._owns(node['launcher']):
                 self._start(self.runner.launch, node)
+        self._delete_tries.update(deleting)
+        for node_id in set(self._delete_tries) - set(deleting):
+            if not self.runner.is_running(node_id):
+                del self._delete_tries[node_id]
+        if next_delete is not None and not (
+                now < self._delete_wake <= next_delete):
+            # A pass is due when the next delete is (one timer at a time).
+            self._delete_wake = next_delete
+            self._scheduler.call_at(next_delete, self.wake)
 
     def _settle_pending(self, requests, nodes):
         by_request = collections.defaultdict(list)
