@@ -1,4 +1,4 @@
-"""[status_api] options."""
+"""[status_api] and [requests] options."""
 
 from oslo_config import cfg
 
@@ -16,10 +16,23 @@ status_opts = [
 ]
 
 
+requests_group = cfg.OptGroup('requests', title='Node requests',
+                              help='What a node request may ask for.')
+
+requests_opts = [
+    cfg.IntOpt('max_nodes', default=50, min=1, max=10000,
+               help='Most nodes one request may ask for. The client API '
+                    'refuses a larger request; the launcher declines one '
+                    'written to the database some other way.'),
+]
+
+
 def register_opts(conf):
     conf.register_group(status_group)
     conf.register_opts(status_opts, group=status_group)
+    conf.register_group(requests_group)
+    conf.register_opts(requests_opts, group=requests_group)
 
 
 def list_opts():
-    return {status_group: status_opts}
+    return {status_group: status_opts, requests_group: requests_opts}

@@ -21,6 +21,35 @@ NODES = models.Node.__table__
 REQUESTS = models.NodeRequest.__table__
 
 
+#: the priorities a request may have, lowest and highest
+PRIORITY_RANGE = (0, 1000000)
+
+
+def request_problem(labels, priority, max_nodes):
+    """Why a request of ``labels`` at ``priority`` is not valid, or None.
+
+    :param max_nodes: the most labels (nodes) a request may have.
+    """
+    if isinstance(labels, (str, bytes)):
+        return ('labels must be a list of label names, not the string %r'
+                % (labels,))
+    if not isinstance(labels, (list, tuple)) or not labels:
+        return 'a request needs at least one label'
+    if len(labels) > max_nodes:
+        return ('a request may ask for at most %d nodes ([requests] '
+                'max_nodes), not %d' % (max_nodes, len(labels)))
+    bad = [label for label in labels
+           if not isinstance(label, str) or not label.strip()]
+    if bad:
+        return 'label names must be non-empty strings: %r' % (bad[:5],)
+    low, high = PRIORITY_RANGE
+    if isinstance(priority, bool) or not isinstance(priority, int) or \
+            not low <= priority <= high:
+        return ('priority must be an integer from %d to %d, not %r'
+                % (low, high, priority))
+    return None
+
+
 def create_engine(url, pool_size=10, busy_timeout=30):
     """Create an engine tuned for many short transactions from threads."""
     kwargs = {}
