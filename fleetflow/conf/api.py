@@ -13,6 +13,14 @@ status_opts = [
                        help='Address to listen on (loopback by default).'),
     cfg.PortOpt('bind_port', default=8022,
                 help='Port to listen on; 0 picks a free one.'),
+    cfg.IntOpt('threads', default=2, min=1, max=64,
+               help='Worker threads that answer requests; connections '
+                    'wait on one more thread, whatever their number.'),
+    cfg.IntOpt('connection_limit', default=50, min=1, max=10000,
+               help='Connections open at once; more wait to be accepted.'),
+    cfg.IntOpt('timeout', default=10, min=1, max=3600,
+               help='Seconds a connection may stay idle, or sending half '
+                    'a request, before it is closed.'),
 ]
 
 
