@@ -6,6 +6,7 @@ for one node only one wins and the other gets :class:`NodeStateConflict`.
 """
 
 import contextlib
+import os
 import threading
 import time
 import uuid
@@ -50,10 +51,25 @@ def request_problem(labels, priority, max_nodes):
     return None
 
 
+def _private_sqlite_file(url):
+    """Create a SQLite database file 0600, in a directory made 0700.
+
+    SQLite would create it with the umask's mode; its journal files take
+    the database file's mode.
+    """
+    path = sa.engine.make_url(url).database
+    if not path or path == ':memory:' or path.startswith('file:'):
+        return
+    path = os.path.abspath(path)
+    os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+    os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+
+
 def create_engine(url, pool_size=10, busy_timeout=30):
     """Create an engine tuned for many short transactions from threads."""
     kwargs = {}
     if url.startswith('sqlite'):
+        _private_sqlite_file(url)
         # SQLite has one writer at a time, and a writer that finds the file
         # locked sleeps in growing steps. One connection, handed out in
         # turn by the pool, makes threads queue without sleeping.
