@@ -55,13 +55,33 @@ class Usage:
         self.pool_used[(provider_name, pool_name)] += quota
         self.provider_used[provider_name] += quota
 
-    def fits(self, provider_name, pool_name, label_names):
-        """Whether nodes of ``label_names`` fit in the pool now."""
+    def needed(self, provider_name, pool_name, label_names):
+        """The quota nodes of ``label_names`` take in the pool."""
         provider = self.ctx.providers[provider_name]
         needed = driver_base.Quota.zero()
         for label in label_names:
             needed += provider.quota_for_label(pool_name, label)
-        return self.available(provider_name, pool_name).fits(needed)
+        return needed
+
+    def fits(self, provider_name, pool_name, label_names):
+        """Whether nodes of ``label_names`` fit in the pool now."""
+        return self.available(provider_name, pool_name).fits(
+            self.needed(provider_name, pool_name, label_names))
+
+    def could_ever_fit(self, provider_name, pool_name, label_names):
+        """Whether nodes of ``label_names`` fit in the pool's total limits.
+
+        As if nothing else were in use: the pool's own limits and the
+        provider's (nodepool's ``hasProviderQuota``).
+        """
+        return self.total(provider_name, pool_name).fits(
+            self.needed(provider_name, pool_name, label_names))
+
+    def total(self, provider_name, pool_name):
+        """The pool's total limits: its own and its provider's."""
+        provider = self.ctx.providers[provider_name]
+        return pool_limits(provider.pool(pool_name)).least(
+            provider.quota_limits())
 
     def count(self, provider=None, pool=None, label=None, state=None):
         return sum(n for (pv, pl, lb, st), n in self.states.items()

@@ -48,11 +48,11 @@ def make_key(state_path):
     """A consumer key pair: the private key object and the public line."""
     key = ed25519.Ed25519PrivateKey.generate()
     path = os.path.join(state_path, 'id_ed25519')
-    with open(path, 'wb') as f:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, 'wb') as f:
         f.write(key.private_bytes(serialization.Encoding.PEM,
                                   serialization.PrivateFormat.OpenSSH,
                                   serialization.NoEncryption()))
-    os.chmod(path, 0o600)
     public = key.public_key().public_bytes(
         serialization.Encoding.OpenSSH,
         serialization.PublicFormat.OpenSSH).decode()

@@ -41,8 +41,7 @@ def main(argv=None):
     launcher.start()
     server = None
     if conf.status_api.enabled:
-        server = status.StatusServer(launcher, conf.status_api.bind_host,
-                                     conf.status_api.bind_port)
+        server = status.StatusServer.from_conf(launcher)
         server.start()
     stopping.wait()
     LOG.info('Stopping: no new flows; running flows stop at a task '

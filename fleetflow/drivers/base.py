@@ -106,6 +106,8 @@ class Instance:
     fault: str = None
     fault_kind: str = None
     host_keys: list = None
+    #: ``host_keys`` are every key the host has: keyscan refuses any other
+    host_keys_exact: bool = False
 
     @property
     def node_id(self):
