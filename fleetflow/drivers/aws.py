@@ -466,12 +466,9 @@ class AwsDriver(base.Driver):
             interface['Groups'] = [pool['security-group-id']]
         if self._setting(pool, 'public-ipv6', False):
             interface['Ipv6AddressCount'] = 1
-        ebs = {'DeleteOnTermination': True}
-        for key, param in (('volume-size', 'VolumeSize'),
-                           ('volume-type', 'VolumeType'),
-                           ('iops', 'Iops'), ('throughput', 'Throughput')):
-            if label.get(key):
-                ebs[param] = label[key]
+        ebs = {param: label[key] for key, param in (
+            ('volume-size', 'VolumeSize'), ('volume-type', 'VolumeType'),
+            ('iops', 'Iops'), ('throughput', 'Throughput')) if label.get(key)}
         params = {
             'ImageId': image['ImageId'],
             'InstanceType': label['instance-type'],
@@ -482,13 +479,15 @@ class AwsDriver(base.Driver):
                 self.name, node_id, metadata.get(base.META_ATTEMPT, 1)),
             'EbsOptimized': label.get('ebs-optimized', False),
             'NetworkInterfaces': [interface],
-            'BlockDeviceMappings': [{
-                'DeviceName': image.get('RootDeviceName') or '/dev/sda1',
-                'Ebs': ebs}],
             'TagSpecifications': [
                 {'ResourceType': 'instance', 'Tags': tag_list},
                 {'ResourceType': 'volume', 'Tags': tag_list}],
         }
+        if ebs:
+            # the image's root volume, resized or retyped
+            params['BlockDeviceMappings'] = [{
+                'DeviceName': image.get('RootDeviceName') or '/dev/sda1',
+                'Ebs': dict(ebs, DeleteOnTermination=True)}]
         if pool.get('availability-zone'):
             params['Placement'] = {
                 'AvailabilityZone': pool['availability-zone']}
