@@ -21,6 +21,7 @@ import paramiko
 import yaml
 
 from fleetflow import client as ff_client
+from fleetflow import cmd
 from fleetflow import conf as ff_conf
 from fleetflow import context
 from fleetflow.db import migration
@@ -33,6 +34,7 @@ LABEL = 'demo'
 def parse_args(argv):
     parser = argparse.ArgumentParser(prog='fleetflow-demo',
                                      description=__doc__.split('\n')[0])
+    cmd.add_version_argument(parser)
     parser.add_argument('--nodes', type=int, default=3,
                         help='nodes to request (default 3)')
     parser.add_argument('--state-path', default='fleetflow-demo',
