@@ -252,10 +252,26 @@ def database_error(conf, error):
         return ('database %s has no fleetflow tables (%s): run '
                 '"fleetflow-manage db sync"' % (url, text))
     if 'unable to open database file' in text:
-        return ('cannot open database %s: check [DEFAULT] state_path or '
-                '[database] connection, then run "fleetflow-manage db '
-                'sync"' % url)
+        path = sqlalchemy.engine.make_url(url).database or ''
+        directory = os.path.dirname(os.path.abspath(path))
+        why = ('its directory %s does not exist' % directory
+               if not os.path.isdir(directory) else text)
+        return ('cannot open database file %s: %s (check [DEFAULT] '
+                'state_path or [database] connection; "fleetflow-manage '
+                'db sync" creates the file)' % (path, why))
     return 'database %s: %s' % (url, text)
+
+
+def schema_problem(conf, current, head):
+    """Why a database at revision ``current`` cannot serve, or None."""
+    url = safe_url(ff_conf.database_url(conf))
+    if current is None:
+        return ('database %s has no fleetflow tables: run "fleetflow-manage '
+                'db sync"' % url)
+    if current != head:
+        return ('database %s is at revision %s, this fleetflow needs %s: run '
+                '"fleetflow-manage db sync"' % (url, current, head))
+    return None
 
 
 # The cliff application
