@@ -19,6 +19,21 @@ def pool_limits(pool):
                              ram=pool.get('max-ram'))
 
 
+def provider_limits(provider):
+    """The limits that apply to all of a provider's nodes.
+
+    The least of the cloud's limits and its pools' limits added up (a
+    limit that some pool does not set is left to the cloud).
+    """
+    pools = [pool_limits(pool) for pool in provider.entry['pools']]
+    added = {}
+    for field in driver_base.Quota.FIELDS:
+        values = [getattr(limits, field) for limits in pools]
+        added[field] = (None if not values or None in values
+                        else sum(values))
+    return provider.quota_limits().least(driver_base.Quota(**added))
+
+
 class Usage:
     """A snapshot of what every provider and pool uses, from one query."""
 

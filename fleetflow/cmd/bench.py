@@ -8,12 +8,17 @@ persisting flows costs against TaskFlow's in-memory backend.
 import importlib
 import sys
 
+from fleetflow import cmd
+
 BENCHMARKS = {'launcher': 'fleetflow.bench.launcher',
               'flows': 'fleetflow.bench.flows'}
 
 
 def main(argv=None):
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ['--version']:
+        print('fleetflow-bench %s' % cmd.version())
+        return 0
     name = argv.pop(0) if argv and argv[0] in BENCHMARKS else 'launcher'
     return importlib.import_module(BENCHMARKS[name]).main(argv)
 
