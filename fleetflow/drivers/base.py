@@ -197,6 +197,18 @@ class Driver(abc.ABC):
     #: keys this driver accepts in a pool's label entry
     label_schema = {}
 
+    @classmethod
+    def complete_labels(cls, provider, pool):
+        """The pool's label entries, completed from the driver's own keys.
+
+        Called by the layout loader with the checked provider and pool
+        entries; a driver adds labels its pool serves without listing
+        them, or values a label takes from elsewhere (an openstack cloud
+        image). Raises ``voluptuous.Invalid`` (paths from the pool) for
+        what its schema fragments cannot check.
+        """
+        return pool['labels']
+
     def __init__(self, provider, conf):
         self.provider = provider
         self.name = provider['name']
