@@ -45,8 +45,6 @@ class DriverError(exceptions.LaunchError):
 class NotFound(DriverError):
     """The instance or resource does not exist (any more)."""
 
-    stat_key = 'error.notfound'
-
 
 class QuotaError(DriverError):
     """The cloud refused the request because a quota is exhausted."""
@@ -65,8 +63,6 @@ class RateLimitError(DriverError):
 
     :param retry_at: the earliest ``time.time()`` at which to call again.
     """
-
-    stat_key = 'error.ratelimit'
 
     def __init__(self, message, retry_at=None):
         super().__init__(message)
