@@ -46,7 +46,7 @@ def unsupported(why):
     return refuse
 
 
-NO_BUILDER = unsupported('it does not build or upload images; use '
+NO_BUILDER = unsupported('it does not build or upload images: use '
                          'cloud-images')
 
 #: accepted for nodepool's layouts and ignored (see the README)
@@ -266,10 +266,11 @@ class Layout:
         """
         pool = problems.check({**POOL, **driver_class.pool_schema}, entry,
                               path)
-        if pool is None:
-            return None
+        entries = (pool or entry).get('labels') if isinstance(
+            entry, dict) else None
         labels = []
-        for index, label in enumerate(pool.get('labels', [])):
+        for index, label in enumerate(
+                entries if isinstance(entries, list) else []):
             where = path + ['labels', index]
             label = problems.check({**POOL_LABEL,
                                     **driver_class.label_schema},
@@ -279,7 +280,7 @@ class Layout:
                              'the top-level labels' % label['name'])
             labels.append(label)
         problems.unique(labels, path + ['labels'], 'pool label')
-        if provider is None:
+        if provider is None or pool is None:
             return None
         pool = {**DEFAULTS['pool'], 'host-key-checking': True,
                 'priority': provider['priority'], **pool,

@@ -122,7 +122,7 @@ CLOUD_IMAGE = {
 #: what a pool label takes from its cloud image unless it sets it itself
 IMAGE_LABEL_KEYS = ('config-drive', 'username', 'python-path', 'shell-type',
                     'connection-type', 'connection-port')
-NO_VOLUME_LIMITS = layout.unsupported('it does not count volumes; '
+NO_VOLUME_LIMITS = layout.unsupported('it does not count volumes: '
                                       'max-servers, max-cores and max-ram '
                                       'apply')
 
