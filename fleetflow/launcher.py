@@ -175,7 +175,7 @@ class Launcher:
             self._settle_pending(requests, nodes)
             budget = self._serve_new(requests, nodes, usage)
             self._keep_min_ready(nodes, usage, budget)
-            self._send_gauges(nodes)
+            self.ctx.stats.pass_gauges(self.ctx.layout, nodes, requests)
             self.passes += 1
         except Exception:
             LOG.exception('Launcher pass failed')
@@ -193,7 +193,7 @@ class Launcher:
                 if now - node['state_time'] >= conf.delete_retry_interval:
                     self._start(self.runner.delete, node)
             elif state == models.HOLD:
-                if node['hold_expires'] and node['hold_expires'] <= now:
+                if _hold_expiry(node, self.ctx.layout) <= now:
                     self._node_log(node).info('Hold expired')
                     self._cas(node, models.USED, [models.HOLD])
             elif state == models.READY and node['request_id'] is None:
@@ -259,6 +259,11 @@ class Launcher:
                     .append(node)
         paused = set()
         plans = []
+        # the layout's max-concurrency: requests a provider serves at once
+        serving = collections.Counter(
+            request['provider'] for request in requests
+            if request['state'] == models.PENDING
+            and self._owns(request['launcher']))
         for request in requests:
             if request['state'] != models.REQUESTED or \
                     (request['not_before'] or 0) > now:
@@ -273,7 +278,8 @@ class Launcher:
             chosen = None
             for provider, pool in candidates:
                 key = (provider['name'], pool['name'])
-                if key in paused:
+                if key in paused or 0 < provider['max-concurrency'] <= \
+                        serving[key[0]]:
                     continue
                 reuse, launch = _split(request['labels'], spares, key)
                 if usage.fits(key[0], key[1], launch):
@@ -285,6 +291,7 @@ class Launcher:
                 continue
             key, reuse, launch = chosen
             budget -= len(launch)
+            serving[key[0]] += 1
             for label in launch:
                 usage.take(key[0], key[1], self.ctx.provider(key[0])
                            .quota_for_label(key[1], label))
@@ -454,20 +461,13 @@ class Launcher:
     def _node_log(self, node):
         return logutils.node_logger(LOG, node['id'], node['request_id'])
 
-    def _send_gauges(self, nodes):
-        if self.ctx.stats.client is None:
-            return
-        gauges = collections.Counter()
-        for node in nodes:
-            for key in ('nodes.%s' % node['state'],
-                        'provider.%s.nodes.%s' % (node['provider'],
-                                                  node['state']),
-                        'label.%s.nodes.%s' % (node['label'],
-                                               node['state'])):
-                gauges[key] += 1
-        for state in models.NODE_STATES:
-            gauges.setdefault('nodes.%s' % state, 0)
-        self.ctx.stats.gauges(gauges)
+
+def _hold_expiry(node, layout):
+    """When a held node is released: its own expiry or max-hold-age."""
+    expiry = node['hold_expires'] or float('inf')
+    if layout.max_hold_age:
+        expiry = min(expiry, node['state_time'] + layout.max_hold_age)
+    return expiry
 
 
 def _limits(quota):

@@ -59,8 +59,11 @@ class Usage:
     def available(self, provider_name, pool_name):
         """What ``provider_name``/``pool_name`` can still launch."""
         provider = self.ctx.providers[provider_name]
-        pool_left = (pool_limits(provider.pool(pool_name))
-                     - self.pool_used[(provider_name, pool_name)])
+        pool = provider.pool(pool_name)
+        pool_left = pool_limits(pool) - self.pool_used[(provider_name,
+                                                        pool_name)]
+        if pool.get('ignore-provider-quota'):
+            return pool_left
         provider_left = (provider.quota_limits()
                          - self.provider_used[provider_name])
         return pool_left.least(provider_left)
