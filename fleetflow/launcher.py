@@ -2,7 +2,10 @@
 
 A pass runs when something changed: a flow of this process finished, or
 the requests table changed (a new request, a release, from any process),
-and at the latest every ``request_interval``. A pass reads every node and
+and at the latest every ``request_interval``. An idle launcher makes no
+query on a SQLite file (a stat shows any commit); on another database it
+reads the requests' marker less and less often while nothing changes, at
+least once a second. A pass reads every node and
 active request once, then:
 
 - deletes nodes that are used, failed or aborted, held past their expiry,
@@ -31,6 +34,7 @@ import time
 from taskflow import states as tf_states
 
 from fleetflow.db import api as db_api
+from fleetflow.db import direct
 from fleetflow.db import models
 from fleetflow.drivers import base as driver_base
 from fleetflow import exceptions
@@ -42,6 +46,9 @@ from fleetflow import scheduler as ff_scheduler
 LOG = logging.getLogger(__name__)
 
 TICK = 0.05
+#: on a database whose commits only a query shows, the longest time
+#: between two reads of the request marker while nothing changes
+IDLE_MARKER_SPACING = 1.0
 #: a pass starts no sooner than this many times its last duration after it
 PASS_SHARE = 5
 
@@ -58,6 +65,9 @@ class Launcher:
         self.runner = self._make_runner()
         self._wake = threading.Event()
         self._marker = None
+        self._probe = direct.ChangeProbe(self.store.engine)
+        self._marker_read = 0.0
+        self._marker_spacing = TICK
         self._last_pass = 0.0
         self._last_cleanup = time.time()
         self._leak_candidates = {}
@@ -148,20 +158,41 @@ class Launcher:
             # process's time, and the flows get the rest. Starting flows
             # is not counted: it is the flows' work, done once.
             return
-        marker = self.store.request_marker()
-        if (self._wake.is_set() or marker != self._marker
-                or now - self._last_pass >= self.ctx.conf.launcher
-                .request_interval):
-            self._wake.clear()
-            self._marker = marker
-            self._last_pass = now
-            self._starting = 0.0
-            self.run_pass()
-            self._pass_cost = time.time() - now - self._starting
+        due = self._wake.is_set() or now - self._last_pass >= \
+            self.ctx.conf.launcher.request_interval
+        # Asked even when due: a read now is the next one's baseline.
+        if self._requests_may_have_changed(now) or due:
+            marker = self.store.request_marker()
+            if marker != self._marker:
+                self._marker_spacing = TICK
+            else:
+                self._marker_spacing = min(2 * self._marker_spacing,
+                                           IDLE_MARKER_SPACING)
+            self._marker_read = now
+            if due or marker != self._marker:
+                self._wake.clear()
+                self._marker = marker
+                self._last_pass = now
+                self._starting = 0.0
+                self.run_pass()
+                self._pass_cost = time.time() - now - self._starting
         if now - self._last_cleanup >= self.ctx.conf.launcher \
                 .cleanup_interval:
             self._last_cleanup = now
             self.cleanup_leaks()
+
+    def _requests_may_have_changed(self, now):
+        """Whether to read the request marker, at ``now``.
+
+        On a SQLite file, only when a commit was made since the last look
+        (:class:`~fleetflow.db.direct.ChangeProbe`): an idle launcher makes
+        no query. Elsewhere, every tick after a change, then less and less
+        often while nothing changes, down to every
+        :data:`IDLE_MARKER_SPACING`.
+        """
+        if self._probe.visible:
+            return self._probe.changed()
+        return now - self._marker_read >= self._marker_spacing
 
     # The pass
 
