@@ -736,7 +736,8 @@ class Soak:
             raise Violation('no-stop', 'launcher %s did not stop within '
                             '60 s of SIGTERM' % name,
                             log=self.launchers.log_tail(name))
-        if proc.returncode != 0:
+        # A process signalled before it set its handler dies of it.
+        if proc.returncode not in (0, -signal.SIGTERM):
             raise Violation('unclean-stop', 'launcher %s exited with %s on '
                             'SIGTERM' % (name, proc.returncode),
                             log=self.launchers.log_tail(name))
@@ -795,22 +796,24 @@ class Soak:
                             % (name, code), log=self.launchers.log_tail(name))
         return nodes
 
-    def sample(self, last):
+    def sample(self):
         """One throughput and resource window."""
         made = len(self.cloud.instance_history())
         fulfilled = self.requests.outcomes[models.FULFILLED]
         self.windows.append(dict(
-            t=round(self.elapsed()), fulfilled=fulfilled - last[0],
-            launches=made - last[1]))
+            t=round(self.elapsed()), fulfilled=fulfilled - self._last[0],
+            launches=made - self._last[1]))
         self.launchers.sample(self.elapsed())
-        return fulfilled, made
+        self._last = fulfilled, made
+
+    #: requests fulfilled and instances made at the last sample
+    _last = (0, 0)
 
     def loop(self, until, inject=True):
         """Run until ``until`` (a time, or a predicate of the node rows)."""
         next_fault = self.next_fault()
         next_check = 0
         next_sample = time.time() + self.args.window
-        last = (0, 0)
         db_down_since = None
         while True:
             now = time.time()
@@ -835,7 +838,7 @@ class Soak:
                     raise Violation('database', 'the database did not '
                                     'answer for 120 s: %s' % e)
             if now >= next_sample:
-                last = self.sample(last)
+                self.sample()
                 next_sample = now + self.args.window
             time.sleep(0.1)
 
