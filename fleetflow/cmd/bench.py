@@ -2,7 +2,9 @@
 
 ``fleetflow-bench launcher [options]`` (the default) measures the real
 launcher process; ``fleetflow-bench flows [options]`` measures what
-persisting flows costs against TaskFlow's in-memory backend.
+persisting flows costs against TaskFlow's in-memory backend;
+``fleetflow-bench soak [options]`` runs launchers under faults for a
+while and checks that nothing is lost.
 """
 
 import importlib
@@ -11,7 +13,8 @@ import sys
 from fleetflow import cmd
 
 BENCHMARKS = {'launcher': 'fleetflow.bench.launcher',
-              'flows': 'fleetflow.bench.flows'}
+              'flows': 'fleetflow.bench.flows',
+              'soak': 'fleetflow.bench.soak'}
 
 
 def main(argv=None):
