@@ -164,7 +164,9 @@ class Runner:
     def launch(self, node):
         """Start the launch flow of a building node row."""
         provider = self.ctx.layout.providers[node['provider']]
-        pool = self.ctx.layout.get_pool(node['provider'], node['pool'])
+        label = self.ctx.layout.pool_label(
+            self.ctx.layout.get_pool(node['provider'], node['pool']),
+            node['label'])
         return self.start_flow(
             node['id'], launch_flows.get_launch_flow,
             dict(node_id=node['id'], provider=node['provider'],
@@ -172,7 +174,7 @@ class Runner:
                  launch_retries=provider['launch-retries'],
                  launch_timeout=provider['launch-timeout'],
                  boot_timeout=provider['boot-timeout'],
-                 host_key_checking=pool['host-key-checking']))
+                 host_key_checking=label['host-key-checking']))
 
     def delete(self, node):
         """Start the delete flow of a node row."""
