@@ -45,7 +45,7 @@ def provider_quota(ctx):
     rows = []
     for name, provider in sorted(ctx.providers.items()):
         rows.append({'name': name, 'driver': provider.entry['driver'],
-                     'limits': provider.quota_limits().to_dict(),
+                     'limits': quota.provider_limits(provider).to_dict(),
                      'used': usage.provider_used[name].to_dict(),
                      'nodes': usage.count(provider=name)})
     return rows

@@ -1,5 +1,7 @@
 """The launcher's pass and flow callbacks, without its process."""
 
+import time
+
 from fleetflow.db import models
 from fleetflow import launcher as ff_launcher
 from tests import base
@@ -114,3 +116,47 @@ class TestRequestBoundsPostgres(RequestBoundsTests, base.TestCase):
 
     def db_url(self):
         return db_urls.postgres_url(self)
+
+
+class TestIdleLauncher(base.TestCase):
+    """An idle launcher makes next to no query, yet sees a new request."""
+
+    IDLE = 1.5
+
+    def setUp(self):
+        super().setUp()
+        self.ff = self.useFixture(base.FleetflowFixture(
+            runner=False,
+            conf_overrides={('launcher', 'request_interval'): 60}))
+        self.launcher = ff_launcher.Launcher(self.ff.ctx)
+        self.addCleanup(self.launcher.runner.stop)
+        self.launcher._scheduler.start()
+        self.addCleanup(self.launcher._scheduler.stop)
+        # The first pass, at start.
+        self.ff.wait_for(lambda: self.launcher.passes >= 1)
+
+    def statements_while_idle(self):
+        before = self.launcher.store.statements
+        time.sleep(self.IDLE)
+        return self.launcher.store.statements - before
+
+    def test_no_query_on_a_sqlite_file_until_a_commit(self):
+        self.assertTrue(self.launcher._probe.visible)
+        self.assertEqual(0, self.statements_while_idle())
+        # A request written by another connection (another process's
+        # client) wakes a pass: request_interval is a minute.
+        request = self.ff.store.create_request(['small'])
+        self.ff.wait_for(lambda: self.ff.store.list_nodes(
+            request_id=request['id']), timeout=30)
+
+    def test_marker_reads_back_off_where_commits_are_not_visible(self):
+        # As on PostgreSQL: only a query shows a commit.
+        self.launcher._probe.visible = False
+        statements = self.statements_while_idle()
+        # Every tick (0.05 s) would be 30 reads; backing off to one a
+        # second, at most 7 (0.05 + 0.1 + 0.2 + 0.4 + 0.8 + 1 s...).
+        self.assertLessEqual(statements, 8)
+        self.assertGreater(statements, 0)
+        request = self.ff.store.create_request(['small'])
+        self.ff.wait_for(lambda: self.ff.store.list_nodes(
+            request_id=request['id']), timeout=30)
