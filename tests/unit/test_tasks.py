@@ -420,7 +420,8 @@ class TestScanHostKeys(TaskTestCase):
         keys = self.task.execute(NODE, self.instance, time.time() + 10)
         self.assertEqual(['ssh-ed25519 AAAA'], keys)
         self.scanner.scan.assert_called_once_with(
-            '192.0.2.10', 22, 'ssh', expected_keys=['ssh-ed25519 AAAA'])
+            '192.0.2.10', 22, 'ssh', expected_keys=['ssh-ed25519 AAAA'],
+            exact=False)
 
     def test_unreachable_is_still_waiting(self):
         self.scanner.scan.side_effect = exceptions.HostUnreachable('refused')

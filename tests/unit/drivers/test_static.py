@@ -313,8 +313,8 @@ class TestStaticLayout(testtools.TestCase):
         conf.set_override('state_path', os.path.join(tmp, 'state'))
         self.addCleanup(conf.clear_override, 'state_path')
         data = self.layout({'name': 'h', 'labels': 'small'})
-        data['providers'][0]['name'] = '../../escaped'
-        provider = layout.Layout(data).providers['../../escaped']
+        provider = dict(layout.Layout(data).providers['hosts'],
+                        name='../../escaped')
         e = self.assertRaises(exceptions.ConfigError, static.StaticDriver,
                               provider, conf)
         self.assertIn("provider '../../escaped'", str(e))
