@@ -48,6 +48,9 @@ IMAGE_CACHE_TTL = 300
 QUOTA_CACHE_TTL = 300
 BACKOFF_FIRST = 1.0
 BACKOFF_MAX = 60.0
+#: EC2 takes 16 KiB of user data, and 50 tags of which fleetflow sets 6
+MAX_USERDATA = 16 * 1024
+MAX_LABEL_TAGS = 44
 
 RATE_LIMIT_CODES = frozenset((
     'RequestLimitExceeded', 'Throttling', 'ThrottlingException',
@@ -73,6 +76,7 @@ FAULT_KINDS = {
 }
 #: the StateReason of an instance someone terminated through the API
 USER_SHUTDOWN = 'Client.UserInitiatedShutdown'
+ENDED_STATES = ('shutting-down', 'terminated')
 
 # The Service Quotas codes of EC2's vCPU limits (on-demand, spot), by the
 # letters an instance type's family starts with. Standard covers A, C, D,
@@ -188,12 +192,13 @@ class AwsDriver(base.Driver):
         'volume-type': str,
         'iops': POSITIVE,
         'throughput': POSITIVE,
-        'userdata': str,
+        'userdata': v.All(str, v.Length(max=MAX_USERDATA)),
         'iam-instance-profile': v.All(
             {v.Exclusive('name', 'profile'): str,
              v.Exclusive('arn', 'profile'): str},
             v.Length(min=1, msg='needs name or arn')),
-        'tags': {TAG_KEY: v.All(v.Coerce(str), v.Length(max=256))},
+        'tags': v.All({TAG_KEY: v.All(v.Coerce(str), v.Length(max=256))},
+                      v.Length(max=MAX_LABEL_TAGS)),
         'use-spot': bool,
         'imdsv2': v.Any(None, 'required', 'optional'),
     }
@@ -382,7 +387,7 @@ class AwsDriver(base.Driver):
         state_name = (data.get('State') or {}).get('Name')
         reason = data.get('StateReason') or {}
         fault = kind = None
-        if state_name in ('shutting-down', 'terminated') and \
+        if state_name in ENDED_STATES and \
                 reason.get('Code') in (None, USER_SHUTDOWN):
             if state_name == 'terminated':
                 return None
@@ -438,12 +443,14 @@ class AwsDriver(base.Driver):
         return [data for reservation in reservations
                 for data in reservation.get('Instances') or ()]
 
-    def _describe_one(self, external_id):
+    def _get(self, external_id):
+        """(DescribeInstances' dict, :class:`base.Instance`), or NotFound."""
         found = self._describe('get instance %s' % external_id,
                                InstanceIds=[external_id])
-        if not found:
+        instance = self._instance(found[0]) if found else None
+        if instance is None:
             raise base.NotFound('get instance %s: not found' % external_id)
-        return found[0]
+        return found[0], instance
 
     def create_instance(self, node_id, pool, label, metadata):
         image = self._image(label['cloud-image'])
@@ -521,10 +528,7 @@ class AwsDriver(base.Driver):
         return self._instance(data)
 
     def get_instance(self, external_id):
-        instance = self._instance(self._describe_one(external_id))
-        if instance is None:
-            raise base.NotFound('instance %s is terminated' % external_id)
-        return instance
+        return self._get(external_id)[1]
 
     def list_instances(self):
         found = self._describe(
@@ -536,15 +540,15 @@ class AwsDriver(base.Driver):
                 if instance is not None]
 
     def delete_instance(self, external_id):
-        instance = self.get_instance(external_id)
+        data, instance = self._get(external_id)
         if instance.state == base.ERROR and \
-                instance.fault.startswith(('shutting-down', 'terminated')):
+                data['State']['Name'] in ENDED_STATES:
             # EC2 ended it already; untagged, it leaves the listing
             self._call('ec2', 'untag instance %s' % external_id,
                        'delete_tags', Resources=[external_id],
                        Tags=[{'Key': base.META_PROVIDER}])
-            LOG.info('Provider %s: instance %s was terminated by EC2',
-                     self.name, external_id)
+            LOG.info('Provider %s: instance %s was ended by EC2 (%s)',
+                     self.name, external_id, instance.fault)
             return
         self._call('ec2', 'delete instance %s' % external_id,
                    'terminate_instances', InstanceIds=[external_id])

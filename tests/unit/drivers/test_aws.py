@@ -4,9 +4,11 @@ No cloud here: EC2's answers are the dicts (and botocore errors) boto3
 would give. The driver against moto is in tests/functional/test_aws.py.
 """
 
+import os
 import time
 
 from botocore import exceptions as boto_exceptions
+import fixtures
 import testtools
 import yaml
 
@@ -153,6 +155,13 @@ class TestLayout(testtools.TestCase):
             provider['pools'][0]['labels'][0]['tags'] = {'aws:x': 'y'}
         e = self.assertRaises(exceptions.ConfigError, self._layout, aws_tag)
         self.assertIn('aws:', str(e))
+
+        def many_tags(provider):
+            provider['pools'][0]['labels'][0]['tags'] = {
+                't%d' % i: 'v' for i in range(aws.MAX_LABEL_TAGS + 1)}
+        e = self.assertRaises(exceptions.ConfigError, self._layout,
+                              many_tags)
+        self.assertIn('labels[0].tags', str(e))
 
     def test_label_names_a_provider_image(self):
         layout = self._layout(lambda provider: provider['pools'][0][
@@ -311,3 +320,19 @@ class TestErrors(testtools.TestCase):
             expected = min(aws.BACKOFF_MAX, aws.BACKOFF_FIRST * 2 ** count)
             self.assertGreaterEqual(wait, expected)
             self.assertLessEqual(wait, expected * 1.5 + 0.1)
+
+
+class TestStart(testtools.TestCase):
+
+    def test_unknown_profile_is_a_config_error(self):
+        tmp = self.useFixture(fixtures.TempDir()).path
+        self.useFixture(fixtures.EnvironmentVariable(
+            'AWS_CONFIG_FILE', os.path.join(tmp, 'config')))
+        self.useFixture(fixtures.EnvironmentVariable(
+            'AWS_SHARED_CREDENTIALS_FILE', os.path.join(tmp, 'credentials')))
+        self.useFixture(fixtures.EnvironmentVariable('AWS_PROFILE'))
+        driver = aws.AwsDriver(
+            ff_layout.Layout(_data()).providers[PROVIDER], None)
+        e = self.assertRaises(exceptions.ConfigError, driver.start)
+        self.assertIn("cannot use AWS profile 'ci'", str(e))
+        self.assertRaises(base.DriverError, driver.list_instances)
