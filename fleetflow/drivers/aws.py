@@ -44,6 +44,8 @@ RESOURCE_VOLUME = 'volume'
 
 #: instances per page of a listing (EC2 allows 5 to 1000)
 PAGE_SIZE = 1000
+#: pages of one listing at most (a million instances at full pages)
+MAX_PAGES = 1000
 IMAGE_CACHE_TTL = 300
 QUOTA_CACHE_TTL = 300
 BACKOFF_FIRST = 1.0
@@ -308,13 +310,15 @@ class AwsDriver(base.Driver):
     def _pages(self, what, operation, key, **params):
         """Every item of a paginated EC2 listing, page after page."""
         items = []
-        while True:
+        for _ in range(MAX_PAGES):
             page = self._call('ec2', what, operation, **params)
             items.extend(page.get(key) or ())
             token = page.get('NextToken')
             if not token:
                 return items
             params['NextToken'] = token
+        raise base.DriverError('provider %s: %s: more than %d pages'
+                               % (self.name, what, MAX_PAGES))
 
     # -- lookups -------------------------------------------------------------
 

@@ -65,8 +65,7 @@ class MotoServer:
         self.process = subprocess.Popen(
             [sys.executable, '-m', 'moto.server', '-H', '127.0.0.1',
              '-p', str(self.port)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-            start_new_session=True)
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + START_TIMEOUT
         while True:
             if self.process.poll() is not None:

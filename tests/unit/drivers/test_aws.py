@@ -336,3 +336,21 @@ class TestStart(testtools.TestCase):
         e = self.assertRaises(exceptions.ConfigError, driver.start)
         self.assertIn("cannot use AWS profile 'ci'", str(e))
         self.assertRaises(base.DriverError, driver.list_instances)
+
+
+class TestPages(testtools.TestCase):
+
+    def test_listing_bounded(self):
+        driver = aws.AwsDriver(
+            ff_layout.Layout(_data()).providers[PROVIDER], None)
+        pages = []
+
+        def call(service, what, operation, **params):
+            pages.append(params.get('NextToken'))
+            return {'Volumes': [{'VolumeId': 'v'}], 'NextToken': 'again'}
+
+        self.useFixture(fixtures.MockPatchObject(driver, '_call', call))
+        self.useFixture(fixtures.MockPatchObject(aws, 'MAX_PAGES', 3))
+        e = self.assertRaises(base.DriverError, driver.list_resources)
+        self.assertIn('list volumes: more than 3 pages', str(e))
+        self.assertEqual([None, 'again', 'again'], pages)
