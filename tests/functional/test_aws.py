@@ -409,15 +409,33 @@ class TestFlows(FlowTestCase):
         self.assertEqual(1, len(self.moto_instances(node['id'])))
 
     def test_instance_ended_during_launch_aborts_the_node(self):
-        self.proxy.end_new_instances = (
+        self.proxy.end_new_instances = [(
             'Server.InsufficientInstanceCapacity',
-            'Server.InsufficientInstanceCapacity: Insufficient capacity.')
+            'Server.InsufficientInstanceCapacity: Insufficient capacity.')]
         node, run = self.ff.launch(label='small', provider=PROVIDER,
                                    timeout=WAIT)
         # no room: the node is aborted after one attempt, not retried
+        self.assertEqual(models.ABORTED, node['state'])
         self.assertEqual(1, len(self.proxy.calls('RunInstances')))
         self.assertIn('Insufficient capacity', str(run.error))
         self.assertEqual([], self.driver.list_instances())
+
+    def test_instance_ended_during_launch_fails_the_attempt(self):
+        self.proxy.end_new_instances = [(
+            'Server.InternalError', 'Server.InternalError: Internal error')]
+        node, run = self.ff.launch(label='small', provider=PROVIDER,
+                                   timeout=WAIT)
+        self.assertEqual('SUCCESS', run.state, run.error)
+        self.assertEqual((models.READY, 2),
+                         (node['state'], node['launch_attempts']))
+        # a new attempt, a new token
+        self.assertEqual(
+            [aws.client_token(PROVIDER, node['id'], attempt)
+             for attempt in (1, 2)],
+            [c['ClientToken'] for c in self.proxy.calls('RunInstances')])
+        self.assertEqual([node['external_id']],
+                         [i.external_id for i in
+                          self.driver.list_instances()])
 
 
 class TestLeaks(FlowTestCase):
