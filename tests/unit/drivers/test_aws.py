@@ -354,3 +354,18 @@ class TestPages(testtools.TestCase):
         e = self.assertRaises(base.DriverError, driver.list_resources)
         self.assertIn('list volumes: more than 3 pages', str(e))
         self.assertEqual([None, 'again', 'again'], pages)
+
+
+class TestReadme(testtools.TestCase):
+
+    def test_example_loads(self):
+        path = os.path.join(os.path.dirname(__file__), '..', '..', '..',
+                            'README.md')
+        with open(path) as f:
+            section = f.read().split('\n### aws\n', 1)[1]
+        example = section.split('```yaml\n', 1)[1].split('```', 1)[0]
+        layout = ff_layout.Layout(yaml.safe_load(example))
+        provider = layout.providers['ec2-us-east-2']
+        aws.AwsDriver(provider, None)
+        self.assertEqual('t3.large',
+                         provider['pools'][0]['labels'][0]['instance-type'])
