@@ -143,6 +143,11 @@ def quota_code(instance_type, spot=False):
     return None
 
 
+def _tags(item):
+    """An EC2 resource's tags as a dict."""
+    return {tag['Key']: tag['Value'] for tag in item.get('Tags') or ()}
+
+
 def _error_details(exc):
     """(code, message, HTTP status) of a botocore error."""
     response = getattr(exc, 'response', None) or {}
@@ -374,6 +379,10 @@ class AwsDriver(base.Driver):
                 return label
         return {}
 
+    def _owned_filter(self):
+        """The EC2 filter of what carries this provider's tag."""
+        return {'Name': 'tag:' + base.META_PROVIDER, 'Values': [self.name]}
+
     def _setting(self, pool, key, default):
         """A pool's setting, else the provider's, else the default."""
         if key == 'public-ipv4' and 'public-ip-address' in pool:
@@ -387,7 +396,7 @@ class AwsDriver(base.Driver):
 
         None is an instance that is gone: terminated through the API.
         """
-        tags = {tag['Key']: tag['Value'] for tag in data.get('Tags') or ()}
+        tags = _tags(data)
         state_name = (data.get('State') or {}).get('Name')
         reason = data.get('StateReason') or {}
         fault = kind = None
@@ -535,11 +544,9 @@ class AwsDriver(base.Driver):
         return self._get(external_id)[1]
 
     def list_instances(self):
-        found = self._describe(
-            'list instances',
-            Filters=[{'Name': 'tag:' + base.META_PROVIDER,
-                      'Values': [self.name]}],
-            MaxResults=self.page_size)
+        found = self._describe('list instances',
+                               Filters=[self._owned_filter()],
+                               MaxResults=self.page_size)
         return [instance for instance in map(self._instance, found)
                 if instance is not None]
 
@@ -564,13 +571,11 @@ class AwsDriver(base.Driver):
     def list_resources(self):
         volumes = self._pages(
             'list volumes', 'describe_volumes', 'Volumes',
-            Filters=[{'Name': 'tag:' + base.META_PROVIDER,
-                      'Values': [self.name]},
+            Filters=[self._owned_filter(),
                      {'Name': 'status', 'Values': ['available']}],
             MaxResults=self.page_size)
         return [base.Resource(RESOURCE_VOLUME, volume['VolumeId'],
-                              {tag['Key']: tag['Value']
-                               for tag in volume.get('Tags') or ()})
+                              _tags(volume))
                 for volume in volumes]
 
     def delete_resource(self, resource):
@@ -639,7 +644,7 @@ class AwsDriver(base.Driver):
                 Filters=[{'Name': 'instance-state-name',
                           'Values': ['pending', 'running']}],
                 MaxResults=self.page_size):
-            tags = {tag['Key']: tag['Value'] for tag in data.get('Tags') or ()}
+            tags = _tags(data)
             if self.owned_metadata(tags):
                 continue
             code = quota_code(data.get('InstanceType'),
