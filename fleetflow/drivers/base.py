@@ -48,8 +48,6 @@ class DriverError(exceptions.LaunchError):
 class NotFound(DriverError):
     """The instance or resource does not exist (any more)."""
 
-    stat_key = 'error.notfound'
-
 
 class QuotaError(DriverError):
     """The cloud refused the request because a quota is exhausted."""
@@ -68,8 +66,6 @@ class RateLimitError(DriverError):
 
     :param retry_at: the earliest ``time.time()`` at which to call again.
     """
-
-    stat_key = 'error.ratelimit'
 
     def __init__(self, message, retry_at=None):
         super().__init__(message)
@@ -109,6 +105,8 @@ class Instance:
     fault: str = None
     fault_kind: str = None
     host_keys: list = None
+    #: ``host_keys`` are every key the host has: keyscan refuses any other
+    host_keys_exact: bool = False
 
     @property
     def node_id(self):
@@ -199,6 +197,18 @@ class Driver(abc.ABC):
     pool_schema = {}
     #: keys this driver accepts in a pool's label entry
     label_schema = {}
+
+    @classmethod
+    def complete_labels(cls, provider, pool):
+        """The pool's label entries, completed from the driver's own keys.
+
+        Called by the layout loader with the checked provider and pool
+        entries; a driver adds labels its pool serves without listing
+        them, or values a label takes from elsewhere (an openstack cloud
+        image). Raises ``voluptuous.Invalid`` (paths from the pool) for
+        what its schema fragments cannot check.
+        """
+        return pool['labels']
 
     def __init__(self, provider, conf):
         self.provider = provider
