@@ -33,6 +33,7 @@ import voluptuous as v
 
 from fleetflow.drivers import base
 from fleetflow import exceptions
+from fleetflow import layout
 from fleetflow import ratelimit
 
 LOG = logging.getLogger(__name__)
@@ -98,8 +99,11 @@ VCPU_QUOTA_CODES = {
 
 POSITIVE = v.All(int, v.Range(min=1))
 NON_NEGATIVE = v.All(int, v.Range(min=0))
-TAG_KEY = v.All(str, v.Length(min=1, max=128),
-                v.Match(r'^(?!aws:)', msg='tag keys may not start with aws:'))
+TAG_KEY = v.All(str, v.Length(min=1, max=128), v.Match(
+    r'^(?!aws:|fleetflow-)',
+    msg='tag keys starting with aws: or fleetflow- are not the layout\'s'))
+NO_RESOURCE_LIMITS = layout.unsupported('max-servers, max-cores and '
+                                        'max-ram apply')
 
 
 class _OneOf(v.Any):
@@ -111,7 +115,8 @@ class _OneOf(v.Any):
     __repr__ = __str__
 
 
-CLOUD_IMAGE = v.Schema({
+#: a provider's ``cloud-images`` entry: an AMI and how its nodes are reached
+CLOUD_IMAGE = {
     v.Required(_OneOf('image-id', 'image-filters'),
                msg='is required'): object,
     v.Required('name'): str,
@@ -120,11 +125,14 @@ CLOUD_IMAGE = v.Schema({
     v.Exclusive('image-filters', 'image'): [{
         v.Required(v.Any('name', 'Name')): str,
         v.Required(v.Any('values', 'Values')): [str]}],
-    'connection-type': v.Any('ssh', 'network_cli', 'winrm'),
-    'connection-port': v.All(int, v.Range(min=1, max=65535)),
+    'connection-type': layout.CONNECTION_TYPE,
+    'connection-port': layout.PORT,
     'python-path': str,
     'shell-type': str,
-})
+}
+#: what a pool label takes from its cloud image unless it sets it itself
+IMAGE_LABEL_KEYS = ('username', 'python-path', 'shell-type',
+                    'connection-type', 'connection-port')
 
 
 def client_token(provider, node_id, attempt):
@@ -180,6 +188,14 @@ class AwsDriver(base.Driver):
         'max-servers': NON_NEGATIVE,
         'max-cores': NON_NEGATIVE,
         'max-ram': NON_NEGATIVE,
+        'max-resources': NO_RESOURCE_LIMITS,
+        'host-key-checking': layout.unsupported(
+            'set host-key-checking on the pools'),
+        'diskimages': layout.NO_BUILDER,
+        'image-format': layout.NO_BUILDER,
+        'image-import-timeout': layout.NO_BUILDER,
+        'object-storage': layout.NO_BUILDER,
+        'post-upload-hook': layout.NO_BUILDER,
     }
     pool_schema = {
         'subnet-id': str,
@@ -189,6 +205,7 @@ class AwsDriver(base.Driver):
         'public-ip-address': bool,
         'public-ipv6': bool,
         'use-internal-ip': bool,
+        'max-resources': NO_RESOURCE_LIMITS,
     }
     label_schema = {
         v.Required('cloud-image'): str,
@@ -208,7 +225,38 @@ class AwsDriver(base.Driver):
                       v.Length(max=MAX_LABEL_TAGS)),
         'use-spot': bool,
         'imdsv2': v.Any(None, 'required', 'optional'),
+        'diskimage': layout.NO_BUILDER,
+        'fleet': layout.unsupported('it launches the one instance-type of '
+                                    'a label'),
+        'dedicated-host': layout.unsupported('it does not allocate '
+                                             'dedicated hosts'),
+        'dynamic-tags': layout.unsupported('it has no request variables to '
+                                           'fill them from'),
     }
+
+    @classmethod
+    def complete_labels(cls, provider, pool):
+        """Each label with its cloud image's username, port and so on.
+
+        ``cloud-image`` names an entry of the provider's ``cloud-images``.
+        """
+        images = {image['name']: image
+                  for image in provider.get('cloud-images', [])}
+        problems = []
+        labels = []
+        for index, label in enumerate(pool['labels']):
+            image = images.get(label['cloud-image'])
+            if image is None:
+                problems.append(v.Invalid(
+                    'no cloud-image %r in the provider'
+                    % label['cloud-image'],
+                    ['labels', index, 'cloud-image']))
+                continue
+            labels.append({**{key: image[key] for key in IMAGE_LABEL_KEYS
+                              if key in image}, **label})
+        if problems:
+            raise v.MultipleInvalid(problems)
+        return labels
 
     def __init__(self, provider, conf):
         super().__init__(provider, conf)
@@ -220,14 +268,6 @@ class AwsDriver(base.Driver):
                         for image in provider.get('cloud-images', [])}
         self._pools = {pool['name']: pool
                        for pool in provider.get('pools', [])}
-        for pool in self._pools.values():
-            for label in pool['labels']:
-                if label['cloud-image'] not in self._images:
-                    raise exceptions.ConfigError(
-                        'provider %s pool %s label %s: no cloud-image %r '
-                        'in the provider' % (self.name, pool['name'],
-                                             label['name'],
-                                             label['cloud-image']))
         self._lock = threading.Lock()
         self._clients = {}
         self._image_cache = {}
@@ -418,7 +458,6 @@ class AwsDriver(base.Driver):
         pool = self._pools.get(tags.get(base.META_POOL)) or {}
         label = self._pool_label(tags.get(base.META_POOL),
                                  tags.get(META_LABEL))
-        image = self._images.get(label.get('cloud-image')) or {}
         public4 = data.get('PublicIpAddress')
         private4 = data.get('PrivateIpAddress')
         public6 = next((address['Ipv6Address']
@@ -439,11 +478,9 @@ class AwsDriver(base.Driver):
             public_ipv4=public4,
             private_ipv4=private4,
             public_ipv6=public6,
-            connection_port=image.get('connection-port',
-                                      label.get('connection-port', 22)),
-            connection_type=image.get('connection-type',
-                                      label.get('connection-type', 'ssh')),
-            username=label.get('username') or image.get('username'),
+            connection_port=label.get('connection-port', 22),
+            connection_type=label.get('connection-type', 'ssh'),
+            username=label.get('username'),
             az=(data.get('Placement') or {}).get('AvailabilityZone'),
             region=self.region_name,
             fault=fault,

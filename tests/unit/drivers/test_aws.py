@@ -146,10 +146,11 @@ class TestLayout(testtools.TestCase):
         e = self.assertRaises(exceptions.ConfigError, self._layout, no_type)
         self.assertIn('labels[0].instance-type', str(e))
 
-        def fleet(provider):
-            provider['pools'][0]['labels'][0]['fleet'] = {}
-        e = self.assertRaises(exceptions.ConfigError, self._layout, fleet)
-        self.assertIn('labels[0].fleet', str(e))
+        def unknown(provider):
+            provider['pools'][0]['labels'][0]['instance-typ'] = 't3.large'
+        e = self.assertRaises(exceptions.ConfigError, self._layout, unknown)
+        self.assertIn('labels[0].instance-typ: extra keys not allowed',
+                      str(e))
 
         def aws_tag(provider):
             provider['pools'][0]['labels'][0]['tags'] = {'aws:x': 'y'}
@@ -163,12 +164,34 @@ class TestLayout(testtools.TestCase):
                               many_tags)
         self.assertIn('labels[0].tags', str(e))
 
-    def test_label_names_a_provider_image(self):
+    def test_label_takes_its_cloud_image_values(self):
         layout = self._layout(lambda provider: provider['pools'][0][
-            'labels'][0].update({'cloud-image': 'focal'}))
-        e = self.assertRaises(exceptions.ConfigError, aws.AwsDriver,
-                              layout.providers[PROVIDER], None)
-        self.assertIn("label ubuntu-jammy: no cloud-image 'focal'", str(e))
+            'labels'][1].update({'username': 'zuul'}))
+        jammy, arm = layout.providers[PROVIDER]['pools'][0]['labels']
+        self.assertEqual(('ubuntu', '/usr/bin/python3', 22),
+                         (jammy['username'], jammy['python-path'],
+                          jammy['connection-port']))
+        self.assertEqual(('zuul', 'auto'),
+                         (arm['username'], arm['python-path']))
+
+    def test_label_names_a_provider_image(self):
+        e = self.assertRaises(
+            exceptions.ConfigError, self._layout,
+            lambda provider: provider['pools'][0]['labels'][0].update(
+                {'cloud-image': 'focal'}))
+        self.assertIn("providers[0].pools[0].labels[0].cloud-image: no "
+                      "cloud-image 'focal' in the provider", str(e))
+
+    def test_nodepool_keys_it_lacks_refused_by_name(self):
+        def lacking(provider):
+            provider['diskimages'] = [{'name': 'x'}]
+            provider['pools'][0]['max-resources'] = {'gpu': 1}
+            provider['pools'][0]['labels'][0]['dynamic-tags'] = {}
+            provider['pools'][0]['labels'][1]['dedicated-host'] = True
+        e = self.assertRaises(exceptions.ConfigError, self._layout, lacking)
+        for key in ('providers[0].diskimages', 'pools[0].max-resources',
+                    'labels[0].dynamic-tags', 'labels[1].dedicated-host'):
+            self.assertIn(key + ': not supported by fleetflow', str(e))
 
     def test_registered_as_entry_point(self):
         from fleetflow import drivers
