@@ -51,6 +51,8 @@ IMAGE_CACHE_TTL = 300
 QUOTA_CACHE_TTL = 300
 BACKOFF_FIRST = 1.0
 BACKOFF_MAX = 60.0
+#: reads (describe, get) may be made this many times as fast as changes
+READ_RATE_FACTOR = 10
 #: EC2 takes 16 KiB of user data, and 50 tags of which fleetflow sets 6
 MAX_USERDATA = 16 * 1024
 MAX_LABEL_TAGS = 44
@@ -168,6 +170,7 @@ class AwsDriver(base.Driver):
     """Nodes as EC2 instances in one region.
 
     Provider keys: ``region-name``, ``profile-name``, ``cloud-images``,
+    ``rate`` (requests per second, as in nodepool's aws driver),
     ``public-ipv4``, ``public-ipv6``, ``use-internal-ip``, ``max-servers``,
     ``max-cores``, ``max-ram``. Pool keys: ``subnet-id``,
     ``security-group-id``, ``availability-zone``, ``public-ipv4`` (or
@@ -262,7 +265,12 @@ class AwsDriver(base.Driver):
         super().__init__(provider, conf)
         self.region_name = provider['region-name']
         self.profile_name = provider.get('profile-name')
-        self.limiter = ratelimit.RateLimiter(provider.get('rate', 0))
+        # as in nodepool's aws driver, ``rate`` is in requests per second
+        # (not seconds between calls), and reads may go ten times as fast
+        rate = provider.get('rate') or 0
+        self.limiter = ratelimit.RateLimiter(1.0 / rate if rate else 0)
+        self.read_limiter = ratelimit.RateLimiter(
+            1.0 / (READ_RATE_FACTOR * rate) if rate else 0)
         self.page_size = PAGE_SIZE
         self._images = {image['name']: image
                         for image in provider.get('cloud-images', [])}
@@ -340,7 +348,8 @@ class AwsDriver(base.Driver):
         """One API call, rate limited, with errors translated."""
         import botocore.exceptions
         client = self._client(service)
-        with self.limiter:
+        reading = operation.startswith(('describe_', 'get_'))
+        with self.read_limiter if reading else self.limiter:
             try:
                 result = getattr(client, operation)(**params)
             except (botocore.exceptions.BotoCoreError,

@@ -336,6 +336,21 @@ class TestErrors(AwsTestCase):
             self.assertNotIn('fleetflow-test-key', text)
 
 
+class TestRate(AwsTestCase):
+
+    def test_changes_spaced_by_the_rate(self):
+        data = layout_data()
+        data['providers'][0]['rate'] = 4
+        driver = self.make_driver(ff_layout.Layout(data).providers[PROVIDER])
+        self.driver = driver
+        start = time.monotonic()
+        for _ in range(3):
+            self.create()
+        # three RunInstances at 4 a second: the third 0.5 s after the first
+        self.assertGreaterEqual(time.monotonic() - start, 0.5)
+        self.assertEqual(3, len(driver.list_instances()))
+
+
 class TestListing(AwsTestCase):
 
     def test_pages_followed_and_filtered_by_tag(self):

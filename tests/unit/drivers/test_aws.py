@@ -193,6 +193,17 @@ class TestLayout(testtools.TestCase):
                     'labels[0].dynamic-tags', 'labels[1].dedicated-host'):
             self.assertIn(key + ': not supported by fleetflow', str(e))
 
+    def test_rate_is_requests_per_second(self):
+        driver = aws.AwsDriver(ff_layout.Layout(_data()).providers[PROVIDER],
+                               None)
+        # rate: 2, as nodepool reads it: changes 0.5 s apart, reads 0.05 s
+        self.assertEqual((0.5, 0.05), (driver.limiter.delay,
+                                       driver.read_limiter.delay))
+        unlimited = self._layout(lambda provider: provider.pop('rate'))
+        driver = aws.AwsDriver(unlimited.providers[PROVIDER], None)
+        self.assertEqual((0, 0), (driver.limiter.delay,
+                                  driver.read_limiter.delay))
+
     def test_registered_as_entry_point(self):
         from fleetflow import drivers
         self.assertIs(aws.AwsDriver, drivers.get_driver_class('aws'))
