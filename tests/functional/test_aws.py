@@ -3,9 +3,14 @@
 The real driver and the real boto3 talk HTTP to a
 :class:`tests.functional.aws_fake.FaultProxy` in front of moto running in
 server mode (a subprocess); nothing of boto3 or moto is mocked. The proxy
-adds what moto lacks: the error answers EC2 gives (throttling, capacity,
-instance, vCPU and spot limits), ClientToken idempotency, a lagging
-listing, instances EC2 ends on its own, and EC2's Service Quotas.
+adds what moto lacks: the error answers EC2 gives and moto never does
+(``RequestLimitExceeded``, ``Throttling``, ``InsufficientInstanceCapacity``,
+``InstanceLimitExceeded``, ``VcpuLimitExceeded``,
+``MaxSpotInstanceCountExceeded``), ClientToken idempotency (moto makes a
+new instance for a repeated token), a listing that lags behind a create,
+instances EC2 ends on its own (a StateReason moto never sets), and EC2's
+vCPU quotas in Service Quotas (moto has only VPC's). Not found answers
+(``InvalidInstanceID.NotFound``, ``InvalidAMIID.NotFound``) are moto's own.
 """
 
 import os
