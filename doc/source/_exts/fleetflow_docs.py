@@ -45,7 +45,7 @@ TYPES = {str: 'string', int: 'integer', float: 'number', bool: 'boolean',
 
 def describe(schema):
     """A validator in words: ``integer >= 1``, ``list of string``..."""
-    if schema in TYPES:
+    if isinstance(schema, type) and schema in TYPES:
         return TYPES[schema]
     if isinstance(schema, list):
         return 'list of %s' % ' or '.join(describe(s) for s in schema)
@@ -57,6 +57,8 @@ def describe(schema):
     if isinstance(schema, v.All):
         return ', '.join(describe(s) for s in schema.validators)
     if isinstance(schema, v.Any):
+        if list(schema.validators) == [int, float]:
+            return 'number'
         if all(isinstance(s, str) for s in schema.validators):
             return 'one of %s' % ', '.join(schema.validators)
         return ' or '.join(describe(s) for s in schema.validators)
@@ -176,7 +178,7 @@ class LayoutKeys(Directive):
             value_text = value
             if required:
                 value_text += '; required'
-            if default is not None:
+            if default not in (None, []):
                 value_text += '; default %s' % (
                     str(default).lower() if isinstance(default, bool)
                     else default)
@@ -201,6 +203,7 @@ class CliffCommands(cliff_sphinxext.AutoprogramCliffDirective):
     """The ``fleetflow-commands`` directive: every command of an app."""
 
     def run(self):
+        self.env = self.state.document.settings.env
         app = self._load_app()
         if app is None:
             raise self.error('%s is not a cliff application'
