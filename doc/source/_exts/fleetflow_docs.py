@@ -8,7 +8,8 @@ keys, value types, required marks and defaults come from the voluptuous
 schemas; the directive's content is a definition list of the keys'
 descriptions. A key of the schema with no description, or a description
 of a key the schema does not have, is a warning (an error with ``-W``),
-so the page cannot fall behind the code::
+so the page cannot fall behind the code; and a section of a registered
+driver (or a common one) that no directive documents is a warning too::
 
     .. fleetflow-layout:: pool
        :driver: openstack
@@ -27,10 +28,13 @@ from cliff import sphinxext as cliff_sphinxext
 from docutils import nodes
 from docutils.parsers.rst import Directive
 from docutils.parsers.rst import directives
+from sphinx.util import logging
 import voluptuous as v
 
 from fleetflow import drivers
 from fleetflow import layout
+
+LOG = logging.getLogger(__name__)
 
 SECTIONS = {
     'label': (layout.LABEL, None, 'label'),
@@ -131,6 +135,11 @@ class LayoutKeys(Directive):
         return found
 
     def run(self):
+        env = self.state.document.settings.env
+        documented = getattr(env, 'fleetflow_layout', {})
+        env.fleetflow_layout = documented
+        documented.setdefault(env.docname, set()).add(
+            (self.options.get('driver'), self.arguments[0]))
         schema, defaults = self.schema()
         described = self.descriptions()
         problems = []
@@ -215,8 +224,35 @@ class CliffCommands(cliff_sphinxext.AutoprogramCliffDirective):
         return self._generate_command_nodes(commands, app.NAME)
 
 
+def undocumented_sections(documented):
+    """``(driver, section)`` with layout keys that no directive showed."""
+    wanted = {(None, section) for section in SECTIONS}
+    for name in drivers.available_drivers():
+        driver_class = drivers.get_driver_class(name)
+        for section, (_common, attribute, _kind) in SECTIONS.items():
+            if attribute and getattr(driver_class, attribute):
+                wanted.add((name, section))
+    return sorted(wanted - documented, key=str)
+
+
+def _check_sections(app, env):
+    documented = set()
+    for sections in getattr(env, 'fleetflow_layout', {}).values():
+        documented |= sections
+    for driver, section in undocumented_sections(documented):
+        LOG.warning('the layout reference has no "fleetflow-layout:: %s"%s '
+                    'section', section,
+                    ' with ":driver: %s"' % driver if driver else '')
+
+
+def _purge(app, env, docname):
+    getattr(env, 'fleetflow_layout', {}).pop(docname, None)
+
+
 def setup(app):
     app.setup_extension('cliff.sphinxext')
     app.add_directive('fleetflow-layout', LayoutKeys)
     app.add_directive('fleetflow-commands', CliffCommands)
-    return {'parallel_read_safe': True, 'parallel_write_safe': True}
+    app.connect('env-check-consistency', _check_sections)
+    app.connect('env-purge-doc', _purge)
+    return {'parallel_read_safe': False, 'parallel_write_safe': True}
