@@ -108,6 +108,11 @@ class InstanceCache:
         self.watch(external_id, None, check)
         return gone.wait(timeout)
 
+    def waiting(self):
+        """Whether a flow waits on this cache."""
+        with self._lock:
+            return bool(self._watchers)
+
     def refresh(self):
         """List the instances if anyone waits, then wake who should."""
         with self._lock:

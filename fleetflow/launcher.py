@@ -32,6 +32,7 @@ from fleetflow.db import api as db_api
 from fleetflow.db import models
 from fleetflow.drivers import base as driver_base
 from fleetflow import exceptions
+from fleetflow import layout as ff_layout
 from fleetflow import logutils
 from fleetflow import quota
 from fleetflow import runner as ff_runner
@@ -40,6 +41,8 @@ from fleetflow import scheduler as ff_scheduler
 LOG = logging.getLogger(__name__)
 
 TICK = 0.05
+#: seconds between looks at the layout file
+LAYOUT_CHECK = 1.0
 #: a pass starts no sooner than this many times its last duration after it
 PASS_SHARE = 5
 
@@ -68,8 +71,12 @@ class Launcher:
         #: whether the last pass left requests unserved (quota, delays)
         self._requests_waiting = True
         self.cleanup_passes = 0
+        self._layout_file = ff_layout.FileWatch(
+            ctx.conf.launcher.layout_file)
+        self._reload = threading.Event()
         self._scheduler = ff_scheduler.Scheduler()
         self._scheduler.add_periodic(self._tick, TICK)
+        self._scheduler.add_periodic(self._check_layout, LAYOUT_CHECK)
 
     def _make_runner(self):
         return ff_runner.Runner(self.ctx, on_done=self._flow_done)
@@ -95,6 +102,19 @@ class Launcher:
 
     def wake(self):
         self._wake.set()
+
+    def request_reload(self):
+        """Reload the layout before the next pass (on SIGHUP)."""
+        self._reload.set()
+
+    def _check_layout(self):
+        if self._layout_file.changed():
+            self._reload.set()
+
+    def reload_layout(self):
+        """Reload the layout (see :func:`reload_layout`); a pass is due."""
+        if reload_layout(self.ctx):
+            self.wake()
 
     def _flow_done(self, run):
         """A flow of this launcher's runner ended (``run``: its FlowRun).
@@ -139,6 +159,9 @@ class Launcher:
         return False
 
     def _tick(self):
+        if self._reload.is_set():
+            self._reload.clear()
+            self.reload_layout()
         now = time.time()
         if now - self._last_pass < PASS_SHARE * self._pass_cost:
             # A pass reads every node and request: with many of them,
@@ -169,6 +192,7 @@ class Launcher:
             requests = self.store.list_requests(
                 states=[models.REQUESTED, models.PENDING])
             self._handle_nodes(nodes)
+            self.ctx.retire_providers({node['provider'] for node in nodes})
             usage = quota.Usage(self.ctx, _counts(nodes))
             self._settle_pending(requests, nodes)
             self._serve_new(requests, nodes, usage)
@@ -185,6 +209,9 @@ class Launcher:
             if self.runner.is_running(node['id']):
                 continue
             state = node['state']
+            if node['provider'] not in self.ctx.layout.providers \
+                    and self._drain(node):
+                continue
             if state in (models.USED, models.FAILED, models.ABORTED):
                 self._start(self.runner.delete, node)
             elif state == models.DELETING:
@@ -204,6 +231,26 @@ class Launcher:
                             'replacing it', max_age)
             elif state == models.BUILDING and self._owns(node['launcher']):
                 self._start(self.runner.launch, node)
+
+    def _drain(self, node):
+        """Retire a node of a provider the layout no longer has.
+
+        A spare is deleted, an unfinished launch aborted (its request is
+        served again elsewhere); other nodes are deleted as usual once
+        released. :returns: whether the node was handled here.
+        """
+        state = node['state']
+        if state == models.READY and node['request_id'] is None:
+            if self._cas(node, models.USED, [models.READY]):
+                self._node_log(node).info('Its provider %s left the '
+                                          'layout: deleting it',
+                                          node['provider'])
+            return True
+        if state == models.BUILDING:
+            if self._owns(node['launcher']):
+                self._cas(node, models.ABORTED, [models.BUILDING])
+            return True
+        return False
 
     def _settle_pending(self, requests, nodes):
         by_request = collections.defaultdict(list)
@@ -417,6 +464,27 @@ class Launcher:
 
     def _node_log(self, node):
         return logutils.node_logger(LOG, node['id'], node['request_id'])
+
+
+def reload_layout(ctx):
+    """Load the layout file again; keep the running layout if it is bad.
+
+    A valid layout applies from the next pass; a bad one is logged with
+    the problems ``fleetflow config validate`` shows.
+
+    :returns: whether the new layout was applied.
+    """
+    path = ctx.conf.launcher.layout_file
+    try:
+        layout = ff_layout.load(path)
+        said = ff_layout.changes(ctx.layout, layout)
+        ctx.apply_layout(layout)
+    except exceptions.ConfigError as e:
+        LOG.error('Layout not reloaded; the running one is kept: %s', e)
+        return False
+    LOG.info('Layout reloaded from %s: %s', path,
+             ', '.join(said) or 'nothing changed')
+    return True
 
 
 def _hold_expiry(node, layout):
