@@ -98,6 +98,7 @@ POOL = {
     'max-servers': NON_NEGATIVE,
     'max-cores': NON_NEGATIVE,
     'max-ram': NON_NEGATIVE,
+    'ignore-provider-quota': bool,
     'priority': int,
     'node-attributes': dict,
     'host-key-checking': bool,
