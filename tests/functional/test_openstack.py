@@ -187,7 +187,7 @@ class TestLayout(OpenStackTestCase):
         data = yaml.safe_load(LAYOUT)
         del data['providers'][0]['pools'][0]['labels'][0]['flavor-name']
         e = self.assertRaises(exceptions.ConfigError, ff_layout.Layout, data)
-        self.assertIn('labels[0].flavor-name or min-ram: is required',
+        self.assertIn('labels[0]: flavor-name or min-ram is required',
                       str(e))
 
     def test_cloud_required(self):
