@@ -29,6 +29,9 @@ from fleetflow import exceptions
 META_NODE_ID = 'fleetflow-node-id'
 META_POOL = 'fleetflow-pool'
 META_PROVIDER = 'fleetflow-provider'
+#: the launch attempt (1, 2...) the instance was created for; a driver
+#: whose cloud has idempotent creates makes its request token from it
+META_ATTEMPT = 'fleetflow-attempt'
 
 BUILDING = 'building'
 ACTIVE = 'active'
@@ -102,6 +105,8 @@ class Instance:
     fault: str = None
     fault_kind: str = None
     host_keys: list = None
+    #: ``host_keys`` are every key the host has: keyscan refuses any other
+    host_keys_exact: bool = False
 
     @property
     def node_id(self):

@@ -45,6 +45,8 @@ from fleetflow import ratelimit
 LOG = logging.getLogger(__name__)
 
 #: the pool label name, to find the label's username for a listed server
+#: server metadata keys fleetflow sets; instance-properties may set none
+RESERVED_PREFIX = 'fleetflow-'
 META_LABEL = 'fleetflow-label'
 #: the Neutron port made for the server (auto-floating-ip pools)
 META_PORT = 'fleetflow-port-id'
@@ -352,6 +354,17 @@ class OpenStackDriver(base.Driver):
                 raise exceptions.ConfigError(
                     'provider %s pool %s: auto-floating-ip needs networks'
                     % (self.name, pool['name']))
+            for label in pool.get('labels', []):
+                reserved = sorted(
+                    key for key in label.get('instance-properties') or {}
+                    if str(key).startswith(RESERVED_PREFIX))
+                if reserved:
+                    raise exceptions.ConfigError(
+                        'provider %s pool %s label %s: instance-properties '
+                        'may not set %s: keys starting with %r are '
+                        'fleetflow\'s' % (self.name, pool['name'],
+                                          label['name'], ', '.join(reserved),
+                                          RESERVED_PREFIX))
         self._lock = threading.Lock()
         self._conn = None
         self._region = self.region_name
@@ -716,9 +729,41 @@ class OpenStackDriver(base.Driver):
                                                      ignore_missing=False))
         LOG.info('Provider %s: deleting server %s', self.name, external_id)
         if metadata.get(META_FIP):
-            self._delete_quietly(RESOURCE_FLOATING_IP, metadata[META_FIP])
+            self._delete_node_resource(RESOURCE_FLOATING_IP,
+                                       metadata[META_FIP], server)
         if metadata.get(META_PORT):
-            self._delete_quietly(RESOURCE_PORT, metadata[META_PORT])
+            self._delete_node_resource(RESOURCE_PORT, metadata[META_PORT],
+                                       server)
+
+    def _delete_node_resource(self, resource_type, resource_id, server):
+        """Delete the port or floating IP a server's metadata names.
+
+        Only if the resource's own tag says it is this provider's, made for
+        the server's node: server metadata is not proof enough.
+        """
+        getters = {RESOURCE_FLOATING_IP: lambda c: c.network.get_ip(
+                       resource_id),
+                   RESOURCE_PORT: lambda c: c.network.get_port(resource_id)}
+        try:
+            resource = self._call('get %s %s' % (resource_type, resource_id),
+                                  getters[resource_type])
+        except base.NotFound:
+            return
+        except base.DriverError as e:
+            LOG.warning('Provider %s: cannot look at %s %s now (leak cleanup '
+                        'will): %s', self.name, resource_type, resource_id,
+                        e)
+            return
+        tags = _untag(resource.description) or {}
+        node_id = (server.get('metadata') or {}).get(base.META_NODE_ID)
+        if not self.owned_metadata(tags) or node_id is None or \
+                tags.get(base.META_NODE_ID) != node_id:
+            LOG.error('SECURITY: provider %s: server %s names %s %s in its '
+                      'metadata, which is not tagged as made for its node '
+                      '%s; not deleting it', self.name, server['id'],
+                      resource_type, resource_id, node_id)
+            return
+        self._delete_quietly(resource_type, resource_id)
 
     def _tag_boot_volumes(self, server, metadata):
         """Mark the volumes Nova should delete with the server as ours.

@@ -172,6 +172,12 @@ class StaticDriver(base.Driver):
 
     def __init__(self, provider, conf):
         super().__init__(provider, conf)
+        if not provider.get('state-path') and (
+                os.path.basename(self.name) != self.name
+                or self.name in ('', '.', '..') or '\0' in self.name):
+            raise exceptions.ConfigError(
+                'provider %r: a static provider\'s name names its state '
+                'directory: it must not contain "/"' % (self.name,))
         self.state_path = os.path.abspath(os.path.expanduser(
             provider.get('state-path')
             or os.path.join(_state_path(conf), 'static-%s' % self.name)))
@@ -180,7 +186,7 @@ class StaticDriver(base.Driver):
         self.check_timeout = _connect_timeout(conf)
         self.hosts = self._load_hosts(provider)
         self._lock = threading.Lock()
-        os.makedirs(self.state_path, exist_ok=True)
+        os.makedirs(self.state_path, mode=0o700, exist_ok=True)
 
     def _load_hosts(self, provider):
         hosts = {}
@@ -226,7 +232,7 @@ class StaticDriver(base.Driver):
         """
         with self._lock:
             fd = os.open(os.path.join(self.state_path, LOCK_FILE),
-                         os.O_RDWR | os.O_CREAT, 0o644)
+                         os.O_RDWR | os.O_CREAT, 0o600)
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX)
                 state = self._read_state()
