@@ -963,6 +963,13 @@ class Service:
         return self.launcher.runner if self.launcher is not None \
             else self.conductor
 
+    def request_reload(self):
+        """Reload the layout: at the launcher's next pass, or now."""
+        if self.launcher is not None:
+            self.launcher.request_reload()
+        else:
+            ff_launcher.reload_layout(self.ctx)
+
     # Starting and stopping
 
     def start(self):

@@ -57,6 +57,8 @@ def main(argv=None):
     stopping = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stopping.set())
+    # SIGHUP reloads the layout (as a change of its file does)
+    signal.signal(signal.SIGHUP, lambda *_: launcher.request_reload())
     try:
         launcher.start()
     except sqlalchemy.exc.SQLAlchemyError as e:
