@@ -18,6 +18,8 @@ from oslo_utils import netutils
 SERVERS = {
     'redis': ('FLEETFLOW_TEST_REDIS', '127.0.0.1:6379', 6379),
     'zookeeper': ('FLEETFLOW_TEST_ZOOKEEPER', '127.0.0.1:2181', 2181),
+    'zookeeper-tls': ('FLEETFLOW_TEST_ZOOKEEPER_TLS', '127.0.0.1:2281',
+                      2281),
 }
 
 
