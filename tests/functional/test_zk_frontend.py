@@ -91,6 +91,10 @@ class ZooKeeperTestCase(test_launcher.LauncherTestCase):
         self.addCleanup(requester.close)
         return requester
 
+    def registered_pools(self, zuul):
+        return wait_for(lambda: zuul.call('pools'),
+                        message='no pool registered')
+
     def fulfilled(self, zuul, labels, **kwargs):
         request_id = zuul.call('request', labels=labels, **kwargs)
         data = zuul.call('wait', id=request_id, timeout=60)
@@ -108,6 +112,10 @@ class ZooKeeperTestCase(test_launcher.LauncherTestCase):
 
 class TestZooKeeperLocal(ZooKeeperTestCase):
     """Real SSH servers on loopback (the local driver)."""
+
+    def driver(self, provider):
+        """No fake cloud here: the local driver's instances are processes."""
+        return None
 
     def test_two_nodes_over_ssh_then_used_and_deleted(self):
         path = self.useFixture(fixtures.TempDir()).path
@@ -127,7 +135,7 @@ class TestZooKeeperLocal(ZooKeeperTestCase):
                                 'shell-type': 'bash'}]}]}]}
         self.start_zk(layout_data)
         zuul = self.zuul()
-        pools = zuul.call('pools')
+        pools = self.registered_pools(zuul)
         self.assertEqual([['local']], [p['supported_labels'] for p in pools])
         request_id, data = self.fulfilled(zuul, ['local', 'local'])
         self.assertEqual(2, len(data['nodes']))
@@ -164,7 +172,8 @@ class TestZooKeeperLocal(ZooKeeperTestCase):
         self.wait_gone(zuul, ids)
         for node_id in store_ids:
             self.client.wait_node_gone(node_id, timeout=60)
-        self.assertEqual([], self.client.list_requests())
+        wait_for(lambda: not self.client.list_requests(),
+                 message='the store request is still there')
 
 
 class TestZooKeeperFake(ZooKeeperTestCase):
