@@ -6,6 +6,7 @@ import re
 
 from kazoo import client as kazoo_client
 from kazoo import exceptions as kze
+from kazoo.handlers import threading as kazoo_handlers
 from kazoo.recipe import lock as kazoo_lock
 
 from fleetflow import exceptions
@@ -71,7 +72,15 @@ def connect(settings):
         LOG.warning('ZooKeeper without TLS: nodepool and Zuul require '
                     'zookeeper-tls')
     client = kazoo_client.KazooClient(**kwargs)
-    client.start(timeout=max(settings['timeout'], 10))
+    try:
+        client.start(timeout=settings['timeout'])
+    except kazoo_handlers.KazooTimeoutError:
+        client.close()
+        raise exceptions.ConfigError(
+            'zookeeper-servers: no session with %s within %ss%s'
+            % (kwargs['hosts'], settings['timeout'],
+               ' (TLS: is the server certificate signed by the CA of '
+               'zookeeper-tls?)' if tls else ''))
     root = hosts(settings).partition('/')[2]
     if root:
         # kazoo leaves a missing chroot for the caller to make.

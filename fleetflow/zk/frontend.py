@@ -145,8 +145,10 @@ class Frontend:
             self._recover_session()
         requests = self._requests()
         linked = {row['zk_request']: row for row in self.store.zk_requests()}
+        cached = dict(requests)
         for request_id in list(self.held):
-            self._follow(request_id, linked.get(request_id))
+            self._follow(request_id, cached.get(request_id),
+                         linked.get(request_id))
         now = time.time()
         if now - self._last_cleanup >= self.conf.cleanup_interval:
             self._last_cleanup = now
@@ -324,10 +326,17 @@ class Frontend:
         LOG.info('NodeRequest %s declined (%s): %s', request_id, reason,
                  state)
 
-    def _follow(self, request_id, row):
-        """Mirror the store's outcome of a request this process holds."""
+    def _follow(self, request_id, data, row):
+        """Mirror the store's outcome of a request this process holds.
+
+        ``data`` is the request as cached (None: not seen there), ``row``
+        its store request.
+        """
         lock, row_id = self.held[request_id]
-        data, _ = connection.read(self.client, self._request_path(request_id))
+        if data is None or (row is not None and row['state'] in (
+                models.FULFILLED, models.REQUEST_FAILED)):
+            data, _ = connection.read(self.client,
+                                      self._request_path(request_id))
         if data is None:
             # Zuul took the request back.
             LOG.info('[request %s] NodeRequest %s was deleted; releasing '

@@ -10,7 +10,9 @@ of its own.
 """
 
 import getpass
+import json
 import os
+import subprocess
 import uuid
 
 import fixtures
@@ -19,6 +21,8 @@ from kazoo import client as kazoo_client
 from fleetflow.bench import zk_requester
 from fleetflow.cmd import demo
 from fleetflow.drivers import local
+from fleetflow import exceptions
+from fleetflow.zk import connection
 from tests import board_servers
 from tests.functional import test_launcher
 
@@ -64,25 +68,31 @@ class ZooKeeperTestCase(test_launcher.LauncherTestCase):
         admin.start(timeout=30)
         self.addCleanup(admin.close)
         self.addCleanup(admin.stop)
-        admin.ensure_path(self.chroot)
         self.addCleanup(admin.delete, self.chroot, recursive=True)
+        self.admin = admin
 
-    def zookeeper_layout(self, data, max_hold_age=None):
+    def settings(self, **tls):
+        """The layout's ZooKeeper settings (``Layout.zookeeper``)."""
         host, port = self.address.rsplit(':', 1)
-        data = dict(data)
-        data['zookeeper-servers'] = [{'host': host, 'port': int(port),
-                                      'chroot': self.chroot}]
-        data['zookeeper-tls'] = dict(zip(('cert', 'key', 'ca'), self.tls))
-        data['zookeeper-timeout'] = 10
-        if max_hold_age:
-            data['max-hold-age'] = max_hold_age
-        return data
+        return {'servers': [{'host': host, 'port': int(port),
+                             'chroot': self.chroot}],
+                'tls': dict(dict(zip(('cert', 'key', 'ca'), self.tls)),
+                            **tls),
+                'timeout': 10.0}
 
-    def start_zk(self, layout_data=None, **layout_args):
+    def zookeeper_layout(self, data):
+        settings = self.settings()
+        return dict(data, **{'zookeeper-servers': settings['servers'],
+                             'zookeeper-tls': settings['tls'],
+                             'zookeeper-timeout': settings['timeout']})
+
+    def start_zk(self, layout_data=None, launch=True, conf=None,
+                 **layout_args):
         layout_data = layout_data or test_launcher.layout(**layout_args)
-        return self.start(
-            layout_data=self.zookeeper_layout(layout_data),
-            conf={'zookeeper': {'interval': 0.1, 'cleanup_interval': 0.5}})
+        options = {'interval': 0.1, 'cleanup_interval': 0.5}
+        options.update(conf or {})
+        return self.start(layout_data=self.zookeeper_layout(layout_data),
+                          conf={'zookeeper': options}, launch=launch)
 
     def zuul(self):
         """Zuul's side: nodepool's client in a child process."""
@@ -284,3 +294,41 @@ class TestZooKeeperFake(ZooKeeperTestCase):
         self.assertEqual('fulfilled', data['state'])
         wait_for(lambda: len(self.alive()) == 1,
                  message='the API nodes were not deleted')
+
+    def test_pending_request_of_a_dead_launcher_is_served_again(self):
+        self.start_zk(launch=False, conf={'stale_lock_age': 1})
+        zuul = self.zuul()
+        request_id = zuul.call('request', labels=['small'])
+        # A launcher that died left it pending, and the lock of a request
+        # that is gone.
+        path = '%s/nodepool/requests/%s' % (self.chroot, request_id)
+        raw, _ = self.admin.get(path)
+        self.admin.set(path, json.dumps(dict(
+            json.loads(raw), state='pending')).encode())
+        stale = '%s/nodepool/requests-lock/100-0000009999' % self.chroot
+        self.admin.create(stale + '/0123456789abcdef__lock__0000000000',
+                          makepath=True)
+        self.start_launcher()
+        data = zuul.call('wait', id=request_id, timeout=60)
+        self.assertEqual('fulfilled', data['state'])
+        wait_for(lambda: not self.admin.exists(stale),
+                 message='the stale request lock is still there')
+        self.assertTrue(self.admin.exists(
+            '%s/nodepool/requests-lock/%s' % (self.chroot, request_id)))
+
+
+class TestZooKeeperTLS(ZooKeeperTestCase):
+
+    def test_server_certificate_checked_against_the_ca(self):
+        client = connection.connect(self.settings())
+        self.addCleanup(client.close)
+        self.addCleanup(client.stop)
+        self.assertTrue(self.admin.exists(self.chroot + '/nodepool/nodes'))
+        other = self.useFixture(fixtures.TempDir()).path
+        subprocess.run([os.path.join(ROOT, 'tools', 'test-tls'), other],
+                       check=True, stdout=subprocess.DEVNULL)
+        settings = self.settings(ca=os.path.join(other, 'ca.pem'))
+        settings['timeout'] = 3.0
+        error = self.assertRaises(exceptions.ConfigError,
+                                  connection.connect, settings)
+        self.assertIn('is the server certificate signed by the CA', str(error))
