@@ -76,6 +76,52 @@ class Requester:
         self.proc.wait()
 
 
+def run_bench(python, hosts, tls, count, label, timeout, sample=None):
+    """``bench`` in a child process: its figures (see :func:`bench`).
+
+    ``sample`` is called every 50 ms meanwhile.
+    """
+    proc = subprocess.Popen(
+        [python, os.path.abspath(__file__), 'bench', '--hosts', hosts,
+         '--cert', tls[0], '--key', tls[1], '--ca', tls[2],
+         '--requests', str(count), '--label', label,
+         '--wait', str(timeout)],
+        stdout=subprocess.PIPE, text=True)
+    while proc.poll() is None:
+        if sample is not None:
+            sample()
+        time.sleep(0.05)
+    out = proc.stdout.read()
+    proc.stdout.close()
+    if proc.returncode:
+        raise RequesterError('the requester failed (exit %d)'
+                             % proc.returncode)
+    return json.loads(out)
+
+
+def layout_keys(address, tls, chroot):
+    """The layout keys of a launcher on ZooKeeper ``address`` (TLS)."""
+    host, _, port = address.rpartition(':')
+    return {'zookeeper-servers': [{'host': host, 'port': int(port),
+                                   'chroot': chroot}],
+            'zookeeper-tls': dict(zip(('cert', 'key', 'ca'), tls)),
+            'zookeeper-timeout': 10.0}
+
+
+def drop_chroot(address, tls, chroot):
+    """Remove what a run left under ``chroot``."""
+    from kazoo import client as kazoo_client
+    client = kazoo_client.KazooClient(
+        hosts=address, use_ssl=True, verify_certs=True, certfile=tls[0],
+        keyfile=tls[1], ca=tls[2])
+    client.start(timeout=10)
+    try:
+        client.delete(chroot, recursive=True)
+    finally:
+        client.stop()
+        client.close()
+
+
 # The child side: nodepool's client only.
 
 class Zuul:

@@ -81,10 +81,7 @@ def connect(settings):
             % (kwargs['hosts'], settings['timeout'],
                ' (TLS: is the server certificate signed by the CA of '
                'zookeeper-tls?)' if tls else ''))
-    root = hosts(settings).partition('/')[2]
-    if root:
-        # kazoo leaves a missing chroot for the caller to make.
-        client.ensure_path('/')
+    # These make the chroot too, where it is missing.
     for path in (REQUESTS, REQUEST_LOCKS, NODES, COMPONENTS):
         client.ensure_path(path)
     return client

@@ -101,6 +101,7 @@ class Frontend:
             cache.listen(lambda event: self._wake.set())
             cache.start()
             self._caches[root] = cache
+        self.launcher.on_settled = self._wake.set
         self._thread = threading.Thread(target=self._run,
                                         name='zookeeper-frontend',
                                         daemon=True)
