@@ -66,6 +66,9 @@ class Launcher:
         # the flows' workers.
         self.store = db_api.Store(ctx.new_engine())
         self.host = ctx.conf.host
+        #: called when a request is fulfilled or fails (the ZooKeeper
+        #: front end mirrors it)
+        self.on_settled = None
         self.runner = self._make_runner()
         self._wake = threading.Event()
         self._marker = None
@@ -344,6 +347,7 @@ class Launcher:
             self.store.detach_nodes(request['id'])
             self._request_state(request, models.REQUEST_FAILED,
                                 reason=reason)
+            self._settled()
         elif models.ABORTED in states or len(nodes) != len(
                 request['labels']) or states - {models.BUILDING,
                                                 models.READY}:
@@ -358,8 +362,13 @@ class Launcher:
                 request['id'], [node['id'] for node in nodes]):
             LOG.info('[request %s] Fulfilled with nodes %s', request['id'],
                      ', '.join(n['id'] for n in nodes))
+            self._settled()
             return True
         return False
+
+    def _settled(self):
+        if self.on_settled is not None:
+            self.on_settled()
 
     def _serve_new(self, requests, nodes, usage):
         """Plan and serve new requests; return the launches left to start.

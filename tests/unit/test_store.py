@@ -32,15 +32,15 @@ class StoreTests:
     def test_migrations_create_everything(self):
         self.assertTrue(TABLES <= set(sa.inspect(self.engine)
                                       .get_table_names()))
-        self.assertEqual('0002', migration.current_revision(self.engine))
+        self.assertEqual('0003', migration.current_revision(self.engine))
         migration.upgrade(self.engine)
-        self.assertEqual('0002', migration.current_revision(self.engine))
+        self.assertEqual('0003', migration.current_revision(self.engine))
 
     def test_taskflow_keeps_its_own_version_table(self):
         with self.engine.connect() as conn:
             own = conn.execute(sa.text(
                 'SELECT version_num FROM fleetflow_alembic_version')).all()
-        self.assertEqual([('0002',)], own)
+        self.assertEqual([('0003',)], own)
 
     def test_node_fields_round_trip(self):
         node = self.store.create_node('small', 'p', 'main',
