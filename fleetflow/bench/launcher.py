@@ -79,10 +79,28 @@ def parse_args(argv):
     parser.add_argument('--compare', action='store_true',
                         help='run with one launcher, then with '
                              '--launchers, and report both')
+    parser.add_argument('--nodepool', action='store_true',
+                        help='run the same load on nodepool 11.0.0 too (from '
+                             '--nodepool-venv, made by tools/nodepool-venv) '
+                             'and report both')
+    parser.add_argument('--nodepool-venv', default='.nodepool-venv',
+                        help='the virtualenv that holds nodepool')
+    parser.add_argument('--zookeeper-hosts',
+                        help='the ZooKeeper nodepool runs on (default: one '
+                             'the benchmark starts)')
+    parser.add_argument('--zookeeper-tls', nargs=3, metavar=('CA', 'CERT',
+                                                             'KEY'),
+                        help='the TLS files of a client of '
+                             '--zookeeper-hosts (nodepool requires TLS)')
     parser.add_argument('--timeout', type=float, default=600)
     parser.add_argument('--keep', action='store_true',
                         help='keep the state directory')
     args = parser.parse_args(argv)
+    if args.zookeeper_tls:
+        args.zookeeper_tls = dict(zip(('ca', 'cert', 'key'),
+                                      args.zookeeper_tls))
+    elif args.zookeeper_hosts:
+        parser.error('--zookeeper-hosts needs --zookeeper-tls')
     if args.launchers > 1 and args.jobboard is None:
         args.jobboard = 'redis'
     return args
@@ -346,14 +364,24 @@ def print_table(result):
 
 
 def print_comparison(results):
-    width = max(len(k) for k in results[0])
-    for key in results[0]:
+    keys = list(results[0])
+    keys += [key for result in results[1:] for key in result
+             if key not in keys]
+    width = max(len(k) for k in keys)
+    for key in keys:
         print('%-*s  %s' % (width, key, '  '.join(
-            '%-14s' % (result[key],) for result in results)))
+            '%-16s' % (result.get(key, ''),) for result in results)))
 
 
 def main(argv=None):
     args = parse_args(argv)
+    if args.nodepool:
+        from fleetflow.bench import nodepool_side
+        results = [dict(run(args), system='fleetflow'),
+                   nodepool_side.run(args)]
+        print(json.dumps(results))
+        print_comparison(results)
+        return 0 if all(r['failed'] == 0 for r in results) else 1
     if args.compare and args.launchers > 1:
         one = argparse.Namespace(**dict(vars(args), launchers=1))
         results = [run(one), run(args)]
