@@ -34,6 +34,7 @@ from oslo_config import cfg
 import yaml
 
 from fleetflow import client as ff_client
+from fleetflow import cmd
 from fleetflow import conf as ff_conf
 from fleetflow.db import api as db_api
 from fleetflow.db import migration
@@ -45,6 +46,7 @@ CLK_TCK = os.sysconf('SC_CLK_TCK')
 def parse_args(argv):
     parser = argparse.ArgumentParser(
         prog='fleetflow-bench launcher', description=__doc__.split('\n')[0])
+    cmd.add_version_argument(parser)
     parser.add_argument('-n', '--nodes', type=int, default=100,
                         help='one-node requests submitted at once')
     parser.add_argument('--create-latency', type=float, default=0.1)

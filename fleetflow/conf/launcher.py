@@ -56,6 +56,11 @@ launcher_opts = [
                  help='Seconds before a request whose node was aborted '
                       '(the cloud refused it for quota or capacity) is '
                       'served again.'),
+    cfg.IntOpt('max_launches_per_pass', default=200, min=1, max=100000,
+               help='New launches one pass starts at most (for requests '
+                    'and min-ready); once reached, the pass serves no '
+                    'further request (one request is served whole) and '
+                    'the next pass follows at once.'),
 ]
 
 

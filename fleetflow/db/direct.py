@@ -119,7 +119,11 @@ class Database:
         (``pool_pre_ping``, :func:`fleetflow.db.api.create_engine`).
         """
         error_class = self.engine.dialect.loaded_dbapi.Error
-        connection = self.engine.raw_connection()
+        try:
+            connection = self.engine.raw_connection()
+        except error_class as error:
+            raise sa_exc.DBAPIError.instance(
+                None, None, error, error_class) from error
         transaction = Transaction(connection.cursor())
         try:
             try:

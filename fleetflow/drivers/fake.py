@@ -8,7 +8,10 @@ or two launchers) see one cloud. An instance is BUILDING until
 ``faults`` injects each fault kind at a rate between 0 and 1 (an
 ``instance-error`` or ``capacity-error`` instance goes to ERROR when it
 would have become ACTIVE, the latter with fault kind ``capacity``). Every
-call is counted in the file, so a benchmark can report the API calls made.
+call, and every fault injected, is counted in the file, so a benchmark can
+report the API calls made and a soak the faults it met. The file keeps every
+instance the provider ever had, deleted ones included (append-only): its
+history is the evidence that no node had two instances at once.
 """
 
 import contextlib
@@ -32,6 +35,8 @@ FAULTS = ('create-error', 'instance-error', 'capacity-error', 'quota-error',
 ERRORS = {1: ('simulated instance error', None),
           2: ('simulated capacity error: no valid host', 'capacity')}
 CALLS = ('create', 'get', 'list', 'delete')
+#: the prefix of a fault kind's count in the calls table
+FAULT_CALL = 'fault:'
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS instances (
@@ -41,6 +46,7 @@ CREATE TABLE IF NOT EXISTS instances (
 CREATE TABLE IF NOT EXISTS calls (
     provider TEXT NOT NULL, call TEXT NOT NULL, count INTEGER NOT NULL,
     PRIMARY KEY (provider, call));
+CREATE INDEX IF NOT EXISTS ix_instances_live ON instances (provider, gone_at);
 """
 
 
@@ -75,6 +81,7 @@ class FakeDriver(base.Driver):
         self.rate_limit_delay = provider.get('rate-limit-delay', 1.0)
         self.interface_ip = provider.get('interface-ip', '198.51.100.1')
         self.port = provider.get('connection-port', 22)
+        #: per thread: the fault injected in the call under way, if any
         self._local = threading.local()
         self._random = random.Random()
         # An instance's metadata never changes: each is parsed once.
@@ -104,29 +111,41 @@ class FakeDriver(base.Driver):
             raise
         db.execute('COMMIT')
 
+    def _count(self, db, call):
+        db.execute('INSERT INTO calls VALUES (?, ?, 1) ON CONFLICT (provider, '
+                   'call) DO UPDATE SET count = count + 1', (self.name, call))
+
     @contextlib.contextmanager
     def _call(self, call):
         """A transaction for the API call ``call``, counted in it.
 
-        A call that fails is counted after the rollback, on its own.
+        A call that fails is counted after the rollback, on its own, with
+        the fault that made it fail.
         """
-        count = ('INSERT INTO calls VALUES (?, ?, 1) ON CONFLICT (provider, '
-                 'call) DO UPDATE SET count = count + 1', (self.name, call))
+        self._local.fault = None
         try:
             with self._transaction() as db:
-                db.execute(*count)
+                self._count(db, call)
                 yield db
         except BaseException:
-            self._connection().execute(*count)
+            db = self._connection()
+            self._count(db, call)
+            if self._local.fault:
+                self._count(db, FAULT_CALL + self._local.fault)
             raise
 
     def _fault(self, kind):
-        return self._random.random() < self.faults.get(kind, 0)
+        """Whether to inject fault ``kind`` now (noted for the count)."""
+        if self._random.random() < self.faults.get(kind, 0):
+            self._local.fault = kind
+            return True
+        return False
 
     def _error(self):
         """The ``error`` column of a new instance (:data:`ERRORS`)."""
         for error, kind in ((1, 'instance-error'), (2, 'capacity-error')):
             if self._fault(kind):
+                self._count(self._connection(), FAULT_CALL + kind)
                 return error
         return 0
 
@@ -150,12 +169,24 @@ class FakeDriver(base.Driver):
             private_ipv4=self.interface_ip if state == base.ACTIVE else None,
             connection_port=self.port, region='fake-region', az='fake-az')
 
+    def _live(self, columns, now, where='', args=()):
+        """SELECT ``columns`` of the instances not gone at ``now``.
+
+        The history keeps every deleted instance: the two halves of the
+        query each use the index, where ``gone_at IS NULL OR gone_at > ?``
+        would read the whole history.
+        """
+        half = 'SELECT %s FROM instances WHERE provider = ? AND %%s %s' % (
+            columns, where)
+        return (half % 'gone_at IS NULL' + ' UNION ALL ' +
+                half % 'gone_at > ?',
+                (self.name,) + tuple(args) + (self.name, now) + tuple(args))
+
     def _select(self, db, where='', args=()):
         now = time.time()
-        rows = db.execute(
-            'SELECT id, metadata, created, active_at, error FROM instances '
-            'WHERE provider = ? AND (gone_at IS NULL OR gone_at > ?) ' +
-            where + ' ORDER BY created', (self.name, now) + tuple(args))
+        sql, values = self._live('id, metadata, created, active_at, error',
+                                 now, where, args)
+        rows = db.execute(sql + ' ORDER BY created', values)
         return [self._instance(row, now) for row in rows]
 
     def create_instance(self, node_id, pool, label, metadata):
@@ -169,11 +200,10 @@ class FakeDriver(base.Driver):
             if self._fault('create-error'):
                 raise base.DriverError('simulated create error')
             cores, ram = label.get('cores', 1), label.get('ram', 1024)
+            sql, values = self._live('cores, ram', now)
             used = db.execute(
                 'SELECT count(*), coalesce(sum(cores), 0), '
-                'coalesce(sum(ram), 0) FROM instances WHERE provider = ? '
-                'AND (gone_at IS NULL OR gone_at > ?)',
-                (self.name, now)).fetchone()
+                'coalesce(sum(ram), 0) FROM (%s)' % sql, values).fetchone()
             for (kind, need), in_use in zip(
                     (('instances', 1), ('cores', cores), ('ram', ram)), used):
                 limit = self.quota.get(kind)
@@ -242,5 +272,15 @@ class FakeDriver(base.Driver):
             rows = db.execute('SELECT call, count FROM calls WHERE '
                               'provider = ?', (self.name,)).fetchall()
         counts = dict.fromkeys(CALLS, 0)
-        counts.update(rows)
+        counts.update(row for row in rows if row[0] in CALLS)
+        return counts
+
+    def fault_counts(self):
+        """Faults injected into this provider's calls, by kind."""
+        with self._transaction() as db:
+            rows = db.execute('SELECT call, count FROM calls WHERE '
+                              'provider = ? AND call LIKE ?',
+                              (self.name, FAULT_CALL + '%')).fetchall()
+        counts = dict.fromkeys(FAULTS, 0)
+        counts.update((call[len(FAULT_CALL):], count) for call, count in rows)
         return counts

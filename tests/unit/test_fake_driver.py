@@ -133,6 +133,37 @@ class TestFakeDriver(testtools.TestCase):
         self.assertEqual({'create': 1, 'get': 1, 'list': 0, 'delete': 0},
                          driver.call_counts())
 
+    def test_injected_faults_are_counted_by_kind(self):
+        driver = self.driver(faults={'create-error': 1})
+        self.assertRaises(base.DriverError, self.create, driver)
+        driver = self.driver(faults={'instance-error': 1,
+                                     'delete-error': 1})
+        instance = self.create(driver, 'n2')
+        self.assertRaises(base.DriverError, driver.delete_instance,
+                          instance.external_id)
+        counts = dict.fromkeys(fake.FAULTS, 0)
+        counts.update({'create-error': 1, 'instance-error': 1,
+                       'delete-error': 1})
+        self.assertEqual(counts, driver.fault_counts())
+        # Faults are not calls.
+        self.assertEqual({'create': 2, 'get': 0, 'list': 0, 'delete': 1},
+                         driver.call_counts())
+
+    def test_history_keeps_deleted_instances_out_of_listings(self):
+        driver = self.driver()
+        gone = [self.create(driver, 'old-%d' % n).external_id
+                for n in range(3)]
+        for external_id in gone:
+            driver.delete_instance(external_id)
+        live = self.create(driver, 'new').external_id
+        self.assertEqual([live], [i.external_id
+                                  for i in driver.list_instances()])
+        self.assertRaises(base.NotFound, driver.get_instance, gone[0])
+        history = driver.instance_history()
+        self.assertEqual(gone + [live], [r['external_id'] for r in history])
+        self.assertEqual([False] * 3 + [True],
+                         [r['gone_at'] is None for r in history])
+
     def test_listed_metadata_is_each_instances_own(self):
         driver = self.driver()
         made = {name: self.create(driver, name).external_id

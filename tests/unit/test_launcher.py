@@ -5,6 +5,7 @@ import time
 from fleetflow.db import models
 from fleetflow import launcher as ff_launcher
 from tests import base
+from tests import db_urls
 
 
 class TestFulfilWhenReady(base.TestCase):
@@ -34,6 +35,87 @@ class TestFulfilWhenReady(base.TestCase):
         launcher._wake.clear()
         launcher._flow_done(None)
         self.assertTrue(launcher._wake.is_set())
+
+
+class RequestBoundsTests:
+    """Requests that could block or exhaust the launcher; ``db_url``."""
+
+    def launcher(self, max_servers=5, **overrides):
+        provider = base.fake_provider()
+        if max_servers is not None:
+            provider['pools'][0]['max-servers'] = max_servers
+        ff = self.useFixture(base.FleetflowFixture(
+            layout={'labels': [{'name': base.LABEL}],
+                    'providers': [provider]},
+            db_url=self.db_url(), runner=False,
+            conf_overrides={('launcher', k): v
+                            for k, v in overrides.items()}))
+        # oslo.config keeps overrides on the groups that every ConfigOpts
+        # of the process shares: leave none to the next test
+        for name in overrides:
+            self.addCleanup(ff.conf.clear_override, name, 'launcher')
+        self.addCleanup(ff.conf.clear_override, 'connection', 'database')
+        launcher = ff_launcher.Launcher(ff.ctx)
+        self.addCleanup(launcher.runner.stop)
+        return ff, launcher
+
+    def test_request_no_pool_can_ever_hold_is_declined(self):
+        ff, launcher = self.launcher(max_servers=5)
+        big = ff.store.create_request([base.LABEL] * 6)
+        small = ff.store.create_request([base.LABEL] * 5)
+        launcher.run_pass()
+        big = ff.store.get_request(big['id'])
+        self.assertEqual(models.REQUEST_FAILED, big['state'])
+        self.assertEqual('6 nodes are more than any pool that serves their '
+                         'labels can ever hold (fake-1/main instances 5)',
+                         big['reason'])
+        # and it does not hold back the requests after it
+        self.assertEqual(models.PENDING,
+                         ff.store.get_request(small['id'])['state'])
+        self.assertEqual([], ff.store.list_nodes(request_id=big['id']))
+
+    def test_rows_the_client_would_refuse_are_declined(self):
+        ff, launcher = self.launcher(max_servers=None)
+        rows = [ff.store.create_request([base.LABEL] * 51),
+                ff.store.create_request([base.LABEL], priority=-1),
+                ff.store.create_request([base.LABEL, 7])]
+        launcher.run_pass()
+        reasons = [ff.store.get_request(row['id'])['reason']
+                   for row in rows]
+        self.assertEqual(
+            ['a request may ask for at most 50 nodes ([requests] '
+             'max_nodes), not 51',
+             'priority must be an integer from 0 to 1000000, not -1',
+             'label names must be non-empty strings: [7]'], reasons)
+        self.assertEqual({models.REQUEST_FAILED},
+                         {ff.store.get_request(row['id'])['state']
+                          for row in rows})
+        self.assertEqual([], ff.store.list_nodes())
+
+    def test_launches_per_pass_bounded(self):
+        ff, launcher = self.launcher(max_servers=None,
+                                     max_launches_per_pass=3)
+        requests = [ff.store.create_request([base.LABEL, base.LABEL])
+                    for _ in range(3)]
+        launcher.run_pass()
+        states = [ff.store.get_request(r['id'])['state'] for r in requests]
+        # a request is served whole: 2 + 2 launches, then the pass stops
+        self.assertEqual([models.PENDING, models.PENDING, models.REQUESTED],
+                         states)
+        self.assertEqual(4, len(ff.store.list_nodes()))
+        self.assertTrue(launcher._wake.is_set())
+
+
+class TestRequestBoundsSQLite(RequestBoundsTests, base.TestCase):
+
+    def db_url(self):
+        return None
+
+
+class TestRequestBoundsPostgres(RequestBoundsTests, base.TestCase):
+
+    def db_url(self):
+        return db_urls.postgres_url(self)
 
 
 class TestIdleLauncher(base.TestCase):

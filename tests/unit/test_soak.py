@@ -1,0 +1,217 @@
+"""The soak's invariants, its request stream and its figures."""
+
+import io
+import random
+import time
+import uuid
+
+import fixtures
+import testtools
+
+from fleetflow.bench import soak
+from fleetflow.db import models
+from fleetflow.drivers import base as driver_base
+from fleetflow.flows import delete as delete_flows
+from fleetflow import runner as ff_runner
+from tests import base
+
+
+def row(node, created, gone_at, external_id=None):
+    return {'node_id': node, 'created': created, 'gone_at': gone_at,
+            'external_id': external_id or 'fake-%s' % uuid.uuid4().hex[:6]}
+
+
+class TestPureChecks(testtools.TestCase):
+
+    def test_two_alive_finds_overlap(self):
+        history = [row('a', 1, 3), row('a', 4, None), row('b', 1, 5),
+                   row('b', 2, None)]
+        node, rows = soak.two_alive(history)
+        self.assertEqual('b', node)
+        self.assertEqual([1, 2], [r['created'] for r in rows])
+
+    def test_two_alive_an_undeleted_instance_overlaps_the_next(self):
+        self.assertEqual('a', soak.two_alive(
+            [row('a', 5, None), row('a', 1, None)])[0])
+
+    def test_two_alive_none_in_turn(self):
+        self.assertIsNone(soak.two_alive(
+            [row('a', 1, 2), row('a', 2, 3), row('a', 3, None),
+             row(None, 1, None), row(None, 2, None)]))
+
+    def instance(self, node, external_id):
+        return driver_base.Instance(
+            external_id=external_id, state=driver_base.ACTIVE,
+            metadata={driver_base.META_NODE_ID: node})
+
+    def test_unowned(self):
+        nodes = {
+            'ready': {'external_id': 'i1', 'state': models.READY},
+            'new': {'external_id': None, 'state': models.BUILDING},
+            'retry': {'external_id': 'i2', 'state': models.BUILDING},
+            'used': {'external_id': 'i4', 'state': models.IN_USE}}
+        instances = [self.instance('ready', 'i1'),
+                     self.instance('new', 'i5'),
+                     self.instance('retry', 'i3'),
+                     self.instance('used', 'i6'),
+                     self.instance('gone', 'i7')]
+        self.assertEqual(['i6', 'i7'], soak.unowned(instances, nodes))
+
+    def test_overdue(self):
+        now = 1000
+        nodes = [{'id': 'a', 'state': models.BUILDING, 'state_time': 800},
+                 {'id': 'b', 'state': models.BUILDING, 'state_time': 950},
+                 {'id': 'c', 'state': models.DELETING, 'state_time': 900},
+                 {'id': 'd', 'state': models.READY, 'state_time': 0}]
+        limits = {models.BUILDING: 100, models.DELETING: 50}
+        self.assertEqual(['a', 'c'], [n['id'] for n in soak.overdue(
+            nodes, now, limits)])
+
+    def test_memory_growth_of_each_life_after_its_warm_up(self):
+        samples = [dict(pid=1, peak_rss_mb=mb) for mb in (80, 90, 91, 95)]
+        samples += [dict(pid=2, peak_rss_mb=mb) for mb in (80, 90)]
+        self.assertEqual({1: 5}, soak.memory_growth(samples))
+
+
+class TestArgs(testtools.TestCase):
+
+    def test_defaults_inject_every_cloud_fault(self):
+        args = soak.parse_args(['--fault', 'rate-limit=0', '--seed', '7'])
+        self.assertEqual(7, args.seed)
+        self.assertEqual(0, args.fault['rate-limit'])
+        self.assertEqual(0.05, args.fault['create-error'])
+        self.assertEqual(1, args.launchers)
+        self.assertEqual(['small', 'large'], args.labels)
+
+    def test_unknown_fault_named(self):
+        for argv, named in ((['--fault', 'bogus=1'], "'bogus'"),
+                            (['--process-faults', 'nope'], 'nope')):
+            stderr = self.useFixture(fixtures.MonkeyPatch(
+                'sys.stderr', io.StringIO())).new_value
+            e = self.assertRaises(SystemExit, soak.parse_args, argv)
+            self.assertEqual(2, e.code)
+            self.assertIn(named, stderr.getvalue())
+
+
+class TestChecker(base.TestCase):
+    """The checker on a real node store, logbooks and fake cloud."""
+
+    def setUp(self):
+        super().setUp()
+        self.ff = self.useFixture(base.FleetflowFixture(start=False,
+                                                        runner=False))
+        args = soak.parse_args(['--seed', '1', '--hold', '0', '0'])
+        self.requests = soak.Requests(self.ff.store, random.Random(1), args)
+        self.checker = soak.Checker(
+            self.ff.ctx, self.ff.driver,
+            {models.BUILDING: 60, models.DELETING: 60}, leak_grace=5,
+            max_logbook_rows=30)
+
+    def check(self, now=None):
+        now = now or time.time()
+        self.requests.refresh(now)
+        nodes = {n['id']: n for n in self.ff.store.list_nodes()}
+        self.checker.check(self.requests, nodes, now)
+
+    def launch(self, node):
+        return self.ff.driver.create_instance(
+            node['id'], {'name': 'main'}, {'name': 'small'},
+            {driver_base.META_NODE_ID: node['id'],
+             driver_base.META_PROVIDER: self.ff.driver.name})
+
+    def test_healthy_fleet_passes_and_checks_count(self):
+        node = self.ff.create_node()
+        instance = self.launch(node)
+        self.ff.store.update_node(node['id'],
+                                  external_id=instance.external_id)
+        self.check()
+        self.assertGreater(self.checker.checks, 0)
+
+    def test_leak_after_grace(self):
+        node = self.ff.create_node()
+        instance = self.launch(node)
+        self.ff.store.delete_node(node['id'])
+        now = time.time()
+        self.check(now)
+        e = self.assertRaises(soak.Violation, self.check, now + 6)
+        self.assertEqual('leak', e.evidence['kind'])
+        self.assertEqual(instance.external_id, e.evidence['instance'])
+        self.assertEqual(node['id'], e.evidence['node'])
+
+    def test_two_instances_alive(self):
+        node = self.ff.create_node()
+        self.launch(node)
+        self.launch(node)
+        e = self.assertRaises(soak.Violation, self.check)
+        self.assertEqual('two-instances', e.evidence['kind'])
+        self.assertEqual(2, len(e.evidence['instances']))
+
+    def test_stuck_node(self):
+        self.ff.create_node()
+        e = self.assertRaises(soak.Violation, self.check, time.time() + 61)
+        self.assertEqual('stuck', e.evidence['kind'])
+
+    def fulfil(self, request_id, node):
+        self.ff.store.update_node(node['id'], state=models.READY,
+                                  request_id=request_id)
+        self.ff.store.set_request_state(request_id, models.PENDING)
+        self.assertTrue(self.ff.store.fulfil_request(request_id,
+                                                     [node['id']]))
+
+    def track(self):
+        """A new request that the soak watches."""
+        request = self.ff.store.create_request([base.LABEL])
+        self.requests.mine[request['id']] = request
+        return request['id']
+
+    def test_node_handed_to_two_requests(self):
+        first = self.track()
+        node = self.ff.create_node()
+        self.fulfil(first, node)
+        self.check()
+        # The node goes to a second request, its first one still held.
+        second = self.track()
+        self.ff.store.update_node(node['id'], request_id=None)
+        self.ff.store.set_request_state(first, models.FULFILLED)
+        self.fulfil(second, node)
+        e = self.assertRaises(soak.Violation, self.check)
+        self.assertEqual('handed-twice', e.evidence['kind'])
+        self.assertEqual(node['id'], e.evidence['node'])
+
+    def test_failed_request_needs_a_reason(self):
+        request_id = self.track()
+        self.ff.store.set_request_state(request_id, models.REQUEST_FAILED)
+        e = self.assertRaises(soak.Violation, self.check)
+        self.assertEqual('failed-without-reason', e.evidence['kind'])
+
+    def test_request_gone_unreleased_is_lost(self):
+        request_id = self.track()
+        self.ff.store.release_request(request_id)
+        e = self.assertRaises(soak.Violation, self.check)
+        self.assertEqual('request-lost', e.evidence['kind'])
+
+    def test_released_after_hold(self):
+        request_id = self.track()
+        self.ff.store.set_request_state(request_id, models.REQUEST_FAILED,
+                                        reason='no')
+        self.check()
+        self.requests.release_due(time.time())
+        self.assertEqual({}, self.requests.mine)
+        self.assertEqual([], self.ff.store.list_requests())
+        self.check()
+
+    def test_logbook_rows_bounded(self):
+        node = self.ff.create_node()
+        flows = ff_runner.Runner(self.ff.ctx, workers=1)
+        self.addCleanup(flows.stop)
+        for _ in range(5):
+            flows.record_flow(node['id'], delete_flows.get_delete_flow,
+                              dict(node_id=node['id'],
+                                   provider=node['provider'],
+                                   delete_timeout=30))
+        e = self.assertRaises(soak.Violation, self.check)
+        self.assertEqual('logbook-rows', e.evidence['kind'])
+        evidence = self.checker.evidence(
+            e, soak.Launchers(self.ff.state_path, {}))
+        self.assertEqual(node['id'], evidence['node_row']['id'])
+        self.assertEqual(5, len(evidence['flows']))
