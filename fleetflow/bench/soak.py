@@ -355,6 +355,14 @@ def unowned(instances, nodes):
     return found
 
 
+def instance_lost(nodes, instances):
+    """Ready or in-use nodes whose instance the cloud does not list."""
+    live = {instance.external_id for instance in instances}
+    return [node for node in nodes
+            if node['state'] in (models.READY, models.IN_USE)
+            and node['external_id'] not in live]
+
+
 def overdue(nodes, now, limits):
     """Nodes in a state of ``limits`` for longer than its limit."""
     return [node for node in nodes
@@ -404,9 +412,16 @@ class Checker:
             raise Violation('two-instances', 'node %s had two instances '
                             'alive at once' % node_id, node=node_id,
                             instances=rows)
+        # Listed after the nodes were read: a node read ready or in use
+        # still is (only the soak releases them).
         live = self.cloud.list_instances()
+        for node in instance_lost(nodes.values(), live):
+            raise Violation('instance-lost', 'node %s is %s, its instance '
+                            '%s is gone' % (node['id'], node['state'],
+                                            node['external_id']),
+                            node=node['id'], instance=node['external_id'])
         orphans = set(unowned(live, nodes))
-        self._count(len(live))
+        self._count(len(live) + len(nodes))
         self.unowned_since = {i: self.unowned_since.get(i, now)
                               for i in orphans}
         for instance, since in self.unowned_since.items():

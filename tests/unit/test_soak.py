@@ -57,6 +57,14 @@ class TestPureChecks(testtools.TestCase):
                      self.instance('gone', 'i7')]
         self.assertEqual(['i6', 'i7'], soak.unowned(instances, nodes))
 
+    def test_instance_lost(self):
+        nodes = [{'id': 'a', 'state': models.IN_USE, 'external_id': 'i1'},
+                 {'id': 'b', 'state': models.READY, 'external_id': 'i2'},
+                 {'id': 'c', 'state': models.READY, 'external_id': 'i3'},
+                 {'id': 'd', 'state': models.BUILDING, 'external_id': 'i4'}]
+        self.assertEqual(['a', 'c'], [n['id'] for n in soak.instance_lost(
+            nodes, [self.instance('b', 'i2')])])
+
     def test_overdue(self):
         now = 1000
         nodes = [{'id': 'a', 'state': models.BUILDING, 'state_time': 800},
@@ -145,6 +153,17 @@ class TestChecker(base.TestCase):
         e = self.assertRaises(soak.Violation, self.check)
         self.assertEqual('two-instances', e.evidence['kind'])
         self.assertEqual(2, len(e.evidence['instances']))
+
+    def test_instance_of_an_in_use_node_deleted(self):
+        node = self.ff.create_node()
+        instance = self.launch(node)
+        self.ff.store.update_node(node['id'], state=models.IN_USE,
+                                  external_id=instance.external_id)
+        self.check()
+        self.ff.driver.delete_instance(instance.external_id)
+        e = self.assertRaises(soak.Violation, self.check)
+        self.assertEqual('instance-lost', e.evidence['kind'])
+        self.assertEqual(instance.external_id, e.evidence['instance'])
 
     def test_stuck_node(self):
         self.ff.create_node()
