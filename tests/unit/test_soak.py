@@ -186,6 +186,8 @@ class TestChecker(base.TestCase):
     def test_node_handed_to_two_requests(self):
         first = self.track()
         node = self.ff.create_node()
+        self.ff.store.update_node(
+            node['id'], external_id=self.launch(node).external_id)
         self.fulfil(first, node)
         self.check()
         # The node goes to a second request, its first one still held.
