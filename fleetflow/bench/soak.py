@@ -209,12 +209,28 @@ class Server:
                 self.proc.wait()
 
 
-def restart_postgresql():
-    """Restart the local PostgreSQL cluster (``pg_ctlcluster``)."""
+def postgresql_cluster(url, clusters):
+    """``(version, name)`` of the local cluster that serves ``url``.
+
+    :param clusters: the output of ``pg_lsclusters -h``.
+    """
+    port = sa.engine.make_url(url).port or 5432
+    for line in clusters.splitlines():
+        fields = line.split()
+        if len(fields) > 2 and fields[2] == str(port):
+            return fields[0], fields[1]
+    raise SystemExit('soak: no local PostgreSQL cluster on port %d' % port)
+
+
+def restart_postgresql(url):
+    """Restart the local PostgreSQL cluster of ``url`` (``pg_ctlcluster``).
+
+    Every client of that cluster loses its connections.
+    """
     clusters = subprocess.run(['pg_lsclusters', '-h'], check=True,
                               capture_output=True, text=True).stdout
-    version, cluster = clusters.split()[:2]
-    subprocess.run(['pg_ctlcluster', version, cluster, 'restart', '-m',
+    version, name = postgresql_cluster(url, clusters)
+    subprocess.run(['pg_ctlcluster', version, name, 'restart', '-m',
                     'fast'], check=True, capture_output=True)
 
 
@@ -724,7 +740,7 @@ class Soak:
             self.server.stop()
             self.later(self.rng.uniform(1, 5), self.server_back)
         elif kind == 'postgresql-restart':
-            restart_postgresql()
+            restart_postgresql(self.args.database)
         self.process_faults[kind] += 1
         self.log('fault %s' % kind)
 

@@ -75,6 +75,17 @@ class TestPureChecks(testtools.TestCase):
         self.assertEqual(['a', 'c'], [n['id'] for n in soak.overdue(
             nodes, now, limits)])
 
+    def test_postgresql_cluster_of_the_url_port(self):
+        clusters = ('15 main 5432 online postgres /var/lib/15/main log\n'
+                    '15 soak 5433 online postgres /var/lib/15/soak log\n')
+        url = 'postgresql+psycopg2://u:p@127.0.0.1%s/db'
+        self.assertEqual(('15', 'main'),
+                         soak.postgresql_cluster(url % '', clusters))
+        self.assertEqual(('15', 'soak'),
+                         soak.postgresql_cluster(url % ':5433', clusters))
+        self.assertRaises(SystemExit, soak.postgresql_cluster,
+                          url % ':6000', clusters)
+
     def test_memory_growth_of_each_life_after_its_warm_up(self):
         samples = [dict(pid=1, peak_rss_mb=mb) for mb in (80, 90, 91, 95)]
         samples += [dict(pid=2, peak_rss_mb=mb) for mb in (80, 90)]
