@@ -51,6 +51,8 @@ from fleetflow.drivers import fake
 from fleetflow import flowinfo
 
 PROVIDER = 'fake-1'
+#: seconds after a server restart that a launcher may fail to reach it
+SERVER_GRACE = 30
 LIVE_NODE = (models.BUILDING, models.DELETING)
 DEFAULT_POSTGRES = ('postgresql+psycopg2://fleetflow:fleetflow@127.0.0.1/'
                     'fleetflow_test')
@@ -602,6 +604,8 @@ class Soak:
         self.started = time.time()
         self.process_faults = collections.Counter()
         self.restarts = 0
+        #: launchers that exited as a server was restarted
+        self.start_failures = 0
         self.timers = []
         #: per fault: (time, host, node ids it had under way)
         self.recoveries = []
@@ -737,10 +741,12 @@ class Soak:
             return
         elif kind == 'board-restart':
             self.busy_server = True
+            self.servers_down_until = float('inf')
             self.server.stop()
             self.later(self.rng.uniform(1, 5), self.server_back)
         elif kind == 'postgresql-restart':
             restart_postgresql(self.args.database)
+            self.servers_down_until = time.time() + SERVER_GRACE
         self.process_faults[kind] += 1
         self.log('fault %s' % kind)
 
@@ -749,6 +755,10 @@ class Soak:
     def server_back(self):
         self.server.start()
         self.busy_server = False
+        self.servers_down_until = time.time() + SERVER_GRACE
+
+    #: until when a launcher may give up for a server the soak restarted
+    servers_down_until = 0
 
     def do_sigkill(self, name):
         self.launchers.signal(name, signal.SIGKILL)
@@ -820,11 +830,15 @@ class Soak:
         nodes = {n['id']: n for n in self.ctx.store.list_nodes()}
         self.track_recoveries(nodes, now)
         self.checker.check(self.requests, nodes, now)
-        exits = self.launchers.unexpected_exits()
-        if exits:
-            name, code = sorted(exits.items())[0]
-            raise Violation('launcher-exited', 'launcher %s exited with %s'
-                            % (name, code), log=self.launchers.log_tail(name))
+        for name, code in sorted(self.launchers.unexpected_exits().items()):
+            if now > self.servers_down_until:
+                raise Violation('launcher-exited', 'launcher %s exited '
+                                'with %s' % (name, code),
+                                log=self.launchers.log_tail(name))
+            # It could not reach a server the soak restarts, and gave up:
+            # started again, as a service manager would.
+            self.start_failures += 1
+            self.restart(name)
         return nodes
 
     def sample(self):
@@ -918,6 +932,7 @@ class Soak:
             'cloud_faults': self.cloud.fault_counts(),
             'process_faults': dict(self.process_faults),
             'restarts': self.restarts,
+            'start_failures': self.start_failures,
             'invariant_checks': self.checker.checks,
             'violations': 0 if violation is None else 1,
             'violation': violation,
