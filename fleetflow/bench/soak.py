@@ -195,17 +195,19 @@ class Server:
     def hosts(self):
         return '127.0.0.1:%d' % self.port
 
-    def start(self):
+    def start(self, wait=True):
         with open(self.log, 'a') as log:
             self.proc = subprocess.Popen(self.argv(), stdout=log,
                                          stderr=subprocess.STDOUT)
-        _wait_port(self.port)
+        if wait:
+            _wait_port(self.port)
 
     def stop(self):
+        """Stop it: SIGTERM, and SIGKILL after 5 s."""
         if self.proc is not None and self.proc.poll() is None:
             self.proc.terminate()
             try:
-                self.proc.wait(30)
+                self.proc.wait(5)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
@@ -753,7 +755,8 @@ class Soak:
     busy_server = False
 
     def server_back(self):
-        self.server.start()
+        # The launchers reconnect when it answers; the soak goes on.
+        self.server.start(wait=False)
         self.busy_server = False
         self.servers_down_until = time.time() + SERVER_GRACE
 
