@@ -31,7 +31,12 @@ the nodes assigned to it.
 
 Priority: a request with a **lower** number is served first (nodepool's
 convention); requests of equal priority are served oldest first. The
-default is 100.
+default is 100; priorities go from 0 to 1000000.
+
+A request may ask for at most ``[requests] max_nodes`` nodes (50 by
+default); the launcher declines, with a reason, one that no pool serving
+its labels could ever hold (its ``max-servers``, ``max-cores``,
+``max-ram`` and the provider's limits), as nodepool does.
 
 Request states: ``requested`` (waiting for a launcher), ``pending`` (a
 launcher is launching or assigning its nodes), ``fulfilled`` (every node is
@@ -90,7 +95,7 @@ class Client:
     :param conf: an oslo.config object on which
         :func:`fleetflow.conf.register_opts` was called; only the
         ``[database]`` options (and ``state_path`` for the SQLite default)
-        are used.
+        and ``[requests] max_nodes`` are used.
     :param poll_interval: the longest pause, in seconds, between two looks
         at the database while waiting (the first looks come sooner).
     :param store: a :class:`fleetflow.db.api.Store` to use instead of
@@ -132,26 +137,20 @@ class Client:
 
         :param labels: a non-empty list of label names; a label may appear
             more than once (one node each).
-        :param priority: lower numbers are served first; default 100.
+        :param priority: lower numbers are served first; default 100;
+            from 0 to 1000000.
         :param requestor: who asks (free text, for the operators).
         :returns: the request dict, in state ``requested``.
-        :raises InvalidRequest: when ``labels`` is empty or not a list of
-            names, or ``priority`` is not an integer.
+        :raises InvalidRequest: when ``labels`` is empty, not a list of
+            names or longer than ``[requests] max_nodes``, or ``priority``
+            is not an integer in its range.
         """
-        if isinstance(labels, (str, bytes)):
-            raise InvalidRequest('labels must be a list of label names, '
-                                 'not the string %r' % (labels,))
-        labels = list(labels or ())
-        if not labels:
-            raise InvalidRequest('a request needs at least one label')
-        bad = [label for label in labels
-               if not isinstance(label, str) or not label.strip()]
-        if bad:
-            raise InvalidRequest('label names must be non-empty strings: '
-                                 '%r' % (bad,))
-        if isinstance(priority, bool) or not isinstance(priority, int):
-            raise InvalidRequest('priority must be an integer, not %r'
-                                 % (priority,))
+        if not isinstance(labels, (str, bytes)):
+            labels = list(labels or ())
+        problem = db_api.request_problem(labels, priority,
+                                         self.conf.requests.max_nodes)
+        if problem:
+            raise InvalidRequest(problem)
         request = self.store.create_request(labels, priority=priority,
                                             requestor=requestor)
         return dict(request, reason=None, provider=None, pool=None,

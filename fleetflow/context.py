@@ -26,7 +26,8 @@ class Provider:
         self.name = entry['name']
         self.driver = entry['driver-class'](entry, conf)
         self.cache = instance_cache.InstanceCache(
-            self.driver, scheduler, conf.launcher.instance_refresh_interval)
+            self.driver, scheduler, conf.launcher.instance_refresh_interval,
+            conf.launcher.instance_list_floor)
         self._quota_ttl = conf.launcher.quota_cache_ttl
         self._quota = {}
 

@@ -22,13 +22,13 @@ class LaunchError(FleetflowError):
 class LaunchTimeout(LaunchError):
     """The instance did not become active within launch-timeout."""
 
-    stat_key = 'error.timeout'
+    stat_key = 'error.servercreatetimeout'
 
 
 class InstanceErrorState(LaunchError):
     """The instance went to ERROR in the cloud."""
 
-    stat_key = 'error.instance'
+    stat_key = 'error.status'
 
 
 class KeyscanError(LaunchError):
@@ -39,8 +39,6 @@ class KeyscanError(LaunchError):
 
 class HostKeyMismatch(KeyscanError):
     """The host offered keys other than the ones expected of it."""
-
-    stat_key = 'error.hostkey'
 
 
 class HostUnreachable(FleetflowError):

@@ -30,11 +30,12 @@ next save are lost; the flow's progress is not.
 import contextlib
 import time
 
-from taskflow import engines
 from taskflow import exceptions as tf_exceptions
 from taskflow.listeners import base as listener_base
 from taskflow.persistence import models as tf_models
 from taskflow import states
+
+from fleetflow.flows import registry
 
 STARTING = frozenset((states.RUNNING, states.REVERTING))
 ENDING = frozenset((states.SUCCESS, states.FAILURE, states.REVERTED,
@@ -150,15 +151,15 @@ def _atom(detail, flow_failures):
     return info
 
 
-def _structure(flow_detail):
+def _structure(flow_detail, node_id):
     """{atom name: names of the flows around it}, in the flow's order.
 
-    The flow is rebuilt from the factory recorded in its detail; None
-    when that fails.
+    The flow is rebuilt by fleetflow's registry of flow factories from the
+    inputs recorded in its detail; None when the detail is refused.
     """
     try:
-        flow = engines.flow_from_detail(flow_detail)
-    except Exception:
+        flow = registry.rebuild(flow_detail, node_id)
+    except registry.UntrustedFlow:
         return None
     order = {}
 
@@ -176,10 +177,10 @@ def _structure(flow_detail):
     return order
 
 
-def _flow(flow_detail):
+def _flow(flow_detail, node_id):
     details = [d for d in flow_detail
                if not d.name.startswith(INTERNAL_PREFIX)]
-    order = _structure(flow_detail)
+    order = _structure(flow_detail, node_id)
     if order is not None:
         rank = {name: index for index, name in enumerate(order)}
         details.sort(key=lambda d: rank.get(d.name, len(rank)))
@@ -235,6 +236,6 @@ def describe_flows(ctx, node_id):
             book = conn.get_logbook(node_id)
         except tf_exceptions.NotFound:
             return []
-    flows = [_flow(fd) for fd in book]
+    flows = [_flow(fd, book.uuid) for fd in book]
     flows.sort(key=lambda f: (f['started'] is None, f['started'] or 0))
     return flows

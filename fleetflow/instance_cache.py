@@ -1,18 +1,43 @@
 """One cached listing of a provider's instances serves every waiting node.
 
 A thousand nodes waiting for their instances to become active cost one
-``list_instances`` call per refresh interval, not a thousand ``get`` calls.
-The cache lists only while someone waits on it, and wakes a waiter as soon
-as a listing shows its instance in another state than the one it saw.
+``list_instances`` call per listing, not a thousand ``get`` calls. The
+cache lists only while someone waits on it, and wakes a waiter as soon as
+a listing shows its instance in another state than the one it saw.
+
+When it lists adapts to what waits:
+
+- A waiter could be ready at its *hint*: the time it started waiting (an
+  instance's creation, its delete) plus the shortest time such a change
+  took lately in this provider (learnt from the listings; none at first).
+  A listing is made when the earliest hint comes.
+- A waiter that a listing after its hint still showed unchanged waits for
+  a listing ``floor`` seconds after the last one, then twice as long after
+  each listing that woke nobody, up to ``interval``; a listing that woke
+  someone starts again from ``floor``.
+- Two listings are never less than ``floor`` apart, and over any stretch
+  of time there are at most ``BURST`` more listings than one per
+  ``interval`` (a token bucket): never more calls than listing every
+  ``interval``, as the cache did before it adapted, and far fewer when the
+  hints say nothing could have changed.
 """
 
+import collections
 import logging
 import threading
 import time
 
+from fleetflow.drivers import base as driver_base
+
 LOG = logging.getLogger(__name__)
 
 GONE = 'gone'
+#: listings that may be made sooner than one per interval, in a burst
+BURST = 10
+#: recent changes from which the shortest change time is learnt
+LEARNT = 20
+#: the kinds of change a waiter waits for
+UP, DOWN = 'up', 'gone'
 
 
 class InstanceCache:
@@ -20,18 +45,32 @@ class InstanceCache:
 
     :param driver: the provider's driver.
     :param scheduler: a :class:`fleetflow.scheduler.Scheduler` on which the
-        refresh runs every ``interval`` seconds.
+        listings run.
+    :param interval: the longest time between listings while anyone waits.
+    :param floor: the shortest time between two listings (at most
+        ``interval``; default ``interval``).
     """
 
-    def __init__(self, driver, scheduler, interval):
+    def __init__(self, driver, scheduler, interval, floor=None):
         self.driver = driver
         self.interval = interval
+        self.floor = min(interval, interval if floor is None else floor)
+        self._scheduler = scheduler
         self._lock = threading.Lock()
         self._instances = {}
         self._listed_at = 0.0
         self._watchers = {}
+        #: when each instance that someone looked up began to change
+        self._since = {}
+        self._took = {UP: collections.deque(maxlen=LEARNT),
+                      DOWN: collections.deque(maxlen=LEARNT)}
+        self._spacing = self.floor
+        self._tokens = float(BURST)
+        self._tokens_at = time.time()
+        self._next_at = None
         self._stopping = False
-        scheduler.add_periodic(self.refresh, interval)
+        #: listings made
+        self.listings = 0
 
     def lookup(self, external_id, not_before):
         """Return ``(known, instance)`` for an instance.
@@ -41,6 +80,7 @@ class InstanceCache:
         did not hold it (it is gone, or was never created).
         """
         with self._lock:
+            self._since.setdefault(external_id, not_before)
             if self._listed_at < not_before:
                 return False, None
             return True, self._instances.get(external_id)
@@ -54,14 +94,25 @@ class InstanceCache:
         process stops (:meth:`stop_waits`). Returns a :class:`Watch` that
         can be cancelled.
         """
-        watch = Watch(seen_state, callback, interrupt)
         with self._lock:
+            watch = Watch(seen_state, callback, interrupt,
+                          *self._hint(external_id, seen_state))
             stopped = interrupt and self._stopping
             if not stopped:
                 self._watchers.setdefault(external_id, []).append(watch)
+                self._schedule(self._wanted(watch))
         if stopped:
             callback()
         return watch
+
+    def _hint(self, external_id, seen_state):
+        """``(kind of change, since, hint)`` of a new waiter."""
+        if seen_state is None:
+            seen_state = state_of(self._instances.get(external_id))
+        kind = UP if seen_state in (driver_base.BUILDING, GONE) else DOWN
+        since = self._since.get(external_id, time.time())
+        took = self._took[kind]
+        return kind, since, since + (min(took) if took else 0.0)
 
     def wait_change(self, external_id, seen_state, timeout):
         """Block until a listing shows another state, at most ``timeout``.
@@ -108,46 +159,115 @@ class InstanceCache:
         self.watch(external_id, None, check)
         return gone.wait(timeout)
 
+    # When to list
+
+    def _wanted(self, watch):
+        """When ``watch`` wants a listing (lock held)."""
+        if watch.hint > self._listed_at:
+            return watch.hint
+        return self._listed_at + self._spacing
+
+    def _schedule(self, wanted):
+        """Have a listing made at ``wanted``, or later (lock held).
+
+        Not before ``floor`` after the last listing, nor before the
+        bucket has a token; not later than one already planned.
+        """
+        if self._tokens < 1:
+            wanted = max(wanted, self._tokens_at
+                         + (1 - self._tokens) * self.interval)
+        wanted = max(wanted, self._listed_at + self.floor)
+        if self._next_at is not None and self._next_at <= wanted:
+            return
+        self._next_at = wanted
+        self._scheduler.call_at(wanted, self._when_due)
+
+    def _when_due(self):
+        with self._lock:
+            if self._next_at is None or time.time() < self._next_at:
+                return   # a listing planned for a time that changed
+            self._next_at = None
+        self.refresh()
+
+    def _take_token(self, now):
+        self._tokens = min(BURST, self._tokens
+                           + (now - self._tokens_at) / self.interval) - 1
+        self._tokens_at = now
+
+    # Listing
+
     def refresh(self):
-        """List the instances if anyone waits, then wake who should."""
+        """List the instances if anyone waits; wake who should.
+
+        Then plans the next listing.
+        """
         with self._lock:
             if not self._watchers:
                 return
-        started = time.time()
+            started = time.time()
+            self._take_token(started)
         try:
             instances = self.driver.list_instances()
         except Exception:
             LOG.exception('Listing instances of provider %s failed',
                           self.driver.name)
-            return
+            instances = None
         with self._lock:
-            self._instances = {i.external_id: i for i in instances}
-            self._listed_at = started
-            watchers, self._watchers = self._watchers, {}
-            fire, keep = [], {}
-            for external_id, entries in watchers.items():
-                state = state_of(self._instances.get(external_id))
-                for watch in entries:
-                    if watch.cancelled:
-                        continue
-                    if watch.seen_state == state:
-                        keep.setdefault(external_id, []).append(watch)
-                    else:
-                        fire.append(watch.callback)
-            for external_id, entries in keep.items():
-                self._watchers.setdefault(external_id, []).extend(entries)
+            self.listings += 1
+            if instances is not None:
+                fire = self._update(instances, started)
+            else:
+                fire = []
+                self._spacing = min(self.interval, 2 * self._spacing)
+            wanted = min((self._wanted(watch)
+                          for entries in self._watchers.values()
+                          for watch in entries), default=None)
+            if wanted is not None:
+                self._schedule(wanted)
         for callback in fire:
             callback()
+
+    def _update(self, instances, started):
+        """Keep a listing; return the callbacks to call (lock held)."""
+        self._instances = {i.external_id: i for i in instances}
+        self._listed_at = started
+        watchers, self._watchers = self._watchers, {}
+        fire, keep = [], {}
+        for external_id, entries in watchers.items():
+            state = state_of(self._instances.get(external_id))
+            for watch in entries:
+                if watch.cancelled:
+                    continue
+                if watch.seen_state == state:
+                    keep.setdefault(external_id, []).append(watch)
+                    continue
+                fire.append(watch.callback)
+                if watch.kind == UP and state not in (
+                        driver_base.BUILDING, GONE) or \
+                        watch.kind == DOWN and state == GONE:
+                    self._took[watch.kind].append(started - watch.since)
+        self._watchers = keep
+        self._since = {external_id: since for external_id, since
+                       in self._since.items() if external_id in keep}
+        self._spacing = self.floor if fire else min(self.interval,
+                                                    2 * self._spacing)
+        return fire
 
 
 class Watch:
     """A pending :meth:`InstanceCache.watch`."""
 
-    def __init__(self, seen_state, callback, interrupt=False):
+    def __init__(self, seen_state, callback, interrupt=False, kind=UP,
+                 since=0.0, hint=0.0):
         self.seen_state = seen_state
         self.callback = callback
         #: whether :meth:`InstanceCache.stop_waits` ends it
         self.interrupt = interrupt
+        #: the change awaited (:data:`UP` or :data:`DOWN`), since when,
+        #: and when it could have happened
+        self.kind = kind
+        self.since = since
+        self.hint = hint
         self.cancelled = False
 
     def cancel(self):

@@ -4,11 +4,21 @@ With ``[jobboard] enabled``, flows are not run by the process that decides
 them. A launcher records the flow detail in the node's logbook in the
 shared database (as the in-process runner does, with the factory and
 inputs that rebuild the flow) and posts a job on the fleet's jobboard
-(Redis or ZooKeeper): the job names the flow detail (``flow_uuid``), the
-node (``node_id``, the logbook's uuid) and the flow's inputs (``store``).
-Conductors (TaskFlow's own, :mod:`taskflow.conductors`) on any host claim
-jobs, load the flow from its flow detail and run it; a job is consumed
-when its flow has finished.
+(Redis or ZooKeeper): the job names the flow detail (``flow_uuid``) and
+the node (``node_id``, the logbook's uuid). Conductors (TaskFlow's own,
+:mod:`taskflow.conductors`, with fleetflow's check of each job) on any
+host claim jobs, load the flow from its flow detail and run it; a job is
+consumed when its flow has finished.
+
+Jobs are not trusted
+    Whoever can write to the board can post or change a job. A conductor
+    runs a job only when the database agrees with it (:func:`check_job`):
+    its logbook is its node's, its flow detail is that node's current
+    flow (the node row's ``flow_id``), unfinished, rebuilt by fleetflow's
+    registry of flow factories (:mod:`fleetflow.flows.registry`), and the
+    node is in a state that flow acts on. The flow's inputs are those
+    saved with its flow detail: a ``store`` in a job is ignored. Any other
+    job is refused, logged as a SECURITY event and trashed.
 
 Claims and dead hosts
     A claim must outlive every wait of its flow, and die with its host.
@@ -67,7 +77,8 @@ import time
 import uuid
 
 from oslo_utils import netutils
-from taskflow.conductors import backends as conductor_backends
+from taskflow.conductors.backends import impl_blocking
+from taskflow.conductors.backends import impl_nonblocking
 from taskflow import exceptions as tf_exceptions
 from taskflow.jobs import backends as job_backends
 from taskflow.listeners import base as listener_base
@@ -78,6 +89,7 @@ import tenacity
 from fleetflow.db import locks
 from fleetflow import engine as ff_engine
 from fleetflow import exceptions
+from fleetflow.flows import registry
 from fleetflow import launcher as ff_launcher
 from fleetflow import logutils
 from fleetflow import retries
@@ -213,12 +225,15 @@ class Board:
                     self._client.stop()
                     self._client.close()
 
-    def post(self, node_id, book, detail, store):
-        """Post the job of flow ``detail`` of node ``node_id``."""
+    def post(self, node_id, book, detail):
+        """Post the job of flow ``detail`` of node ``node_id``.
+
+        The flow's inputs are not in the job: they are saved with the flow
+        detail, and a conductor takes them from there only.
+        """
         return self.jobboard.post(
             detail.name, book=book,
-            details={'flow_uuid': detail.uuid, 'node_id': node_id,
-                     'store': store})
+            details={'flow_uuid': detail.uuid, 'node_id': node_id})
 
     def jobs(self, fresh=True):
         """The jobs on the board (claimed or not), oldest first."""
@@ -311,14 +326,12 @@ class JobboardRunner(ff_runner.Runner):
             logutils.node_logger(LOG, node_id).info(
                 'Flow %s did not finish and has no job: posting it again '
                 'instead of a new %s', detail.name, factory.__name__)
-            store = _inputs(detail)
         else:
             _flow, detail, book = self.record_flow(node_id, factory, inputs)
-            store = inputs
-        return self._post(node_id, book, detail, store)
+        return self._post(node_id, book, detail)
 
-    def _post(self, node_id, book, detail, store):
-        job = self.board.post(node_id, book, detail, store)
+    def _post(self, node_id, book, detail):
+        job = self.board.post(node_id, book, detail)
         # A conductor, maybe on another host, writes the flow from now on.
         forget_flow(self.ctx, detail.uuid)
         with self._jobs_lock:
@@ -376,7 +389,7 @@ class JobboardRunner(ff_runner.Runner):
                     continue
                 LOG.info('[node %s] Posting unfinished flow %s (%s) again',
                          node_id, detail.name, detail.state)
-                self._post(node_id, book, detail, _inputs(detail))
+                self._post(node_id, book, detail)
                 posted += 1
         return posted
 
@@ -407,12 +420,92 @@ def forget_flow(ctx, flow_uuid):
             forget(flow_uuid)
 
 
-def _inputs(detail):
-    """The inputs a flow detail was recorded with (its factory kwargs)."""
-    return dict(detail.meta.get('factory', {}).get('kwargs') or {})
-
-
 # The conductor's side: claim jobs and run them
+
+class FlowDone(exceptions.FleetflowError):
+    """The job's flow finished already: its job is consumed, not run."""
+
+
+def check_job(ctx, job):
+    """``(logbook, flow detail)`` of a job that the database agrees with.
+
+    :raises FlowDone: when the job's flow is its node's and finished (a
+        conductor finished it, then died before consuming the job).
+    :raises UntrustedFlow: for any other job the database does not agree
+        with; logged as a SECURITY event.
+    """
+    details = job.details if isinstance(job.details, dict) else {}
+    node_id, flow_uuid = details.get('node_id'), details.get('flow_uuid')
+    if not isinstance(node_id, str) or not isinstance(flow_uuid, str):
+        _refuse(job, 'it names no node or no flow')
+    if job.book_uuid != node_id:
+        _refuse(job, 'its logbook %s is not its node %s\'s'
+                % (job.book_uuid, node_id))
+    with contextlib.closing(ctx.persistence.get_connection()) as conn:
+        try:
+            book = conn.get_logbook(node_id)
+        except tf_exceptions.NotFound:
+            _refuse(job, 'node %s has no logbook' % node_id)
+    detail = book.find(flow_uuid)
+    if detail is None:
+        _refuse(job, 'flow %s is not in node %s\'s logbook'
+                % (flow_uuid, node_id))
+    node = ctx.store.find_node(node_id)
+    current = node is not None and node['flow_id'] == flow_uuid
+    if detail.state in ff_runner.FINISHED and (current or node is None):
+        raise FlowDone('flow %s of node %s ended %s'
+                       % (flow_uuid, node_id, detail.state))
+    if not current:
+        _refuse(job, 'flow %s is not the current flow of node %s (%s)'
+                % (flow_uuid, node_id,
+                   'no such node' if node is None else node['flow_id']))
+    factory, _inputs = registry.recorded(detail, node_id)
+    if node['state'] not in factory.node_states:
+        _refuse(job, 'node %s is %s; a %s flow acts on a node that is %s'
+                % (node_id, node['state'], factory.kind,
+                   ', '.join(sorted(factory.node_states))))
+    return book, detail
+
+
+def _refuse(job, reason):
+    registry.SECURITY_LOG.error('SECURITY: job %s (%.80r) refused: %s',
+                                job.uuid, job.name, reason)
+    raise registry.UntrustedFlow('job %s refused: %s' % (job.uuid, reason))
+
+
+class _CheckedJobs:
+    """TaskFlow's conductor, running only the jobs :func:`check_job` passes.
+
+    It replaces TaskFlow's engine-from-job, which imports the factory a
+    flow detail names and merges a job's ``store`` over the flow's inputs.
+    A refused job is trashed; a job whose flow is done, consumed.
+    """
+
+    def __init__(self, ctx, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._ctx = ctx
+
+    def _engine_from_job(self, job):
+        book, detail = check_job(self._ctx, job)
+        return ff_runner.load_engine(self._ctx, book, detail)
+
+    def _dispatch_job(self, job):
+        try:
+            return super()._dispatch_job(job)
+        except FlowDone as e:
+            logutils.node_logger(LOG, job_node(job)).info(
+                'Job %s not run: %s', job.uuid, e)
+            return True
+
+
+class BlockingConductor(_CheckedJobs, impl_blocking.BlockingConductor):
+    """TaskFlow's ``blocking`` conductor with fleetflow's job check."""
+
+
+class NonBlockingConductor(_CheckedJobs,
+                           impl_nonblocking.NonBlockingConductor):
+    """TaskFlow's ``nonblocking`` conductor with fleetflow's job check."""
+
 
 class _WaitInPlace(listener_base.Listener):
     """Blocks the engine's worker while a task says it has to wait."""
@@ -621,9 +714,10 @@ class _ClaimingBoard:
 class Conductor:
     """Claims jobs from the board and runs their flows.
 
-    TaskFlow's ``nonblocking`` conductor (``blocking`` with one worker),
-    named after the host and a token of this process (a claim names its
-    owner: a restarted process must not pass for its dead predecessor).
+    TaskFlow's ``nonblocking`` conductor (``blocking`` with one worker)
+    with fleetflow's check of each job (:func:`check_job`), named after
+    the host and a token of this process (a claim names its owner: a
+    restarted process must not pass for its dead predecessor).
 
     :param on_done: called with the job of each flow that finished.
     """
@@ -636,8 +730,10 @@ class Conductor:
         self._on_done = on_done
         self._waits = _Waits(ctx)
         self._claims = _ClaimKeeper(board, self.name, self._lost)
-        self._conductor = conductor_backends.fetch(
-            'nonblocking' if self.workers > 1 else 'blocking', self.name,
+        conductor_class = NonBlockingConductor if self.workers > 1 \
+            else BlockingConductor
+        self._conductor = conductor_class(
+            ctx, self.name,
             _ClaimingBoard(board, self._claims, self._claimed),
             persistence=ctx.persistence, engine=ff_engine.NAME,
             max_simultaneous_jobs=self.workers,

@@ -167,11 +167,17 @@ def scan_host_keys(host, port, connection_type='ssh', timeout=5.0):
     return sorted(keys)
 
 
-def verify_host_keys(host, port, keys, expected_keys):
-    """Check that every expected key is among the scanned ``keys``.
+def verify_host_keys(host, port, keys, expected_keys, exact=False):
+    """Check the scanned ``keys`` against the expected ones.
 
-    Key types are compared with ``rsa-sha2-*`` and ``ssh-rsa`` as one.
+    Every expected key must be among ``keys``. With ``exact`` (a host whose
+    every key is known, as a local instance's) any other key is a mismatch
+    too; without it the other keys are left out: a host pinned to some of
+    its keys is known by those alone, so a relay that answers for the other
+    key types cannot plant its own. Key types are compared with
+    ``rsa-sha2-*`` and ``ssh-rsa`` as one.
 
+    :returns: the keys to store: the expected ones, sorted ``"type base64"``.
     :raises HostKeyMismatch: naming the host and the key types, logged at
         ERROR as a security event.
     """
@@ -182,19 +188,28 @@ def verify_host_keys(host, port, keys, expected_keys):
             'expected host key of %s:%s is not valid: %s' % (host, port, e))
     offered = ssh.key_set(keys)
     missing = expected - offered
-    if not missing:
-        return
+    unexpected = offered - expected
 
     def describe(pairs):
         return ', '.join('%s %s' % (t, ssh.fingerprint('%s %s' % (t, d)))
                          for t, d in sorted(pairs)) or 'none'
 
+    if not missing and not (exact and unexpected):
+        if unexpected:
+            LOG.info('%s:%s: not storing host keys nobody expected: %s',
+                     host, port, describe(unexpected))
+        return sorted('%s %s' % pair for pair in expected)
+    problems = []
+    if missing:
+        problems.append('expected %s not offered' % describe(missing))
+    if exact and unexpected:
+        problems.append('unexpected %s offered' % describe(unexpected))
     message = ('host key mismatch for %s:%s: expected key types %s, '
-               'offered key types %s; expected %s not offered (offered %s)'
+               'offered key types %s; %s (offered %s)'
                % (host, port,
                   ', '.join(sorted({t for t, _ in expected})),
                   ', '.join(sorted({t for t, _ in offered})) or 'none',
-                  describe(missing), describe(offered)))
+                  '; '.join(problems), describe(offered)))
     LOG.error('SECURITY: %s', message)
     raise exceptions.HostKeyMismatch(message)
 
@@ -226,19 +241,24 @@ class KeyScanner:
         return scan_host_keys(host, port, connection_type,
                               timeout=self.connect_timeout)
 
-    def scan(self, host, port, connection_type='ssh', expected_keys=None):
+    def scan(self, host, port, connection_type='ssh', expected_keys=None,
+             exact=False):
         """Scan host:port on the pool and wait for its keys.
 
         :param expected_keys: ``"type base64"`` keys the host must present
             (all of them); ``None`` or empty to accept whatever it has.
             Not checked for connection types that are not scanned.
-        :returns: the sorted ``"type base64"`` keys found.
+        :param exact: the expected keys are all the host has; any other
+            key offered is a mismatch.
+        :returns: the sorted ``"type base64"`` keys to store: the expected
+            ones when there are, else every key found.
         :raises HostUnreachable: SSH does not answer (yet).
-        :raises HostKeyMismatch: an expected key was not presented.
+        :raises HostKeyMismatch: an expected key was not presented, or
+            (``exact``) another was.
         """
         keys = self.submit(host, port, connection_type).result()
         if expected_keys and connection_type in SSH_CONNECTION_TYPES:
-            verify_host_keys(host, port, keys, expected_keys)
+            return verify_host_keys(host, port, keys, expected_keys, exact)
         return keys
 
     def stop(self, wait=True):

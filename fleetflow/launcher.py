@@ -2,7 +2,10 @@
 
 A pass runs when something changed: a flow of this process finished, or
 the requests table changed (a new request, a release, from any process),
-and at the latest every ``request_interval``. A pass reads every node and
+and at the latest every ``request_interval``. An idle launcher makes no
+query on a SQLite file (a stat shows any commit); on another database it
+reads the requests' marker less and less often while nothing changes, at
+least once a second. A pass reads every node and
 active request once, then:
 
 - deletes nodes that are used, failed or aborted, held past their expiry,
@@ -12,8 +15,10 @@ active request once, then:
   node was aborted (the cloud's quota or capacity);
 - serves new requests, oldest and highest priority (lowest number) first,
   from the first pool that serves all their labels and has quota for what
-  ready spares do not cover; a request that fits nowhere waits, and the
-  pools it would use pause until the next pass;
+  ready spares do not cover; a request that fits nowhere now waits, and
+  the pools it would use pause until the next pass; one that is not valid
+  or that no such pool could ever hold is declined; a pass starts at most
+  ``max_launches_per_pass`` launches;
 - keeps ``min-ready`` spare nodes of each label.
 
 Every ``cleanup_interval`` it lists each provider's instances and
@@ -29,6 +34,7 @@ import time
 from taskflow import states as tf_states
 
 from fleetflow.db import api as db_api
+from fleetflow.db import direct
 from fleetflow.db import models
 from fleetflow.drivers import base as driver_base
 from fleetflow import exceptions
@@ -40,6 +46,9 @@ from fleetflow import scheduler as ff_scheduler
 LOG = logging.getLogger(__name__)
 
 TICK = 0.05
+#: on a database whose commits only a query shows, the longest time
+#: between two reads of the request marker while nothing changes
+IDLE_MARKER_SPACING = 1.0
 #: a pass starts no sooner than this many times its last duration after it
 PASS_SHARE = 5
 
@@ -56,6 +65,9 @@ class Launcher:
         self.runner = self._make_runner()
         self._wake = threading.Event()
         self._marker = None
+        self._probe = direct.ChangeProbe(self.store.engine)
+        self._marker_read = 0.0
+        self._marker_spacing = TICK
         self._last_pass = 0.0
         self._last_cleanup = time.time()
         self._leak_candidates = {}
@@ -146,20 +158,41 @@ class Launcher:
             # process's time, and the flows get the rest. Starting flows
             # is not counted: it is the flows' work, done once.
             return
-        marker = self.store.request_marker()
-        if (self._wake.is_set() or marker != self._marker
-                or now - self._last_pass >= self.ctx.conf.launcher
-                .request_interval):
-            self._wake.clear()
-            self._marker = marker
-            self._last_pass = now
-            self._starting = 0.0
-            self.run_pass()
-            self._pass_cost = time.time() - now - self._starting
+        due = self._wake.is_set() or now - self._last_pass >= \
+            self.ctx.conf.launcher.request_interval
+        # Asked even when due: a read now is the next one's baseline.
+        if self._requests_may_have_changed(now) or due:
+            marker = self.store.request_marker()
+            if marker != self._marker:
+                self._marker_spacing = TICK
+            else:
+                self._marker_spacing = min(2 * self._marker_spacing,
+                                           IDLE_MARKER_SPACING)
+            self._marker_read = now
+            if due or marker != self._marker:
+                self._wake.clear()
+                self._marker = marker
+                self._last_pass = now
+                self._starting = 0.0
+                self.run_pass()
+                self._pass_cost = time.time() - now - self._starting
         if now - self._last_cleanup >= self.ctx.conf.launcher \
                 .cleanup_interval:
             self._last_cleanup = now
             self.cleanup_leaks()
+
+    def _requests_may_have_changed(self, now):
+        """Whether to read the request marker, at ``now``.
+
+        On a SQLite file, only when a commit was made since the last look
+        (:class:`~fleetflow.db.direct.ChangeProbe`): an idle launcher makes
+        no query. Elsewhere, every tick after a change, then less and less
+        often while nothing changes, down to every
+        :data:`IDLE_MARKER_SPACING`.
+        """
+        if self._probe.visible:
+            return self._probe.changed()
+        return now - self._marker_read >= self._marker_spacing
 
     # The pass
 
@@ -171,9 +204,9 @@ class Launcher:
             self._handle_nodes(nodes)
             usage = quota.Usage(self.ctx, _counts(nodes))
             self._settle_pending(requests, nodes)
-            self._serve_new(requests, nodes, usage)
-            self._keep_min_ready(nodes, usage)
-            self._send_gauges(nodes)
+            budget = self._serve_new(requests, nodes, usage)
+            self._keep_min_ready(nodes, usage, budget)
+            self.ctx.stats.pass_gauges(self.ctx.layout, nodes, requests)
             self.passes += 1
         except Exception:
             LOG.exception('Launcher pass failed')
@@ -191,7 +224,7 @@ class Launcher:
                 if now - node['state_time'] >= conf.delete_retry_interval:
                     self._start(self.runner.delete, node)
             elif state == models.HOLD:
-                if node['hold_expires'] and node['hold_expires'] <= now:
+                if _hold_expiry(node, self.ctx.layout) <= now:
                     self._node_log(node).info('Hold expired')
                     self._cas(node, models.USED, [models.HOLD])
             elif state == models.READY and node['request_id'] is None:
@@ -243,7 +276,13 @@ class Launcher:
         return False
 
     def _serve_new(self, requests, nodes, usage):
+        """Plan and serve new requests; return the launches left to start.
+
+        At most ``max_launches_per_pass`` launches are planned (a request
+        is served whole); the next pass serves the rest.
+        """
         now = time.time()
+        budget = self.ctx.conf.launcher.max_launches_per_pass
         spares = collections.defaultdict(list)
         for node in nodes:
             if node['state'] == models.READY and node['request_id'] is None:
@@ -251,19 +290,27 @@ class Launcher:
                     .append(node)
         paused = set()
         plans = []
+        # the layout's max-concurrency: requests a provider serves at once
+        serving = collections.Counter(
+            request['provider'] for request in requests
+            if request['state'] == models.PENDING
+            and self._owns(request['launcher']))
         for request in requests:
             if request['state'] != models.REQUESTED or \
                     (request['not_before'] or 0) > now:
                 continue
-            candidates = list(self.ctx.layout.pools_serving(
-                request['labels']))
-            if not candidates:
-                self._decline(request)
+            if budget <= 0:
+                self.wake()
+                break
+            candidates, reason = self._pools_for(request, usage)
+            if reason:
+                self._decline(request, reason)
                 continue
             chosen = None
             for provider, pool in candidates:
                 key = (provider['name'], pool['name'])
-                if key in paused:
+                if key in paused or 0 < provider['max-concurrency'] <= \
+                        serving[key[0]]:
                     continue
                 reuse, launch = _split(request['labels'], spares, key)
                 if usage.fits(key[0], key[1], launch):
@@ -274,6 +321,8 @@ class Launcher:
                               for p, pl in candidates)
                 continue
             key, reuse, launch = chosen
+            budget -= len(launch)
+            serving[key[0]] += 1
             for label in launch:
                 usage.take(key[0], key[1], self.ctx.provider(key[0])
                            .quota_for_label(key[1], label))
@@ -286,6 +335,7 @@ class Launcher:
         self._requests_waiting = len(plans) < sum(
             1 for request in requests if request['state'] == models.REQUESTED)
         self._serve(plans)
+        return budget
 
     def _serve(self, plans):
         """Apply this pass's decisions in one transaction, then launch."""
@@ -303,24 +353,54 @@ class Launcher:
             if not nodes:
                 self.wake()
 
-    def _decline(self, request):
-        unknown = [label for label in request['labels']
+    def _pools_for(self, request, usage):
+        """The pools that could ever serve ``request``, or why none can.
+
+        :returns: ``(pools, None)``, or ``([], reason)`` for a request that
+            is not valid (a row the client did not write), has an unknown
+            label, or has more nodes than the total limits of every pool
+            serving its labels hold.
+        """
+        labels = request['labels']
+        problem = db_api.request_problem(
+            labels, request['priority'], self.ctx.conf.requests.max_nodes)
+        if problem:
+            return [], problem
+        serving = list(self.ctx.layout.pools_serving(labels))
+        candidates = [(provider, pool) for provider, pool in serving
+                      if usage.could_ever_fit(provider['name'], pool['name'],
+                                              labels)]
+        if candidates:
+            return candidates, None
+        unknown = [label for label in labels
                    if label not in self.ctx.layout.labels]
         if unknown:
-            reason = 'unknown label(s): %s' % ', '.join(unknown)
-        else:
-            reason = ('no provider pool serves all of: %s'
-                      % ', '.join(request['labels']))
+            return [], 'unknown label(s): %s' % ', '.join(unknown)
+        if not serving:
+            return [], ('no provider pool serves all of: %s'
+                        % ', '.join(labels))
+        return [], ('%d nodes are more than any pool that serves their '
+                    'labels can ever hold (%s)' % (len(labels), '; '.join(
+                        '%s/%s %s' % (provider['name'], pool['name'],
+                                      _limits(usage.total(provider['name'],
+                                                          pool['name'])))
+                        for provider, pool in serving)))
+
+    def _decline(self, request, reason):
         LOG.warning('[request %s] Declined: %s', request['id'], reason)
         self._request_state(request, models.REQUEST_FAILED, reason=reason)
 
-    def _keep_min_ready(self, nodes, usage):
+    def _keep_min_ready(self, nodes, usage, budget):
+        """Launch spares up to min-ready, at most ``budget`` of them."""
         spare_states = (models.READY, models.BUILDING)
         have = collections.Counter(
             node['label'] for node in nodes
             if node['state'] in spare_states and node['request_id'] is None)
         for name, label in self.ctx.layout.labels.items():
             for _ in range(label['min-ready'] - have[name]):
+                if budget <= 0:
+                    self.wake()
+                    return
                 for provider, pool in self.ctx.layout.pools_serving([name]):
                     if usage.fits(provider['name'], pool['name'], [name]):
                         node = self.store.create_node(
@@ -330,6 +410,7 @@ class Launcher:
                                    self.ctx.provider(provider['name'])
                                    .quota_for_label(pool['name'], name))
                         self._start(self.runner.launch, node)
+                        budget -= 1
                         break
 
     # Leaks
@@ -411,20 +492,20 @@ class Launcher:
     def _node_log(self, node):
         return logutils.node_logger(LOG, node['id'], node['request_id'])
 
-    def _send_gauges(self, nodes):
-        if self.ctx.stats.client is None:
-            return
-        gauges = collections.Counter()
-        for node in nodes:
-            for key in ('nodes.%s' % node['state'],
-                        'provider.%s.nodes.%s' % (node['provider'],
-                                                  node['state']),
-                        'label.%s.nodes.%s' % (node['label'],
-                                               node['state'])):
-                gauges[key] += 1
-        for state in models.NODE_STATES:
-            gauges.setdefault('nodes.%s' % state, 0)
-        self.ctx.stats.gauges(gauges)
+
+def _hold_expiry(node, layout):
+    """When a held node is released: its own expiry or max-hold-age."""
+    expiry = node['hold_expires'] or float('inf')
+    if layout.max_hold_age:
+        expiry = min(expiry, node['state_time'] + layout.max_hold_age)
+    return expiry
+
+
+def _limits(quota):
+    """``instances 5, cores 8`` for the limited fields of a quota."""
+    return ', '.join('%s %s' % (field, value)
+                     for field, value in quota.to_dict().items()
+                     if value is not None) or 'unlimited'
 
 
 def _counts(nodes):

@@ -19,6 +19,21 @@ def pool_limits(pool):
                              ram=pool.get('max-ram'))
 
 
+def provider_limits(provider):
+    """The limits that apply to all of a provider's nodes.
+
+    The least of the cloud's limits and its pools' limits added up (a
+    limit that some pool does not set is left to the cloud).
+    """
+    pools = [pool_limits(pool) for pool in provider.entry['pools']]
+    added = {}
+    for field in driver_base.Quota.FIELDS:
+        values = [getattr(limits, field) for limits in pools]
+        added[field] = (None if not values or None in values
+                        else sum(values))
+    return provider.quota_limits().least(driver_base.Quota(**added))
+
+
 class Usage:
     """A snapshot of what every provider and pool uses, from one query."""
 
@@ -44,8 +59,11 @@ class Usage:
     def available(self, provider_name, pool_name):
         """What ``provider_name``/``pool_name`` can still launch."""
         provider = self.ctx.providers[provider_name]
-        pool_left = (pool_limits(provider.pool(pool_name))
-                     - self.pool_used[(provider_name, pool_name)])
+        pool = provider.pool(pool_name)
+        pool_left = pool_limits(pool) - self.pool_used[(provider_name,
+                                                        pool_name)]
+        if pool.get('ignore-provider-quota'):
+            return pool_left
         provider_left = (provider.quota_limits()
                          - self.provider_used[provider_name])
         return pool_left.least(provider_left)
@@ -55,13 +73,33 @@ class Usage:
         self.pool_used[(provider_name, pool_name)] += quota
         self.provider_used[provider_name] += quota
 
-    def fits(self, provider_name, pool_name, label_names):
-        """Whether nodes of ``label_names`` fit in the pool now."""
+    def needed(self, provider_name, pool_name, label_names):
+        """The quota nodes of ``label_names`` take in the pool."""
         provider = self.ctx.providers[provider_name]
         needed = driver_base.Quota.zero()
         for label in label_names:
             needed += provider.quota_for_label(pool_name, label)
-        return self.available(provider_name, pool_name).fits(needed)
+        return needed
+
+    def fits(self, provider_name, pool_name, label_names):
+        """Whether nodes of ``label_names`` fit in the pool now."""
+        return self.available(provider_name, pool_name).fits(
+            self.needed(provider_name, pool_name, label_names))
+
+    def could_ever_fit(self, provider_name, pool_name, label_names):
+        """Whether nodes of ``label_names`` fit in the pool's total limits.
+
+        As if nothing else were in use: the pool's own limits and the
+        provider's (nodepool's ``hasProviderQuota``).
+        """
+        return self.total(provider_name, pool_name).fits(
+            self.needed(provider_name, pool_name, label_names))
+
+    def total(self, provider_name, pool_name):
+        """The pool's total limits: its own and its provider's."""
+        provider = self.ctx.providers[provider_name]
+        return pool_limits(provider.pool(pool_name)).least(
+            provider.quota_limits())
 
     def count(self, provider=None, pool=None, label=None, state=None):
         return sum(n for (pv, pl, lb, st), n in self.states.items()

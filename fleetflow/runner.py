@@ -32,6 +32,7 @@ from fleetflow import exceptions
 from fleetflow import flowinfo
 from fleetflow.flows import delete as delete_flows
 from fleetflow.flows import launch as launch_flows
+from fleetflow.flows import registry
 from fleetflow import logutils
 from fleetflow import retries
 from fleetflow import stats
@@ -49,6 +50,19 @@ def _injector(inputs):
     injector.results = dict(inputs)
     injector.state = states.SUCCESS
     return injector
+
+
+def load_engine(ctx, book, detail):
+    """The engine of flow ``detail`` of the node whose logbook is ``book``.
+
+    The flow is rebuilt by fleetflow's registry of flow factories, never by
+    the name the detail holds (:mod:`fleetflow.flows.registry`).
+
+    :raises UntrustedFlow: when the detail is refused (logged).
+    """
+    return engines.load(registry.rebuild(detail, book.uuid),
+                        flow_detail=detail, book=book,
+                        backend=ctx.persistence, engine=ff_engine.NAME)
 
 
 def listen(engine, ctx):
@@ -147,7 +161,9 @@ class Runner:
     def launch(self, node):
         """Start the launch flow of a building node row."""
         provider = self.ctx.layout.providers[node['provider']]
-        pool = self.ctx.layout.get_pool(node['provider'], node['pool'])
+        label = self.ctx.layout.pool_label(
+            self.ctx.layout.get_pool(node['provider'], node['pool']),
+            node['label'])
         return self.start_flow(
             node['id'], launch_flows.get_launch_flow,
             dict(node_id=node['id'], provider=node['provider'],
@@ -155,7 +171,7 @@ class Runner:
                  launch_retries=provider['launch-retries'],
                  launch_timeout=provider['launch-timeout'],
                  boot_timeout=provider['boot-timeout'],
-                 host_key_checking=pool['host-key-checking']))
+                 host_key_checking=label['host-key-checking']))
 
     def delete(self, node):
         """Start the delete flow of a node row."""
@@ -184,10 +200,10 @@ class Runner:
 
         :returns: ``(flow, flow detail, logbook)``
         """
-        flow = factory(**inputs)
-        detail = tf_models.FlowDetail('%s-%s' % (flow.name, node_id),
-                                      uuid=str(uuid.uuid4()))
-        engines.save_factory_details(detail, factory, (), inputs)
+        if inputs.get('node_id') != node_id:
+            raise registry.UntrustedFlow('inputs for node %s name node %s'
+                                         % (node_id, inputs.get('node_id')))
+        flow, detail = registry.record(factory, inputs)
         # The inputs are the flow's store; saved with the detail in one
         # transaction, a crash cannot leave a flow that lacks them.
         detail.add(_injector(inputs))
@@ -212,8 +228,8 @@ class Runner:
     def resume_all(self):
         """Resume every flow that did not finish; return how many."""
         resumed = 0
-        backend = self.ctx.persistence
-        with contextlib.closing(backend.get_connection()) as conn:
+        with contextlib.closing(self.ctx.persistence.get_connection()) \
+                as conn:
             books = list(conn.get_logbooks(lazy=False))
         for book in books:
             unfinished = [fd for fd in book if fd.state not in FINISHED]
@@ -225,9 +241,10 @@ class Runner:
                 LOG.info('[node %s] Resuming flow %s (%s)', book.uuid,
                          detail.name, detail.state)
                 try:
+                    # Checked now, so that a refused flow is not started.
+                    registry.recorded(detail, book.uuid)
                     self._start(book.uuid, detail.name, functools.partial(
-                        engines.load_from_detail, detail, backend=backend,
-                        book=book, engine=ff_engine.NAME))
+                        load_engine, self.ctx, book, detail))
                 except exceptions.FleetflowError as e:
                     # One node's bad logbook must not stop the others.
                     LOG.error('[node %s] Flow %s not resumed: %s',

@@ -13,6 +13,7 @@ presents any other key is refused.
 
 import base64
 import hashlib
+import logging
 import os
 import select
 import time
@@ -21,7 +22,11 @@ import paramiko
 
 from fleetflow import exceptions
 
+LOG = logging.getLogger(__name__)
+
 RSA_ALGORITHMS = ('rsa-sha2-512', 'rsa-sha2-256')
+#: bytes of a command's stdout, and of its stderr, that :func:`run` keeps
+MAX_OUTPUT = 1024 * 1024
 
 
 def normalize_type(key_type):
@@ -127,12 +132,32 @@ def connect(host, port, username, host_keys, pkey=None, timeout=10.0,
     return client
 
 
-def run(client, command, timeout=60.0):
+class _Capped:
+    """The first ``limit`` bytes of a stream; the rest is read and dropped."""
+
+    def __init__(self, limit):
+        self.limit = limit
+        self.chunks = []
+        self.kept = self.dropped = 0
+
+    def add(self, data):
+        keep = data[:max(0, self.limit - self.kept)]
+        if keep:
+            self.chunks.append(keep)
+            self.kept += len(keep)
+        self.dropped += len(data) - len(keep)
+
+    def value(self):
+        return b''.join(self.chunks)
+
+
+def run(client, command, timeout=60.0, max_output=MAX_OUTPUT):
     """Run ``command`` on a connected client; return (status, out, err).
 
     stdout and stderr are read as they come, so a command that writes a lot
-    to either does not stall. ``status`` is the exit status (-1 when the
-    server sent none).
+    to either does not stall; of each, the first ``max_output`` bytes are
+    kept (a warning says how much was dropped). ``status`` is the exit
+    status (-1 when the server sent none).
 
     :raises TimeoutError: when the command does not finish in ``timeout``.
     """
@@ -141,12 +166,12 @@ def run(client, command, timeout=60.0):
     try:
         channel.exec_command(command)
         channel.shutdown_write()
-        out, err = [], []
+        out, err = _Capped(max_output), _Capped(max_output)
         while True:
             if channel.recv_ready():
-                out.append(channel.recv(65536))
+                out.add(channel.recv(65536))
             elif channel.recv_stderr_ready():
-                err.append(channel.recv_stderr(65536))
+                err.add(channel.recv_stderr(65536))
             elif channel.exit_status_ready() or channel.closed:
                 break
             else:
@@ -157,12 +182,16 @@ def run(client, command, timeout=60.0):
                 select.select([channel], [], [], min(remaining, 0.2))
         # The exit status comes after the data; drain what arrived with it.
         while channel.recv_ready():
-            out.append(channel.recv(65536))
+            out.add(channel.recv(65536))
         while channel.recv_stderr_ready():
-            err.append(channel.recv_stderr(65536))
+            err.add(channel.recv_stderr(65536))
         status = channel.recv_exit_status() if channel.exit_status_ready() \
             else -1
-        return status, b''.join(out), b''.join(err)
+        for name, stream in (('stdout', out), ('stderr', err)):
+            if stream.dropped:
+                LOG.warning('%r: kept the first %d bytes of its %s, dropped '
+                            '%d', command, stream.kept, name, stream.dropped)
+        return status, out.value(), err.value()
     finally:
         channel.close()
 

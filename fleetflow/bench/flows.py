@@ -29,6 +29,7 @@ import time
 from oslo_config import cfg
 from taskflow.persistence.backends import impl_sqlalchemy
 
+from fleetflow import cmd
 from fleetflow import conf as ff_conf
 from fleetflow import context
 from fleetflow.db import migration
@@ -44,6 +45,7 @@ EXTRA_BACKENDS = ('sql-stock',)
 def parse_args(argv):
     parser = argparse.ArgumentParser(
         prog='fleetflow-bench flows', description=__doc__.split('\n')[0])
+    cmd.add_version_argument(parser)
     parser.add_argument('-n', '--flows', type=int, default=200,
                         help='nodes launched and then deleted per run')
     parser.add_argument('--workers', type=int, default=8,

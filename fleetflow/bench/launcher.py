@@ -34,6 +34,7 @@ from oslo_config import cfg
 import yaml
 
 from fleetflow import client as ff_client
+from fleetflow import cmd
 from fleetflow import conf as ff_conf
 from fleetflow.db import api as db_api
 from fleetflow.db import migration
@@ -45,6 +46,7 @@ CLK_TCK = os.sysconf('SC_CLK_TCK')
 def parse_args(argv):
     parser = argparse.ArgumentParser(
         prog='fleetflow-bench launcher', description=__doc__.split('\n')[0])
+    cmd.add_version_argument(parser)
     parser.add_argument('-n', '--nodes', type=int, default=100,
                         help='one-node requests submitted at once')
     parser.add_argument('--create-latency', type=float, default=0.1)
@@ -57,8 +59,12 @@ def parse_args(argv):
                              'benchmark starts on loopback)')
     parser.add_argument('--persistence', choices=('sql', 'memory'),
                         default='sql')
-    parser.add_argument('--refresh-interval', type=float, default=0.1,
-                        help='seconds between instance listings')
+    parser.add_argument('--refresh-interval', type=float,
+                        help='[launcher] instance_refresh_interval (default: '
+                             'the launcher\'s)')
+    parser.add_argument('--list-floor', type=float,
+                        help='[launcher] instance_list_floor (default: the '
+                             'launcher\'s)')
     parser.add_argument('--workers', type=int, default=16)
     parser.add_argument('--launchers', type=int, default=1,
                         help='launcher processes on one database and one '
@@ -125,11 +131,15 @@ def write_config(tmp, args, port, name=None, db_url=None, namespace=None):
         if name:
             f.write('host = %s\n' % name)
         f.write('[launcher]\nlayout_file = %s\nworkers = %d\n'
-                'instance_refresh_interval = %s\n'
-                '[persistence]\nbackend = %s\n'
+                % (os.path.join(tmp, 'layout.yaml'), args.workers))
+        for option, value in (('instance_refresh_interval',
+                               args.refresh_interval),
+                              ('instance_list_floor', args.list_floor)):
+            if value is not None:
+                f.write('%s = %s\n' % (option, value))
+        f.write('[persistence]\nbackend = %s\n'
                 '[status_api]\nenabled = true\nbind_port = %d\n'
-                % (os.path.join(tmp, 'layout.yaml'), args.workers,
-                   args.refresh_interval, args.persistence, port))
+                % (args.persistence, port))
         if db_url:
             f.write('[database]\nconnection = %s\n' % db_url)
         if args.jobboard:

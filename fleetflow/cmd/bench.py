@@ -10,6 +10,8 @@ while and checks that nothing is lost.
 import importlib
 import sys
 
+from fleetflow import cmd
+
 BENCHMARKS = {'launcher': 'fleetflow.bench.launcher',
               'flows': 'fleetflow.bench.flows',
               'soak': 'fleetflow.bench.soak'}
@@ -17,6 +19,9 @@ BENCHMARKS = {'launcher': 'fleetflow.bench.launcher',
 
 def main(argv=None):
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ['--version']:
+        print('fleetflow-bench %s' % cmd.version())
+        return 0
     name = argv.pop(0) if argv and argv[0] in BENCHMARKS else 'launcher'
     return importlib.import_module(BENCHMARKS[name]).main(argv)
 

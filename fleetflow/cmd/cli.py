@@ -1,9 +1,9 @@
 """``fleetflow``: the admin command line.
 
-Built with cliff: ``fleetflow --config-file F COMMAND ...``. Listing and
-show commands take cliff's ``-f table|json|yaml|csv|value`` and ``-c
-COLUMN``. More commands can be added through the ``fleetflow.cli`` entry
-point namespace.
+Built with cliff: ``fleetflow --config-file F COMMAND ...``. Listing
+commands take cliff's ``-f table|json|yaml|csv|value``, show commands
+``-f table|json|yaml|shell|value``, and both ``-c COLUMN``. More commands
+can be added through the ``fleetflow.cli`` entry point namespace.
 """
 
 import sys

@@ -33,6 +33,7 @@ from oslo_config import cfg
 from oslo_log import log
 import sqlalchemy.exc
 
+from fleetflow import cmd
 from fleetflow import conf as ff_conf
 from fleetflow import exceptions
 from fleetflow import layout as ff_layout
@@ -66,6 +67,7 @@ def parse_config(argv, prog, default_config_files=None):
     log.register_options(conf)
     try:
         conf(list(argv or []), project=PROJECT, prog=prog,
+             version='%s %s' % (prog, cmd.version()),
              default_config_files=default_config_files)
     except cfg.ConfigFilesNotFoundError as e:
         raise ConfigProblems(['%s: config file not found or not readable'
@@ -250,10 +252,26 @@ def database_error(conf, error):
         return ('database %s has no fleetflow tables (%s): run '
                 '"fleetflow-manage db sync"' % (url, text))
     if 'unable to open database file' in text:
-        return ('cannot open database %s: check [DEFAULT] state_path or '
-                '[database] connection, then run "fleetflow-manage db '
-                'sync"' % url)
+        path = sqlalchemy.engine.make_url(url).database or ''
+        directory = os.path.dirname(os.path.abspath(path))
+        why = ('its directory %s does not exist' % directory
+               if not os.path.isdir(directory) else text)
+        return ('cannot open database file %s: %s (check [DEFAULT] '
+                'state_path or [database] connection; "fleetflow-manage '
+                'db sync" creates the file)' % (path, why))
     return 'database %s: %s' % (url, text)
+
+
+def schema_problem(conf, current, head):
+    """Why a database at revision ``current`` cannot serve, or None."""
+    url = safe_url(ff_conf.database_url(conf))
+    if current is None:
+        return ('database %s has no fleetflow tables: run "fleetflow-manage '
+                'db sync"' % url)
+    if current != head:
+        return ('database %s is at revision %s, this fleetflow needs %s: run '
+                '"fleetflow-manage db sync"' % (url, current, head))
+    return None
 
 
 # The cliff application
@@ -299,7 +317,7 @@ class App(cliff_app.App):
         manager = commandmanager.CommandManager(namespace)
         for name, command in commands.items():
             manager.add_command(name, command)
-        super().__init__(description=description, version=_version(),
+        super().__init__(description=description, version=cmd.version(),
                          command_manager=manager, stdin=stdin,
                          stdout=stdout, stderr=stderr, deferred_help=True)
         self._conf = None
@@ -314,7 +332,10 @@ class App(cliff_app.App):
                             argparse_kwargs=None):
         parser = super().build_option_parser(
             description, version, dict(argparse_kwargs or {},
-                                       prog=self.NAME))
+                                       prog=self.NAME,
+                                       conflict_handler='resolve'))
+        # cliff names the program after sys.argv[0]; name it as installed.
+        cmd.add_version_argument(parser)
         parser.add_argument(
             '--config-file', action='append', dest='config_files',
             metavar='PATH', default=[],
@@ -415,11 +436,3 @@ class App(cliff_app.App):
             from fleetflow import context
             self._context = context.Context(self.conf, self.layout)
         return self._context
-
-
-def _version():
-    try:
-        from importlib import metadata
-        return metadata.version('fleetflow')
-    except Exception:
-        return 'unknown'

@@ -1,14 +1,18 @@
 """fleetflow-launcher: the long-running launcher service."""
 
 import gc
+import logging
 import signal
 import sys
 import threading
 
 from oslo_log import log
+import sqlalchemy.exc
 
 from fleetflow.cmd import common
+from fleetflow.cmd import manage
 from fleetflow import context
+from fleetflow.db import migration
 from fleetflow import exceptions
 from fleetflow import jobboard
 from fleetflow import status
@@ -20,10 +24,25 @@ PROG = 'fleetflow-launcher'
 GC_THRESHOLD = (10000, 50, 100)
 
 
+def check_database(ctx):
+    """Exit 1 with one line unless the database's schema is current."""
+    # alembic logs two lines of its own each time it looks.
+    logging.getLogger('alembic.runtime.migration').setLevel(logging.WARNING)
+    try:
+        current = migration.current_revision(ctx.engine)
+    except sqlalchemy.exc.SQLAlchemyError as e:
+        common.fail(PROG, common.database_error(ctx.conf, e))
+    problem = common.schema_problem(ctx.conf, current,
+                                    manage.head_revision())
+    if problem:
+        common.fail(PROG, problem)
+
+
 def main(argv=None):
     """Run until SIGTERM; a bad config or layout exits 1 naming the key."""
     conf = common.load_config(argv, PROG)
     ctx = common.make_context(conf, prog=PROG)
+    check_database(ctx)
     try:
         # The launcher; with [jobboard] enabled, a launcher and/or a
         # conductor per [launcher] role.
@@ -38,11 +57,13 @@ def main(argv=None):
     stopping = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stopping.set())
-    launcher.start()
+    try:
+        launcher.start()
+    except sqlalchemy.exc.SQLAlchemyError as e:
+        common.fail(PROG, common.database_error(conf, e))
     server = None
     if conf.status_api.enabled:
-        server = status.StatusServer(launcher, conf.status_api.bind_host,
-                                     conf.status_api.bind_port)
+        server = status.StatusServer.from_conf(launcher)
         server.start()
     stopping.wait()
     LOG.info('Stopping: no new flows; running flows stop at a task '

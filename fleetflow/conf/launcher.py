@@ -28,8 +28,17 @@ launcher_opts = [
                       'instances and resources.'),
     cfg.FloatOpt('instance_refresh_interval', default=1.0, min=0.01,
                  max=600,
-                 help='Seconds between two listings of a provider\'s '
-                      'instances; one listing serves every waiting node.'),
+                 help='Longest time between two listings of a '
+                      'provider\'s instances while a node waits for one; '
+                      'one listing serves every waiting node. Listings '
+                      'come sooner when a waiting instance could have '
+                      'changed (learnt from the changes seen lately), '
+                      'with at most 10 more listings than one per this '
+                      'interval over any stretch of time.'),
+    cfg.FloatOpt('instance_list_floor', default=0.1, min=0.01, max=600,
+                 help='Shortest time between two listings of a '
+                      'provider\'s instances (at most '
+                      'instance_refresh_interval).'),
     cfg.FloatOpt('poll_attempt', default=30.0, min=0.01, max=600,
                  help='Longest a waiting flow stays parked before it looks '
                       'again and checks its deadline; a change of its '
@@ -47,6 +56,11 @@ launcher_opts = [
                  help='Seconds before a request whose node was aborted '
                       '(the cloud refused it for quota or capacity) is '
                       'served again.'),
+    cfg.IntOpt('max_launches_per_pass', default=200, min=1, max=100000,
+               help='New launches one pass starts at most (for requests '
+                    'and min-ready); once reached, the pass serves no '
+                    'further request (one request is served whole) and '
+                    'the next pass follows at once.'),
 ]
 
 

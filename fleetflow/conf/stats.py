@@ -11,7 +11,10 @@ stats_opts = [
                                            'stats off.'),
     cfg.PortOpt('statsd_port', default=8125, help='statsd UDP port.'),
     cfg.StrOpt('statsd_prefix', default='fleetflow',
-               help='Prefix of every key sent.'),
+               help='Prefix of every key sent. The keys under it are '
+                    'nodepool\'s: set "nodepool" for the tree a nodepool '
+                    'launcher sends, so that its dashboards work '
+                    'unchanged.'),
 ]
 
 

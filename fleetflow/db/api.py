@@ -6,6 +6,7 @@ for one node only one wins and the other gets :class:`NodeStateConflict`.
 """
 
 import contextlib
+import os
 import threading
 import time
 import uuid
@@ -21,10 +22,54 @@ NODES = models.Node.__table__
 REQUESTS = models.NodeRequest.__table__
 
 
+#: the priorities a request may have, lowest and highest
+PRIORITY_RANGE = (0, 1000000)
+
+
+def request_problem(labels, priority, max_nodes):
+    """Why a request of ``labels`` at ``priority`` is not valid, or None.
+
+    :param max_nodes: the most labels (nodes) a request may have.
+    """
+    if isinstance(labels, (str, bytes)):
+        return ('labels must be a list of label names, not the string %r'
+                % (labels,))
+    if not isinstance(labels, (list, tuple)) or not labels:
+        return 'a request needs at least one label'
+    if len(labels) > max_nodes:
+        return ('a request may ask for at most %d nodes ([requests] '
+                'max_nodes), not %d' % (max_nodes, len(labels)))
+    bad = [label for label in labels
+           if not isinstance(label, str) or not label.strip()]
+    if bad:
+        return 'label names must be non-empty strings: %r' % (bad[:5],)
+    low, high = PRIORITY_RANGE
+    if isinstance(priority, bool) or not isinstance(priority, int) or \
+            not low <= priority <= high:
+        return ('priority must be an integer from %d to %d, not %r'
+                % (low, high, priority))
+    return None
+
+
+def _private_sqlite_file(url):
+    """Create a SQLite database file 0600, in a directory made 0700.
+
+    SQLite would create it with the umask's mode; its journal files take
+    the database file's mode.
+    """
+    path = sa.engine.make_url(url).database
+    if not path or path == ':memory:' or path.startswith('file:'):
+        return
+    path = os.path.abspath(path)
+    os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+    os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+
+
 def create_engine(url, pool_size=10, busy_timeout=30):
     """Create an engine tuned for many short transactions from threads."""
     kwargs = {}
     if url.startswith('sqlite'):
+        _private_sqlite_file(url)
         # SQLite has one writer at a time, and a writer that finds the file
         # locked sleeps in growing steps. One connection, handed out in
         # turn by the pool, makes threads queue without sleeping.

@@ -13,6 +13,7 @@ connection from the engine's pool, and counts what it did.
 """
 
 import contextlib
+import os
 import threading
 
 from sqlalchemy import exc as sa_exc
@@ -118,7 +119,11 @@ class Database:
         (``pool_pre_ping``, :func:`fleetflow.db.api.create_engine`).
         """
         error_class = self.engine.dialect.loaded_dbapi.Error
-        connection = self.engine.raw_connection()
+        try:
+            connection = self.engine.raw_connection()
+        except error_class as error:
+            raise sa_exc.DBAPIError.instance(
+                None, None, error, error_class) from error
         transaction = Transaction(connection.cursor())
         try:
             try:
@@ -172,3 +177,40 @@ class Transaction:
         self.statements += 1
         self.sql = compiled.sql
         self.cursor.execute(compiled.sql, compiled.parameters(values))
+
+
+class ChangeProbe:
+    """Tells, without a query, whether a SQLite database may have changed.
+
+    Every commit to a SQLite database in WAL mode (as
+    :func:`fleetflow.db.api.create_engine` sets it) writes its ``-wal``
+    file, and a checkpoint writes the main file: a stat of both shows any
+    commit, from any process. On other databases (and in-memory SQLite)
+    only a query can tell: :attr:`visible` is False and :meth:`changed`
+    always says yes.
+    """
+
+    def __init__(self, engine):
+        url = engine.url
+        path = url.database if url.get_backend_name() == 'sqlite' else None
+        self.visible = bool(path) and path != ':memory:' \
+            and not path.startswith('file:')
+        self._paths = (path, path + '-wal') if self.visible else ()
+        self._last = None
+
+    def changed(self):
+        """Whether anything may have been committed since the last call."""
+        if not self.visible:
+            return True
+        signature = tuple(_file_signature(path) for path in self._paths)
+        changed = signature != self._last
+        self._last = signature
+        return changed
+
+
+def _file_signature(path):
+    try:
+        stat = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return stat.st_ino, stat.st_size, stat.st_mtime_ns

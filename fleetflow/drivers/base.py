@@ -29,6 +29,9 @@ from fleetflow import exceptions
 META_NODE_ID = 'fleetflow-node-id'
 META_POOL = 'fleetflow-pool'
 META_PROVIDER = 'fleetflow-provider'
+#: the launch attempt (1, 2...) the instance was created for; a driver
+#: whose cloud has idempotent creates makes its request token from it
+META_ATTEMPT = 'fleetflow-attempt'
 
 BUILDING = 'building'
 ACTIVE = 'active'
@@ -44,8 +47,6 @@ class DriverError(exceptions.LaunchError):
 
 class NotFound(DriverError):
     """The instance or resource does not exist (any more)."""
-
-    stat_key = 'error.notfound'
 
 
 class QuotaError(DriverError):
@@ -65,8 +66,6 @@ class RateLimitError(DriverError):
 
     :param retry_at: the earliest ``time.time()`` at which to call again.
     """
-
-    stat_key = 'error.ratelimit'
 
     def __init__(self, message, retry_at=None):
         super().__init__(message)
@@ -106,6 +105,8 @@ class Instance:
     fault: str = None
     fault_kind: str = None
     host_keys: list = None
+    #: ``host_keys`` are every key the host has: keyscan refuses any other
+    host_keys_exact: bool = False
 
     @property
     def node_id(self):
@@ -196,6 +197,18 @@ class Driver(abc.ABC):
     pool_schema = {}
     #: keys this driver accepts in a pool's label entry
     label_schema = {}
+
+    @classmethod
+    def complete_labels(cls, provider, pool):
+        """The pool's label entries, completed from the driver's own keys.
+
+        Called by the layout loader with the checked provider and pool
+        entries; a driver adds labels its pool serves without listing
+        them, or values a label takes from elsewhere (an openstack cloud
+        image). Raises ``voluptuous.Invalid`` (paths from the pool) for
+        what its schema fragments cannot check.
+        """
+        return pool['labels']
 
     def __init__(self, provider, conf):
         self.provider = provider

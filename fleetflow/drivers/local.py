@@ -22,8 +22,9 @@ holds:
     the keys that may log in, the process's log, and the directory commands
     run in.
 
-The instance is BUILDING until its process runs and has its port, ACTIVE
-while it runs, ERROR if the process died. The driver finds instances by
+The instance is BUILDING until its process runs and has its port and every
+host key file, ACTIVE while it runs (keyscan then requires exactly those
+keys), ERROR if the process died. The driver finds instances by
 reading the directories, so instances left by a launcher that crashed are
 listed, with their metadata, and can be deleted. A thread lock and a
 ``flock`` on ``<state-path>/.lock`` make create and the quota count safe for
@@ -39,6 +40,7 @@ import os
 import re
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import threading
@@ -59,6 +61,8 @@ INSTANCE_FILE = 'instance.json'
 LOG_FILE = 'server.log'
 LOCK_FILE = '.lock'
 ID_RE = re.compile(r'^[0-9a-f]{32}$')
+#: what a cut short create (``.tmp-``) or delete (``.deleting-``) leaves
+STALE_RE = re.compile(r'^\.(tmp|deleting)-[0-9a-f]{32}$')
 SERVER_MODULE = 'fleetflow.drivers.local_server'
 #: seconds an instance may have no pid yet before it counts as failed
 START_GRACE = 30.0
@@ -192,7 +196,7 @@ class LocalDriver(base.Driver):
                         'to its instances', self.name)
         self._lock = threading.Lock()
         self._procs = {}
-        os.makedirs(self.state_path, exist_ok=True)
+        os.makedirs(self.state_path, mode=0o700, exist_ok=True)
 
     # -- files and locks --------------------------------------------------
 
@@ -204,7 +208,7 @@ class LocalDriver(base.Driver):
         """
         with self._lock:
             fd = os.open(os.path.join(self.state_path, LOCK_FILE),
-                         os.O_RDWR | os.O_CREAT, 0o644)
+                         os.O_RDWR | os.O_CREAT, 0o600)
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX)
                 yield
@@ -240,15 +244,24 @@ class LocalDriver(base.Driver):
                                   json.dumps(info, indent=2, sort_keys=True))
 
     def _remove_stale(self):
+        """Remove what a create or delete cut short left behind.
+
+        Only this driver's own leftovers: directories named as it names
+        them, owned by this user, not links; the state path may be shared
+        (``/tmp``).
+        """
         now = time.time()
         for name in os.listdir(self.state_path):
-            if name.startswith('.tmp-') or name.startswith('.deleting-'):
-                path = os.path.join(self.state_path, name)
-                try:
-                    if now - os.stat(path).st_mtime > 60:
-                        shutil.rmtree(path, ignore_errors=True)
-                except OSError:
-                    pass
+            if not STALE_RE.match(name):
+                continue
+            path = os.path.join(self.state_path, name)
+            try:
+                info = os.lstat(path)
+            except OSError:
+                continue
+            if stat.S_ISDIR(info.st_mode) and info.st_uid == os.getuid() \
+                    and now - info.st_mtime > 60:
+                shutil.rmtree(path, ignore_errors=True)
 
     # -- processes --------------------------------------------------------
 
@@ -311,9 +324,12 @@ class LocalDriver(base.Driver):
         directory = self._dir(external_id)
         pid = self._pid(external_id, info)
         port = _read_int(os.path.join(directory, local_server.PORT_FILE))
+        host_keys = self._host_keys(directory)
         fault = None
         if pid and self._alive(external_id, pid):
-            state = base.ACTIVE if port else base.BUILDING
+            # active once it has its port and all its host keys: keyscan
+            # then requires exactly those keys
+            state = base.ACTIVE if port and host_keys else base.BUILDING
         elif not pid and time.time() - info.get('created', 0) < START_GRACE:
             state = base.BUILDING
         else:
@@ -331,8 +347,8 @@ class LocalDriver(base.Driver):
             username=info.get('username'),
             region='local',
             fault=fault,
-            host_keys=self._host_keys(directory)
-            if state == base.ACTIVE else None)
+            host_keys=host_keys if state == base.ACTIVE else None,
+            host_keys_exact=True)
 
     def _host_keys(self, directory):
         keys = []

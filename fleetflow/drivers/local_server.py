@@ -5,9 +5,10 @@ Run as ``python -m fleetflow.drivers.local_server --directory DIR ...`` by
 its own session. The process "boots" like a cloud server does:
 
 1. it writes ``server.pid`` and binds a TCP socket on 127.0.0.1 port 0 (the
-   kernel picks a free port, so there is no race with other processes), and
-   writes that port to ``port``; the socket does not listen yet, so a
-   connection is refused, as by a server whose sshd has not started;
+   kernel picks a free port, and without ``SO_REUSEADDR`` no other socket
+   can bind it too), and writes that port to ``port``; the socket does not
+   listen yet, so a connection is refused, as by a server whose sshd has
+   not started;
 2. it generates fresh host keys (``ssh_host_<type>_key`` and ``.pub``);
 3. it sleeps the boot delay, then listens.
 
@@ -62,8 +63,11 @@ RSA_BITS = 3072
 DEFAULT_HOST_KEY_KINDS = ('ed25519', 'ecdsa', 'rsa')
 
 
-def write_atomic(path, text, mode=0o644):
-    """Write ``text`` to ``path`` so that readers never see half of it."""
+def write_atomic(path, text, mode=0o600):
+    """Write ``text`` to ``path`` so that readers never see half of it.
+
+    The file has ``mode`` from its creation on.
+    """
     tmp = '%s.tmp.%d.%d' % (path, os.getpid(), threading.get_ident())
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
     with os.fdopen(fd, 'w') as f:
@@ -320,9 +324,16 @@ class Listener:
 
 
 def bind_loopback(port=0):
-    """A TCP socket bound (not listening) on 127.0.0.1."""
+    """A TCP socket bound (not listening) on 127.0.0.1.
+
+    A new port (0: the kernel picks one) is bound without ``SO_REUSEADDR``,
+    so that no other socket, of any local user, can bind it too before
+    this one listens. A given port (a test server that answers again on
+    its old port) is rebound with it, past its closed connections.
+    """
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if port:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(('127.0.0.1', port))
     return sock
 

@@ -39,11 +39,14 @@ import voluptuous as v
 
 from fleetflow.drivers import base
 from fleetflow import exceptions
+from fleetflow import layout
 from fleetflow import ratelimit
 
 LOG = logging.getLogger(__name__)
 
 #: the pool label name, to find the label's username for a listed server
+#: server metadata keys fleetflow sets; instance-properties may set none
+RESERVED_PREFIX = 'fleetflow-'
 META_LABEL = 'fleetflow-label'
 #: the Neutron port made for the server (auto-floating-ip pools)
 META_PORT = 'fleetflow-port-id'
@@ -103,16 +106,27 @@ NO_RETRIES = {
 }
 
 
-class _OneOf(v.Any):
-    """``Required(_OneOf(a, b))``: at least one of the keys; named nicely."""
-
-    def __str__(self):
-        return ' or '.join(str(key) for key in self.validators)
-
-    __repr__ = __str__
-
-
 POSITIVE = v.All(int, v.Range(min=1))
+
+#: a provider's ``cloud-images`` entry: an image of the cloud and how its
+#: nodes are reached
+CLOUD_IMAGE = {
+    v.Required('name'): str,
+    v.Exclusive('image-id', 'image'): str,
+    v.Exclusive('image-name', 'image'): str,
+    'config-drive': bool,
+    'username': str,
+    'python-path': str,
+    'shell-type': str,
+    'connection-type': layout.CONNECTION_TYPE,
+    'connection-port': layout.PORT,
+}
+#: what a pool label takes from its cloud image unless it sets it itself
+IMAGE_LABEL_KEYS = ('config-drive', 'username', 'python-path', 'shell-type',
+                    'connection-type', 'connection-port')
+NO_VOLUME_LIMITS = layout.unsupported('it does not count volumes: '
+                                      'max-servers, max-cores and max-ram '
+                                      'apply')
 
 
 def fault_kind(*messages):
@@ -248,37 +262,86 @@ def _server_state(server):
 class OpenStackDriver(base.Driver):
     """Nodes as Nova servers in one cloud region.
 
-    Provider keys: ``cloud`` (a clouds.yaml entry), ``region-name``.
-    Pool keys: ``networks``, ``availability-zones``, ``auto-floating-ip``,
-    ``floating-ip-network``, ``use-internal-ip``. Label keys:
+    nodepool's openstack keys, but those of its image builder. Provider
+    keys: ``cloud`` (a clouds.yaml entry), ``region-name``,
+    ``cloud-images``. Pool keys: ``networks``, ``security-groups``,
+    ``availability-zones``, ``auto-floating-ip``, ``floating-ip-network``,
+    ``use-internal-ip``, ``ignore-provider-quota``. Label keys:
     ``flavor-name`` and/or ``min-ram``, ``cloud-image``, ``key-name``,
-    ``userdata``, ``boot-from-volume``, ``volume-size``,
+    ``userdata``, ``boot-from-volume``, ``volume-size``, ``networks``,
     ``instance-properties``.
     """
 
     provider_schema = {
         v.Required('cloud'): str,
         'region-name': str,
+        'cloud-images': [CLOUD_IMAGE],
+        'nodepool-id': layout.IGNORED,
+        'clean-floating-ips': layout.IGNORED,
+        'port-cleanup-interval': layout.IGNORED,
+        'diskimages': layout.NO_BUILDER,
+        'image-upload-timeout': layout.NO_BUILDER,
+        'image-name-format': layout.NO_BUILDER,
+        'post-upload-hook': layout.NO_BUILDER,
     }
     pool_schema = {
         'networks': [str],
+        'security-groups': [str],
         'availability-zones': [str],
         'auto-floating-ip': bool,
         'floating-ip-network': str,
         'use-internal-ip': bool,
+        'ignore-provider-quota': bool,
+        'max-volumes': NO_VOLUME_LIMITS,
+        'max-volume-gb': NO_VOLUME_LIMITS,
     }
     label_schema = {
-        v.Required(_OneOf('flavor-name', 'min-ram'),
-                   msg='is required'): object,
         'flavor-name': str,
         'min-ram': POSITIVE,
-        v.Required('cloud-image'): str,
+        'cloud-image': str,
+        'diskimage': layout.NO_BUILDER,
         'key-name': str,
         'userdata': str,
         'boot-from-volume': bool,
         'volume-size': POSITIVE,
+        'networks': [str],
         'instance-properties': {str: v.Coerce(str)},
+        'dynamic-instance-properties': layout.unsupported(
+            'it has no request variables to fill them from'),
+        'console-log': layout.IGNORED,
     }
+
+    @classmethod
+    def complete_labels(cls, provider, pool):
+        """Each label with its cloud image's values, ``image`` and networks.
+
+        ``cloud-image`` names an entry of the provider's ``cloud-images``;
+        a name none of them has is the cloud's image name or id.
+        """
+        images = {image['name']: image
+                  for image in provider.get('cloud-images', [])}
+        problems = []
+        labels = []
+        for index, label in enumerate(pool['labels']):
+            where = ['labels', index]
+            if 'flavor-name' not in label and 'min-ram' not in label:
+                problems.append(v.Invalid('flavor-name or min-ram is '
+                                          'required', where))
+            if 'cloud-image' not in label:
+                problems.append(v.Invalid('is required',
+                                          where + ['cloud-image']))
+                continue
+            image = images.get(label['cloud-image'], {})
+            labels.append({
+                **{key: image[key] for key in IMAGE_LABEL_KEYS
+                   if key in image},
+                'image': (image.get('image-id') or image.get('image-name')
+                          or label['cloud-image']),
+                'networks': pool.get('networks', []),
+                **label})
+        if problems:
+            raise v.MultipleInvalid(problems)
+        return labels
 
     def __init__(self, provider, conf):
         super().__init__(provider, conf)
@@ -292,6 +355,17 @@ class OpenStackDriver(base.Driver):
                 raise exceptions.ConfigError(
                     'provider %s pool %s: auto-floating-ip needs networks'
                     % (self.name, pool['name']))
+            for label in pool.get('labels', []):
+                reserved = sorted(
+                    key for key in label.get('instance-properties') or {}
+                    if str(key).startswith(RESERVED_PREFIX))
+                if reserved:
+                    raise exceptions.ConfigError(
+                        'provider %s pool %s label %s: instance-properties '
+                        'may not set %s: keys starting with %r are '
+                        'fleetflow\'s' % (self.name, pool['name'],
+                                          label['name'], ', '.join(reserved),
+                                          RESERVED_PREFIX))
         self._lock = threading.Lock()
         self._conn = None
         self._region = self.region_name
@@ -499,7 +573,7 @@ class OpenStackDriver(base.Driver):
 
     def create_instance(self, node_id, pool, label, metadata):
         flavor = self._find_flavor(label)
-        image_id = self._image_id(label['cloud-image'])
+        image_id = self._image_id(label['image'])
         server_meta = {str(k): str(val) for k, val in
                        (label.get('instance-properties') or {}).items()}
         server_meta.update({str(k): str(val) for k, val in metadata.items()})
@@ -508,7 +582,7 @@ class OpenStackDriver(base.Driver):
                                             node_id))
         attrs = {'name': name, 'flavor_id': flavor.id}
         networks = [{'uuid': self._network_id(net)}
-                    for net in pool.get('networks') or ()]
+                    for net in label['networks']]
         port = fip = None
         if pool.get('auto-floating-ip'):
             port, fip = self._port_with_floating_ip(
@@ -518,6 +592,11 @@ class OpenStackDriver(base.Driver):
             server_meta[META_FIP] = fip.id
         attrs['networks'] = networks or 'auto'
         attrs['metadata'] = server_meta
+        if pool.get('security-groups'):
+            attrs['security_groups'] = [
+                {'name': group} for group in pool['security-groups']]
+        if label.get('config-drive') is not None:
+            attrs['config_drive'] = label['config-drive']
         zones = pool.get('availability-zones')
         if zones:
             attrs['availability_zone'] = random.choice(zones)
@@ -550,7 +629,7 @@ class OpenStackDriver(base.Driver):
                 # the image may have been replaced under its name: look
                 # it up again on the next attempt
                 with self._lock:
-                    self._images.pop(label['cloud-image'], None)
+                    self._images.pop(label['image'], None)
             raise
         LOG.info('Provider %s: created server %s (%s) for node %s',
                  self.name, name, server.id, node_id)
@@ -651,9 +730,41 @@ class OpenStackDriver(base.Driver):
                                                      ignore_missing=False))
         LOG.info('Provider %s: deleting server %s', self.name, external_id)
         if metadata.get(META_FIP):
-            self._delete_quietly(RESOURCE_FLOATING_IP, metadata[META_FIP])
+            self._delete_node_resource(RESOURCE_FLOATING_IP,
+                                       metadata[META_FIP], server)
         if metadata.get(META_PORT):
-            self._delete_quietly(RESOURCE_PORT, metadata[META_PORT])
+            self._delete_node_resource(RESOURCE_PORT, metadata[META_PORT],
+                                       server)
+
+    def _delete_node_resource(self, resource_type, resource_id, server):
+        """Delete the port or floating IP a server's metadata names.
+
+        Only if the resource's own tag says it is this provider's, made for
+        the server's node: server metadata is not proof enough.
+        """
+        getters = {RESOURCE_FLOATING_IP: lambda c: c.network.get_ip(
+                       resource_id),
+                   RESOURCE_PORT: lambda c: c.network.get_port(resource_id)}
+        try:
+            resource = self._call('get %s %s' % (resource_type, resource_id),
+                                  getters[resource_type])
+        except base.NotFound:
+            return
+        except base.DriverError as e:
+            LOG.warning('Provider %s: cannot look at %s %s now (leak cleanup '
+                        'will): %s', self.name, resource_type, resource_id,
+                        e)
+            return
+        tags = _untag(resource.description) or {}
+        node_id = (server.get('metadata') or {}).get(base.META_NODE_ID)
+        if not self.owned_metadata(tags) or node_id is None or \
+                tags.get(base.META_NODE_ID) != node_id:
+            LOG.error('SECURITY: provider %s: server %s names %s %s in its '
+                      'metadata, which is not tagged as made for its node '
+                      '%s; not deleting it', self.name, server['id'],
+                      resource_type, resource_id, node_id)
+            return
+        self._delete_quietly(resource_type, resource_id)
 
     def _tag_boot_volumes(self, server, metadata):
         """Mark the volumes Nova should delete with the server as ours.

@@ -44,6 +44,7 @@ from fleetflow.drivers import base
 from fleetflow.drivers import local_server
 from fleetflow import exceptions
 from fleetflow import keyscan
+from fleetflow import layout
 from fleetflow import ssh
 
 LOG = logging.getLogger(__name__)
@@ -65,15 +66,30 @@ def _public_key(value):
 PORT = v.All(int, v.Range(min=1, max=65535))
 SECONDS = v.All(v.Any(int, float), v.Range(min=0))
 
+
+def _label_names(value):
+    for name in _labels_of({'labels': value}):
+        layout.NAME(name)
+    return value
+
+
+#: a host of a pool's ``nodes``, with nodepool's keys
 NODE = {
     v.Required('name'): str,
-    v.Required('labels'): v.Any(str, [str]),
+    v.Required('labels'): v.All(v.Any(str, [str]), _label_names),
     'username': str,
+    'timeout': SECONDS,
+    'host-key-checking': bool,
     'connection-port': PORT,
-    'connection-type': v.Any('ssh', 'network_cli', 'winrm'),
+    'connection-type': layout.CONNECTION_TYPE,
     'host-key': v.Any(v.All(str, _public_key), [v.All(str, _public_key)]),
     'max-parallel-jobs': v.All(int, v.Range(min=1)),
+    'python-path': str,
+    'shell-type': str,
 }
+#: what a label served by a host takes from it, unless the pool sets it
+HOST_LABEL_KEYS = ('username', 'python-path', 'shell-type',
+                   'connection-type', 'connection-port')
 
 
 def host_id(name, port):
@@ -89,6 +105,12 @@ def _as_list(value):
     if value is None:
         return []
     return [value] if isinstance(value, str) else list(value)
+
+
+def _labels_of(node):
+    """A host's labels: nodepool's list or space-separated string."""
+    labels = node['labels']
+    return labels.split() if isinstance(labels, str) else list(labels)
 
 
 def _connect_timeout(conf):
@@ -120,8 +142,42 @@ class StaticDriver(base.Driver):
     }
     label_schema = {}
 
+    @classmethod
+    def complete_labels(cls, provider, pool):
+        """The labels the pool lists and those only its hosts name.
+
+        A label takes the first of its hosts' ``username``,
+        ``python-path``, ``shell-type`` and connection; host key checking
+        is off only when every host serving it has it off.
+        """
+        listed = {label['name'] for label in pool['labels']}
+        labels = list(pool['labels'])
+        for node in pool.get('nodes', []):
+            for name in _labels_of(node):
+                if name not in listed:
+                    listed.add(name)
+                    labels.append({'name': name})
+        completed = []
+        for label in labels:
+            hosts = [node for node in pool.get('nodes', [])
+                     if label['name'] in _labels_of(node)]
+            values = {key: hosts[0][key] for key in HOST_LABEL_KEYS
+                      if hosts and key in hosts[0]}
+            if hosts:
+                values['host-key-checking'] = any(
+                    node.get('host-key-checking', pool['host-key-checking'])
+                    for node in hosts)
+            completed.append({**values, **label})
+        return completed
+
     def __init__(self, provider, conf):
         super().__init__(provider, conf)
+        if not provider.get('state-path') and (
+                os.path.basename(self.name) != self.name
+                or self.name in ('', '.', '..') or '\0' in self.name):
+            raise exceptions.ConfigError(
+                'provider %r: a static provider\'s name names its state '
+                'directory: it must not contain "/"' % (self.name,))
         self.state_path = os.path.abspath(os.path.expanduser(
             provider.get('state-path')
             or os.path.join(_state_path(conf), 'static-%s' % self.name)))
@@ -130,7 +186,7 @@ class StaticDriver(base.Driver):
         self.check_timeout = _connect_timeout(conf)
         self.hosts = self._load_hosts(provider)
         self._lock = threading.Lock()
-        os.makedirs(self.state_path, exist_ok=True)
+        os.makedirs(self.state_path, mode=0o700, exist_ok=True)
 
     def _load_hosts(self, provider):
         hosts = {}
@@ -144,11 +200,7 @@ class StaticDriver(base.Driver):
                     raise exceptions.ConfigError(
                         'provider %s: host %s is listed twice'
                         % (self.name, hid))
-                labels = _as_list(node['labels'])
-                for name in set(labels) - pool_labels:
-                    LOG.warning('provider %s pool %s: host %s serves label '
-                                '%s, which the pool does not list',
-                                self.name, pool['name'], hid, name)
+                labels = _labels_of(node)
                 served.update(labels)
                 hosts[hid] = {
                     'id': hid,
@@ -157,6 +209,7 @@ class StaticDriver(base.Driver):
                     'pool': pool['name'],
                     'labels': labels,
                     'username': node.get('username'),
+                    'timeout': node.get('timeout', self.check_timeout),
                     'connection-type': node.get('connection-type', 'ssh'),
                     'host-key': ['%s %s' % ssh.parse_key(k)
                                  for k in _as_list(node.get('host-key'))],
@@ -179,7 +232,7 @@ class StaticDriver(base.Driver):
         """
         with self._lock:
             fd = os.open(os.path.join(self.state_path, LOCK_FILE),
-                         os.O_RDWR | os.O_CREAT, 0o644)
+                         os.O_RDWR | os.O_CREAT, 0o600)
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX)
                 state = self._read_state()
@@ -391,7 +444,7 @@ class StaticDriver(base.Driver):
 
     def _answers(self, host):
         try:
-            keyscan.check_port(host['name'], host['port'], self.check_timeout)
+            keyscan.check_port(host['name'], host['port'], host['timeout'])
             return True, None
         except exceptions.HostUnreachable as e:
             return False, str(e)

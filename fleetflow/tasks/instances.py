@@ -77,7 +77,8 @@ class CreateInstance(base.FleetflowTask):
         if instance is None:
             metadata = {driver_base.META_NODE_ID: node_id,
                         driver_base.META_POOL: pool,
-                        driver_base.META_PROVIDER: provider}
+                        driver_base.META_PROVIDER: provider,
+                        driver_base.META_ATTEMPT: str(attempt)}
             instance = cloud.driver.create_instance(
                 node_id, cloud.pool(pool), cloud.label(pool, label),
                 metadata)

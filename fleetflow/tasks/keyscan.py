@@ -13,8 +13,9 @@ class ScanHostKeys(base.FleetflowTask):
 
     A node that does not answer yet is polled again (the runner parks the
     flow for a second) until the deadline, then the attempt fails with a
-    keyscan error. Keys other than the ones expected of a host fail at
-    once.
+    keyscan error. A host that lacks a key expected of it (or, for a host
+    whose every key is known, offers another) fails at once; of a host
+    with expected keys only those are stored.
     """
 
     def execute(self, node_id, instance, deadline):
@@ -22,7 +23,8 @@ class ScanHostKeys(base.FleetflowTask):
         try:
             return self.ctx.keyscanner.scan(
                 host, port, instance['connection_type'],
-                expected_keys=instance.get('host_keys'))
+                expected_keys=instance.get('host_keys'),
+                exact=bool(instance.get('host_keys_exact')))
         except exceptions.HostUnreachable as e:
             if time.time() >= deadline:
                 raise exceptions.KeyscanError(

@@ -138,6 +138,42 @@ class TestScripts(ScriptTestCase):
         self.assertFails(env.cli('request', 'release', 'nope'),
                          'error: request nope not found')
 
+    def launcher_once(self, env):
+        """The launcher run to its end: it must fail at once here."""
+        proc = subprocess.run(
+            script('fleetflow-launcher') + ['--config-file', env.conf_path],
+            capture_output=True, text=True, timeout=120)
+        return test_cli.Result(proc.returncode, proc.stdout, proc.stderr)
+
+    def assertOneLine(self, result, line):
+        self.assertEqual(1, result.rc, result)
+        self.assertEqual([line], result.stderr.splitlines(), result)
+
+    def test_launcher_before_db_sync(self):
+        env = self.make_env(sync=False)
+        os.makedirs(env.state_path)
+        url = 'sqlite:///%s/fleetflow.sqlite' % env.state_path
+        self.assertOneLine(
+            self.launcher_once(env),
+            'fleetflow-launcher: error: database %s has no fleetflow '
+            'tables: run "fleetflow-manage db sync"' % url)
+
+    def test_database_in_missing_directory(self):
+        env = self.make_env(sync=False)
+        missing = os.path.join(env.path, 'missing')
+        env.write_conf({'DEFAULT': {'state_path': env.state_path},
+                        'database': {'connection': 'sqlite:///%s/ff.sqlite'
+                                     % missing},
+                        'launcher': {'layout_file': env.layout_path}})
+        message = ('error: cannot open database file %s/ff.sqlite: its '
+                   'directory %s does not exist (check [DEFAULT] state_path '
+                   'or [database] connection; "fleetflow-manage db sync" '
+                   'creates the file)' % (missing, missing))
+        self.assertOneLine(self.launcher_once(env),
+                           'fleetflow-launcher: ' + message)
+        self.assertOneLine(env.cli('node', 'list'), message)
+        self.assertOneLine(env.cli('provider', 'list'), message)
+
     def test_leak_is_visible(self):
         env = self.make_env()
         layout = ff_layout.load(env.layout_path)

@@ -5,6 +5,7 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 
 import fixtures
 from testtools import content
@@ -78,3 +79,47 @@ class TestDemo(base.TestCase):
         self.assertRegex(out, r'done in [\d.]+s: 2 nodes launched, scanned, '
                          r'used and deleted; 0 instances left')
         self.assertEqual([], local_servers(state))
+
+    def test_ctrl_c_stops_cleanly_and_leaves_no_server(self):
+        state = os.path.join(self.useFixture(fixtures.TempDir()).path,
+                             'demo')
+        self.addCleanup(self.kill_servers, state)
+        # Nodes that take long to boot: the demo is waiting for them.
+        proc = subprocess.Popen(
+            demo_command() + ['--state-path', state, '--nodes', '2',
+                              '--boot-delay', '60'],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        self.addCleanup(proc.kill)
+        watchdog = threading.Timer(90, proc.kill)
+        watchdog.start()
+        self.addCleanup(watchdog.cancel)
+        shown = []
+        for line in proc.stdout:
+            shown.append(line)
+            # It says what it waits for, once the servers run.
+            if line.endswith('waiting: 2 building (each is an SSH server '
+                             'starting on 127.0.0.1; its host keys are '
+                             'scanned once it answers)\n'):
+                break
+        self.assertEqual(2, len(local_servers(state)), ''.join(shown))
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+        out = ''.join(shown) + out
+        self.addDetail('stdout', content.text_content(out))
+        self.addDetail('stderr', content.text_content(err))
+        self.assertEqual(130, proc.returncode)
+        self.assertNotIn('Traceback', err)
+        self.assertIn('interrupted; 2 instances deleted, none left', out)
+        self.assertEqual([], local_servers(state))
+
+    def test_state_path_it_did_not_make_is_left_alone(self):
+        state = self.useFixture(fixtures.TempDir()).path
+        with open(os.path.join(state, 'precious'), 'w') as f:
+            f.write('keep me')
+        proc = subprocess.run(
+            demo_command() + ['--state-path', state],
+            capture_output=True, text=True, timeout=60)
+        self.assertEqual(1, proc.returncode)
+        self.assertIn('%s is not empty and was not made by fleetflow-demo'
+                      % state, proc.stderr)
+        self.assertEqual(['precious'], os.listdir(state))

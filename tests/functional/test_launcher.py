@@ -16,6 +16,7 @@ sleeping.
 import collections
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -605,9 +606,49 @@ class StatsdServer(fixtures.Fixture):
                 if k == kind]
 
 
+#: nodepool 11.0.0's launcher keys, from its operation guide
+#: (doc/source/operation.rst), with ``<part>`` for one key part
+NODEPOOL_KEYS = (
+    'nodepool.nodes.<state>',
+    'nodepool.label.<label>.nodes.<state>',
+    'nodepool.provider.<provider>.max_servers',
+    'nodepool.provider.<provider>.nodes.<state>',
+    'nodepool.provider.<provider>.leaked.<kind>',
+    'nodepool.provider.<provider>.pool.<pool>.addressable_requests',
+    'nodepool.launch.<result>',
+    'nodepool.launch.provider.<provider>.<result>',
+    'nodepool.launch.provider.<provider>.<az>.<result>',
+    'nodepool.launch.requestor.<requestor>.<result>',
+)
+#: the values the guide lists for its parts (states, leak kinds, results)
+NODEPOOL_PARTS = {
+    'state': {'building', 'deleting', 'failed', 'in-use', 'ready', 'used',
+              'hold', 'aborted'},
+    'kind': {'amis', 'disks', 'floatingips', 'images', 'instances', 'nics',
+             'objects', 'pips', 'ports', 'snapshots', 'volumes'},
+    'result': {'ready', 'error.zksession', 'error.quota', 'error.unknown',
+               'error.capacity', 'error.status', 'error.keyscan',
+               'error.servercreatetimeout'},
+}
+
+
+def documented(key):
+    """The nodepool key template ``key`` is an instance of, or None."""
+    for template in NODEPOOL_KEYS:
+        pattern = re.escape(template)
+        for part in re.findall(r'<(\w+)>', template):
+            values = NODEPOOL_PARTS.get(part)
+            choice = ('(?:%s)' % '|'.join(map(re.escape, values))
+                      if values else r'[^.]+')
+            pattern = pattern.replace(re.escape('<%s>' % part), choice)
+        if re.fullmatch(pattern, key):
+            return template
+    return None
+
+
 class TestStats(LauncherTestCase):
 
-    def start_with_statsd(self, conf=None):
+    def start_with_statsd(self, conf=None, prefix='nodepool'):
         """A launcher sending to a statsd server, which is returned.
 
         Provider fake-2's label ``broken`` fails every launch.
@@ -619,17 +660,22 @@ class TestStats(LauncherTestCase):
         data = layout(providers=[broken], create_latency=LATENCY)
         data['labels'].append({'name': 'broken'})
         options = {'stats': {'statsd_host': '127.0.0.1',
-                             'statsd_port': statsd.port},
+                             'statsd_port': statsd.port,
+                             'statsd_prefix': prefix},
                    'launcher': {'cleanup_interval': 0.5}}
         options.update(conf or {})
         self.start(layout_data=data, conf=options)
         return statsd
 
-    def check_launch_keys(self, statsd):
+    def check_launch_keys(self, statsd, prefix='nodepool'):
         """A ready launch and a failed one send their timer and counter."""
-        self.fulfilled(['small'])
-        for scope in ('', 'provider.fake-1.', 'label.small.'):
-            key = 'fleetflow.%slaunch.ready' % scope
+        request = self.client.create_request(['small'],
+                                             requestor='zuul.example:ci')
+        self.assertEqual('fulfilled', self.client.wait_for_request(
+            request['id'], timeout=30)['state'])
+        for scope in ('', 'provider.fake-1.', 'provider.fake-1.fake-az.',
+                      'requestor.zuul_example_ci.'):
+            key = '%s.launch.%sready' % (prefix, scope)
             wait_for(lambda: statsd.values(key, 'ms')
                      and statsd.values(key, 'c'),
                      message='no timer and counter %s' % key)
@@ -643,36 +689,69 @@ class TestStats(LauncherTestCase):
         request = self.client.wait_for_request(request['id'], timeout=30)
         self.assertEqual('failed', request['state'])
         self.assertIn('went to ERROR', request['reason'])
-        for scope in ('', 'provider.fake-2.', 'label.broken.'):
-            key = 'fleetflow.%slaunch.error.instance' % scope
+        # (a node that never became active has no zone)
+        for scope in ('', 'provider.fake-2.'):
+            key = '%s.launch.%serror.status' % (prefix, scope)
             wait_for(lambda: statsd.values(key, 'ms')
                      and statsd.values(key, 'c'),
                      message='no timer and counter %s' % key)
             self.assertEqual([1.0], statsd.values(key, 'c'))
             self.assertEqual(1, len(statsd.values(key, 'ms')), key)
+        return request
 
-    def test_nodepool_keys(self):
+    def test_launch_use_delete_cycle_sends_nodepool_keys(self):
         statsd = self.start_with_statsd()
         self.check_launch_keys(statsd)
+        [request] = self.client.list_requests(states=['fulfilled'])
+        [node] = self.client.request_nodes(request['id'])
 
-        # Gauges of every pass: the in-use node counts.
-        for key in ('fleetflow.nodes.in-use',
-                    'fleetflow.provider.fake-1.nodes.in-use',
-                    'fleetflow.label.small.nodes.in-use'):
+        # Gauges of every pass: the in-use node counts, the other states
+        # are sent as 0.
+        for key in ('nodepool.nodes.in-use',
+                    'nodepool.provider.fake-1.nodes.in-use',
+                    'nodepool.label.small.nodes.in-use'):
             wait_for(lambda: statsd.values(key, 'g')[-1:] == [1.0],
                      message='no gauge %s of 1' % key)
-        self.assertTrue(statsd.values('fleetflow.nodes.ready', 'g'))
+        wait_for(lambda: statsd.values(
+            'nodepool.label.large.nodes.ready', 'g')[-1:] == [0.0],
+            message='no zero gauge of an unused label')
+
+        # Used and deleted: the gauges go back to 0 instead of staying.
+        self.client.release_request(request['id'])
+        self.client.wait_node_gone(node['id'], timeout=30)
+        for key in ('nodepool.nodes.in-use',
+                    'nodepool.provider.fake-1.nodes.in-use',
+                    'nodepool.provider.fake-1.nodes.used',
+                    'nodepool.label.small.nodes.used'):
+            wait_for(lambda: statsd.values(key, 'g')[-1:] == [0.0],
+                     message='gauge %s not back to 0' % key)
+        self.assertEqual(
+            [0.0], statsd.values('nodepool.provider.fake-1.max_servers',
+                                 'g')[-1:])
+
+        # (counted by the unit tests)
+        self.assertEqual([0.0], statsd.values(
+            'nodepool.provider.fake-1.pool.main.addressable_requests',
+            'g')[-1:])
 
         leak = self.leak()
         wait_for(lambda: statsd.values(
-            'fleetflow.provider.fake-1.leaked.instance', 'c') == [1.0],
+            'nodepool.provider.fake-1.leaked.instances', 'c') == [1.0],
             message='no leaked counter')
         self.assertIsNotNone(self.history(leak.node_id)[0]['gone_at'])
+
+        keys = set(statsd.receive())
+        self.assertEqual([], sorted(key for key in keys
+                                    if documented(key) is None))
+        # and every one of them was sent
+        self.assertEqual(set(NODEPOOL_KEYS), {documented(key)
+                                              for key in keys})
 
     def test_launch_keys_from_a_conductor(self):
         # With a jobboard the flows run in a conductor, not the runner.
         address = board_servers.address(self, 'redis')
         statsd = self.start_with_statsd({'jobboard': {
             'enabled': 'true', 'backend': 'redis', 'hosts': address,
-            'namespace': board_servers.namespace(self, 'redis', address)}})
-        self.check_launch_keys(statsd)
+            'namespace': board_servers.namespace(self, 'redis', address)}},
+            prefix='fleetflow')
+        self.check_launch_keys(statsd, prefix='fleetflow')

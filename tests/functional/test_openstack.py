@@ -204,6 +204,15 @@ class TestLayout(OpenStackTestCase):
                               pool={'auto-floating-ip': 'yes'})
         self.assertIn('pools[0].auto-floating-ip', str(e))
 
+    def test_reserved_instance_properties_refused(self):
+        layout = self._layout(label={'instance-properties': {
+            'team': 'ci', 'fleetflow-port-id': 'another-port'}})
+        e = self.assertRaises(exceptions.ConfigError,
+                              os_driver.OpenStackDriver,
+                              layout.providers[PROVIDER], None)
+        self.assertIn('label small: instance-properties may not set '
+                      'fleetflow-port-id', str(e))
+
     def test_floating_ip_needs_networks(self):
         data = yaml.safe_load(LAYOUT)
         del data['providers'][0]['pools'][1]['networks']
@@ -534,6 +543,30 @@ class TestFloatingIpsAndVolumes(OpenStackTestCase):
         self.assertEqual({}, self.cloud.floating_ips)
         self.assertEqual({}, self.cloud.ports)
         self.assertEqual([], self.driver.list_resources())
+
+    def test_delete_checks_the_resources_own_tag(self):
+        victim = self.create('fip', pool='floating')
+        victim_port = self.cloud.servers[victim.external_id]['metadata'][
+            os_driver.META_PORT]
+        victim_fip = self.cloud.servers[victim.external_id]['metadata'][
+            os_driver.META_FIP]
+        attacker = self.create('fip', pool='floating')
+        # the attacker's server metadata now names the victim's resources
+        self.cloud.servers[attacker.external_id]['metadata'].update({
+            os_driver.META_PORT: victim_port,
+            os_driver.META_FIP: victim_fip})
+        self.driver.delete_instance(attacker.external_id)
+        self.wait_gone(attacker.external_id)
+        self.assertIn(victim_port, self.cloud.ports)
+        self.assertIn(victim_fip, self.cloud.floating_ips)
+        self.assertIn('SECURITY: provider %s: server %s names port %s'
+                      % (PROVIDER, attacker.external_id, victim_port),
+                      self.log.output)
+        # the victim's own delete still removes them
+        self.driver.delete_instance(victim.external_id)
+        self.wait_gone(victim.external_id)
+        self.assertNotIn(victim_port, self.cloud.ports)
+        self.assertNotIn(victim_fip, self.cloud.floating_ips)
 
     def test_internal_ip(self):
         instance = self.create('internal', pool='inside')

@@ -12,13 +12,18 @@ directory of its own, and can:
 - be silent: accept TCP connections and never send a banner;
 - stop answering (:meth:`stop`) and answer again on the same port
   (:meth:`start`), optionally with new host keys.
+
+:class:`SSHRelayFixture` is a man in the middle that relays some key
+exchanges to a real host and answers the others with its own keys.
 """
 
 import functools
 import getpass
+import socket
 import threading
 
 import fixtures
+import paramiko
 
 from fleetflow.drivers import local_server
 from fleetflow import ssh
@@ -121,3 +126,113 @@ class SSHServerFixture(fixtures.Fixture):
                               for kind in self.key_kinds]
         self._bind()
         self.listen()
+
+
+def _read_line(sock):
+    """One ``\\n`` ended line from a socket, not a byte more."""
+    line = b''
+    while not line.endswith(b'\n'):
+        byte = sock.recv(1)
+        if not byte:
+            raise EOFError('connection closed in a banner')
+        line += byte
+    return line
+
+
+def _read_exactly(sock, size):
+    data = b''
+    while len(data) < size:
+        chunk = sock.recv(size - len(data))
+        if not chunk:
+            raise EOFError('connection closed in a packet')
+        data += chunk
+    return data
+
+
+def _pipe(source, sink):
+    try:
+        for chunk in iter(lambda: source.recv(65536), b''):
+            sink.sendall(chunk)
+    except OSError:
+        pass
+    finally:
+        for sock in (source, sink):
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+
+class SSHRelayFixture(fixtures.Fixture):
+    """A man in the middle on a loopback port, in front of a real host.
+
+    A client whose key exchange accepts a host key algorithm in
+    ``relayed`` (a key type the relay has no key of) is relayed to
+    ``real_port``, unchanged; any other client is answered by the server
+    on ``attacker_port``, with its own host keys. Both servers must send
+    the same banner (the fixture's servers do). :attr:`routes` lists where
+    each connection went.
+    """
+
+    def __init__(self, real_port, attacker_port, relayed=('ssh-ed25519',)):
+        super().__init__()
+        self.real_port = real_port
+        self.attacker_port = attacker_port
+        self.relayed = set(relayed)
+        self.routes = []
+
+    def _setUp(self):
+        self.sock = socket.create_server(('127.0.0.1', 0))
+        self.port = self.sock.getsockname()[1]
+        self._sockets = [self.sock]
+        self.addCleanup(self._close)
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _close(self):
+        for sock in list(self._sockets):
+            sock.close()
+
+    def _connect(self, port):
+        sock = socket.create_connection(('127.0.0.1', port))
+        self._sockets.append(sock)
+        return sock
+
+    def _serve(self):
+        while True:
+            try:
+                client, _ = self.sock.accept()
+            except OSError:
+                return
+            self._sockets.append(client)
+            threading.Thread(target=self._relay, args=(client,),
+                             daemon=True).start()
+
+    def _relay(self, client):
+        try:
+            real = self._connect(self.real_port)
+            banner = _read_line(real)
+            client.sendall(banner)
+            client_banner = _read_line(client)
+            header = _read_exactly(client, 4)
+            packet = header + _read_exactly(
+                client, int.from_bytes(header, 'big'))
+            message = paramiko.Message(packet[5:])
+            message.get_byte()  # KEXINIT
+            message.get_bytes(16)
+            message.get_list()
+            algorithms = set(message.get_list())
+            if algorithms & self.relayed:
+                backend, route = real, 'real'
+            else:
+                real.close()
+                backend, route = self._connect(self.attacker_port), 'attacker'
+                if _read_line(backend) != banner:
+                    raise EOFError('the servers send different banners')
+            self.routes.append(route)
+            backend.sendall(client_banner + packet)
+        except (OSError, EOFError):
+            client.close()
+            return
+        threading.Thread(target=_pipe, args=(backend, client),
+                         daemon=True).start()
+        _pipe(client, backend)

@@ -577,6 +577,31 @@ class TestFleetCommands(CliTestCase):
             'used': {'instances': 2, 'cores': 2, 'ram': 2048},
         }], providers)
 
+    def test_provider_list_shows_the_limits_that_apply(self):
+        provider = base.fake_provider(labels=('small', 'large'),
+                                      quota={'instances': 10})
+        second = dict(provider['pools'][0], name='second', **{
+            'max-servers': 3, 'max-cores': 12, 'max-ram': 4096})
+        provider['pools'][0].update({'max-servers': 4, 'max-cores': 8,
+                                     'max-ram': 8192})
+        provider['pools'].append(second)
+        self.env.write_layout({'labels': [{'name': 'small'},
+                                          {'name': 'large'}],
+                               'providers': [provider]})
+        # instances: the pools' 4 + 3 under the cloud's 10; cores and
+        # RAM: the pools' alone (the fake cloud sets no such limit).
+        self.assertEqual({'instances': 7, 'cores': 20, 'ram': 12288},
+                         self.env.json('provider', 'list')[0]['limits'])
+        table = self.env.cli('provider', 'list', '-c', 'limits')
+        self.assertIn('| instances=7, cores=20, ram=12288 |', table.stdout)
+        # A pool without max-cores leaves cores to the cloud: unlimited.
+        del provider['pools'][1]['max-cores']
+        self.env.write_layout({'labels': [{'name': 'small'},
+                                          {'name': 'large'}],
+                               'providers': [provider]})
+        self.assertEqual({'instances': 7, 'cores': None, 'ram': 12288},
+                         self.env.json('provider', 'list')[0]['limits'])
+
     def test_fleet_commands_with_bad_layout(self):
         self.env.write_layout({'labels': [{'name': 'small', 'size': 3}]})
         self.assertFails(self.env.cli('label', 'list'),

@@ -113,6 +113,24 @@ class TestRequests(ClientTestCase):
         self.assertRaises(ff_client.InvalidRequest,
                           self.client.create_request, ['small'], True)
 
+    def test_priority_range(self):
+        for priority in (0, 1000000):
+            self.client.create_request(['small'], priority)
+        for priority in (-1, 1000001, 2 ** 63):
+            e = self.assertRaises(ff_client.InvalidRequest,
+                                  self.client.create_request, ['small'],
+                                  priority)
+            self.assertIn('from 0 to 1000000, not %d' % priority, str(e))
+        self.assertEqual(2, len(self.client.list_requests()))
+
+    def test_nodes_per_request_bounded(self):
+        self.client.create_request(['small'] * 50)
+        e = self.assertRaises(ff_client.InvalidRequest,
+                              self.client.create_request, ['small'] * 3000)
+        self.assertEqual('a request may ask for at most 50 nodes ([requests] '
+                         'max_nodes), not 3000', str(e))
+        self.assertEqual(1, len(self.client.list_requests()))
+
     def test_unknown_label_is_recorded(self):
         # The client has no layout; the launcher declines the request.
         request = self.client.create_request(['no-such-label'])

@@ -3,6 +3,7 @@
 import threading
 from unittest import mock
 
+import fixtures
 import testtools
 
 from fleetflow.drivers import base as driver_base
@@ -50,3 +51,125 @@ class TestStopWaits(testtools.TestCase):
             external_id='i-1', state=driver_base.ACTIVE)]
         self.cache.refresh()
         self.assertEqual(['parked'], fired)
+
+
+class FakeCloud:
+    """Instances active ``latency`` seconds after their creation.
+
+    Its clock (``now``, ``time()``) is moved by the test.
+    """
+
+    name = 'fake'
+
+    def __init__(self, latency):
+        self.now = 1000.0
+        self.latency = latency
+        self.created = {}
+        self.listed_at = []
+
+    def time(self):
+        return self.now
+
+    def create(self, external_id):
+        self.created[external_id] = self.now
+        return self.now
+
+    def list_instances(self):
+        self.listed_at.append(self.now)
+        return [driver_base.Instance(
+            external_id=external_id,
+            state=driver_base.ACTIVE if self.now - created >= self.latency
+            else driver_base.BUILDING)
+            for external_id, created in self.created.items()]
+
+
+class TestWhenToList(testtools.TestCase):
+    """Listings follow what waits: hints learnt, back-off, floor, budget."""
+
+    INTERVAL = 1.0
+    FLOOR = 0.1
+
+    def setUp(self):
+        super().setUp()
+        self.cloud = FakeCloud(latency=5.0)
+        self.useFixture(fixtures.MockPatchObject(instance_cache, 'time',
+                                                 self.cloud))
+        self.planned = []
+        scheduler = mock.Mock()
+        scheduler.call_at.side_effect = lambda when, callback: \
+            self.planned.append((when, callback))
+        self.cache = instance_cache.InstanceCache(
+            self.cloud, scheduler, self.INTERVAL, self.FLOOR)
+        self.active = set()
+
+    def wait_active(self, external_id):
+        """A poll: look up the instance, watch it until it is active."""
+        since = self.cloud.created[external_id]
+
+        def check():
+            known, instance = self.cache.lookup(external_id, since)
+            if known and instance is not None and \
+                    instance.state == driver_base.ACTIVE:
+                self.active.add(external_id)
+            else:
+                self.cache.watch(external_id, instance_cache.state_of(
+                    instance) if known else None, check)
+
+        check()
+
+    def run_until(self, end):
+        """Run the planned calls in time order until ``end``."""
+        while self.planned:
+            self.planned.sort(key=lambda entry: entry[0])
+            when, callback = self.planned[0]
+            if when > end:
+                break
+            self.planned.pop(0)
+            self.cloud.now = max(self.cloud.now, when)
+            callback()
+        self.cloud.now = max(self.cloud.now, end)
+
+    def gaps(self, listings):
+        return [round(b - a, 3) for a, b in zip(listings, listings[1:])]
+
+    def test_backs_off_to_the_interval_while_nothing_changes(self):
+        self.cloud.create('i-1')
+        self.wait_active('i-1')
+        self.run_until(self.cloud.now + 4.0)
+        self.assertEqual([0.1, 0.2, 0.4, 0.8, 1.0, 1.0],
+                         self.gaps(self.cloud.listed_at)[:6])
+        self.assertEqual(set(), self.active)
+
+    def test_lists_when_a_waiter_could_be_ready(self):
+        self.cloud.create('i-1')
+        self.wait_active('i-1')
+        self.run_until(self.cloud.now + 10.0)
+        self.assertEqual({'i-1'}, self.active)
+        # It saw i-1 active at most an interval late: what it learnt.
+        learnt = min(self.cache._took[instance_cache.UP])
+        self.assertGreaterEqual(learnt, 5.0)
+        self.assertLessEqual(learnt, 5.0 + self.INTERVAL)
+        # A new instance: nothing is listed until it could be active.
+        self.cloud.now += 20
+        self.cloud.create('i-2')
+        before = len(self.cloud.listed_at)
+        self.wait_active('i-2')
+        self.run_until(self.cloud.now + learnt)
+        self.assertEqual([self.cloud.created['i-2'] + learnt],
+                         self.cloud.listed_at[before:])
+        self.assertEqual({'i-1', 'i-2'}, self.active)
+
+    def test_never_closer_than_the_floor_and_within_the_budget(self):
+        # A new waiter every 10 ms for 20 s: each wants a listing at once.
+        start = self.cloud.now
+        for index in range(2000):
+            self.cloud.create('i-%d' % index)
+            self.wait_active('i-%d' % index)
+            self.run_until(self.cloud.now + 0.01)
+        self.run_until(self.cloud.now + 10)
+        listed = self.cloud.listed_at
+        self.assertGreaterEqual(min(self.gaps(listed)), self.FLOOR - 1e-9)
+        span = listed[-1] - start
+        self.assertLessEqual(len(listed), span / self.INTERVAL
+                             + instance_cache.BURST + 1)
+        self.assertEqual(2000, len(self.active))

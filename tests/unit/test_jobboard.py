@@ -6,7 +6,9 @@ and are skipped without them, failed in CI (``CI=true``).
 """
 
 import collections
+import contextlib
 import datetime
+import os
 import subprocess
 import sys
 import threading
@@ -14,6 +16,7 @@ import time
 from unittest import mock
 
 import fixtures
+from taskflow.persistence import models as tf_models
 from taskflow import states
 
 from fleetflow import context
@@ -23,12 +26,14 @@ from fleetflow.db import migration
 from fleetflow.db import models
 from fleetflow import exceptions
 from fleetflow import flowinfo
+from fleetflow.flows import delete as delete_flows
 from fleetflow import instance_cache
 from fleetflow import jobboard
 from fleetflow import launcher as ff_launcher
 from tests import base
 from tests import board_servers
 from tests import db_urls
+from tests.unit import test_registry
 
 
 def forget_overrides(testcase, conf, keys):
@@ -355,7 +360,7 @@ class BoardTests:
                           None), (job['name'], job['flow_uuid'],
                                   job['state'], job['owner']))
         posted = self.board.jobs()[0]
-        self.assertEqual('fake-1', posted.details['store']['provider'])
+        self.assertNotIn('store', posted.details)
         self.assertEqual(node['id'], posted.book_uuid)
         self.assertTrue(self.runner.is_running(node['id']))
         self.assertEqual(1, self.runner.running())
@@ -495,6 +500,96 @@ class BoardTests:
         self.ff.wait_for(lambda: self.ff.node(node['id'])['state']
                          == models.READY, timeout=20)
         self.assertEqual(1, len(self.ff.driver.instance_history()))
+
+    def in_use_node(self):
+        node = self.ff.create_node()
+        self.runner.refresh()
+        self.runner.launch(node)
+        self.ff.wait_for(lambda: self.ff.node(node['id'])['state']
+                         == models.READY, timeout=20)
+        self.ff.wait_for(lambda: node['id'] not in self.jobs(), timeout=10)
+        self.ff.store.set_node_state(node['id'], models.IN_USE)
+        return self.ff.node(node['id'])
+
+    def record_delete(self, node):
+        return self.runner.record_flow(
+            node['id'], delete_flows.get_delete_flow,
+            dict(node_id=node['id'], provider=node['provider'],
+                 delete_timeout=30))[1]
+
+    def forge(self, book_id, flow_uuid, node_id=None, **details):
+        """Post a job as whoever can write to the board alone can."""
+        book = tf_models.LogBook('node-%s' % book_id, uuid=book_id)
+        details.update(flow_uuid=flow_uuid, node_id=node_id or book_id)
+        return self.board.jobboard.post('delete-%s' % book_id, book=book,
+                                        details=details)
+
+    def test_forged_jobs_are_refused(self):
+        self.ff.driver.create_latency = 0
+        self.conductor()
+        victim = self.in_use_node()
+        used = self.ff.create_node()
+        self.ff.store.set_node_state(used['id'], models.USED)
+        # An old delete flow of a node, reverted, and its current one.
+        old = self.record_delete(used)
+        old.state = states.REVERTED
+        with contextlib.closing(self.ff.ctx.persistence.get_connection()) \
+                as conn:
+            conn.update_flow_details(old)
+        current = self.record_delete(used)
+        # A delete flow of the in-use node (none is run while it is).
+        premature = self.record_delete(victim)
+        self.forge(used['id'], old.uuid, store={'node_id': victim['id']})
+        self.forge(victim['id'], current.uuid)
+        self.forge(used['id'], current.uuid, node_id=victim['id'])
+        self.forge(victim['id'], premature.uuid)
+        # A flow detail row naming another callable than a registered
+        # factory, made the node's current flow.
+        planted = self.ff.create_node()
+        marker = os.path.join(self.ff.state_path, 'attacker-was-here')
+        evil = test_registry.plant(self.ff.ctx.persistence, planted['id'],
+                                   'os.system', args=['touch ' + marker])
+        self.ff.store.update_node(planted['id'], flow_id=evil.uuid)
+        self.forge(planted['id'], evil.uuid)
+        self.ff.wait_for(lambda: not self.jobs(), timeout=20)
+        self.assertFalse(os.path.exists(marker))
+        # The current flow of the used node, with a store that names the
+        # in-use node: the flow runs with its own inputs.
+        self.forge(used['id'], current.uuid, store={'node_id': victim['id']})
+        self.ff.wait_for(lambda: self.ff.node(used['id']) is None,
+                         timeout=20)
+        self.ff.wait_for(lambda: not self.jobs(), timeout=20)
+        self.assertEqual(models.IN_USE, self.ff.node(victim['id'])['state'])
+        self.assertEqual([victim['external_id']],
+                         [i.external_id for i in self.ff.instances()])
+        log = self.logger.output
+        for reason in (
+                'flow %s is not the current flow of node %s'
+                % (old.uuid, used['id']),
+                "flow %s is not in node %s's logbook"
+                % (current.uuid, victim['id']),
+                "its logbook %s is not its node %s's"
+                % (used['id'], victim['id']),
+                'node %s is in-use; a delete flow acts on a node that is '
+                'aborted, deleting, failed, used' % victim['id'],
+                "SECURITY: [node %s] flow detail %s ('launch-%s') refused: "
+                "factory 'os.system' is not a registered flow factory"
+                % (planted['id'], evil.uuid, planted['id'])):
+            self.assertIn(reason, log)
+        self.assertEqual(4, log.count('SECURITY: job'))
+
+    def test_a_job_whose_flow_is_done_is_consumed_not_run(self):
+        self.ff.driver.create_latency = 0
+        self.conductor()
+        node = self.in_use_node()
+        # Its launch flow ended, and is still its current flow.
+        flow_id = self.ff.node(node['id'])['flow_id']
+        self.forge(node['id'], flow_id)
+        self.ff.wait_for(lambda: not self.jobs(), timeout=20)
+        self.assertEqual(models.IN_USE, self.ff.node(node['id'])['state'])
+        self.assertIn('not run: flow %s of node %s ended SUCCESS'
+                      % (flow_id, node['id']), self.logger.output)
+        self.assertNotIn('SECURITY', self.logger.output)
 
 
 class TestRedisBoard(BoardTests, base.TestCase):

@@ -166,8 +166,20 @@ class TestKeyScanner(testtools.TestCase):
         # a subset is enough, with a comment, and RSA under an rsa-sha2 name
         rsa = [k for k in self.server.keys if k.startswith('ssh-rsa ')][0]
         expected = ['rsa-sha2-512 %s host@example' % rsa.split()[1]]
-        self.scanner.scan('127.0.0.1', self.server.port,
-                          expected_keys=expected)
+        # only the expected keys are returned to be stored
+        self.assertEqual([rsa], self.scanner.scan(
+            '127.0.0.1', self.server.port, expected_keys=expected))
+
+    def test_exact_expected_keys(self):
+        self.assertEqual(self.server.keys, self.scanner.scan(
+            '127.0.0.1', self.server.port, expected_keys=self.server.keys,
+            exact=True))
+        ed25519 = [k for k in self.server.keys if k.startswith('ssh-ed')]
+        e = self.assertRaises(exceptions.HostKeyMismatch, self.scanner.scan,
+                              '127.0.0.1', self.server.port,
+                              expected_keys=ed25519, exact=True)
+        self.assertIn('unexpected ssh-rsa', str(e))
+        self.assertIn('SECURITY', self.log.output)
 
     def test_expected_keys_mismatch(self):
         other = ssh_fixture.public_key(
@@ -238,3 +250,53 @@ class TestKeyScanner(testtools.TestCase):
         self.scanner.stop()
         self.assertRaises(RuntimeError, self.scanner.scan, '127.0.0.1',
                           self.server.port)
+
+
+class TestRelay(testtools.TestCase):
+    """A relay answers for the key types a host was not pinned to."""
+
+    def setUp(self):
+        super().setUp()
+        self.log = self.useFixture(fixtures.FakeLogger(level=logging.INFO))
+        client_key, self.client_pem = ssh_fixture.client_key()
+        self.real = self.useFixture(ssh_fixture.SSHServerFixture(
+            key_kinds=('ed25519', 'ecdsa', 'rsa'), key_set='real',
+            authorized_keys=[ssh_fixture.public_key(client_key)]))
+        self.attacker = self.useFixture(ssh_fixture.SSHServerFixture(
+            key_kinds=('ecdsa', 'rsa'), key_set='attacker',
+            authorized_keys=[ssh_fixture.public_key(client_key)]))
+        self.relay = self.useFixture(ssh_fixture.SSHRelayFixture(
+            self.real.port, self.attacker.port))
+        self.scanner = keyscan.KeyScanner(workers=2, connect_timeout=5)
+        self.addCleanup(self.scanner.stop)
+
+    def pinned(self):
+        return [k for k in self.real.keys if k.startswith('ssh-ed25519 ')]
+
+    def test_only_the_pinned_key_is_stored(self):
+        offered = keyscan.scan_host_keys('127.0.0.1', self.relay.port)
+        # the relay really does mix the real key with the attacker's
+        self.assertEqual(sorted(self.pinned() + self.attacker.keys), offered)
+        stored = self.scanner.scan('127.0.0.1', self.relay.port,
+                                   expected_keys=self.pinned())
+        self.assertEqual(self.pinned(), stored)
+        self.assertIn('not storing host keys nobody expected',
+                      self.log.output)
+        # a consumer of the stored keys reaches the real host only
+        client = ssh.connect('127.0.0.1', self.relay.port,
+                             self.real.username, stored,
+                             pkey=ssh_fixture.client_key()[0])
+        try:
+            presented = client.get_transport().get_remote_server_key()
+            self.assertEqual(self.pinned(), [ssh.key_string(presented)])
+        finally:
+            client.close()
+        self.assertEqual('real', self.relay.routes[-1])
+
+    def test_exact_keys_refuse_the_relay(self):
+        e = self.assertRaises(exceptions.HostKeyMismatch, self.scanner.scan,
+                              '127.0.0.1', self.relay.port,
+                              expected_keys=self.pinned(), exact=True)
+        for key in self.attacker.keys:
+            self.assertIn(ssh.fingerprint(key), str(e))
+        self.assertIn('SECURITY: host key mismatch', self.log.output)

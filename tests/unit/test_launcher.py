@@ -1,8 +1,11 @@
 """The launcher's pass and flow callbacks, without its process."""
 
+import time
+
 from fleetflow.db import models
 from fleetflow import launcher as ff_launcher
 from tests import base
+from tests import db_urls
 
 
 class TestFulfilWhenReady(base.TestCase):
@@ -32,3 +35,128 @@ class TestFulfilWhenReady(base.TestCase):
         launcher._wake.clear()
         launcher._flow_done(None)
         self.assertTrue(launcher._wake.is_set())
+
+
+class RequestBoundsTests:
+    """Requests that could block or exhaust the launcher; ``db_url``."""
+
+    def launcher(self, max_servers=5, **overrides):
+        provider = base.fake_provider()
+        if max_servers is not None:
+            provider['pools'][0]['max-servers'] = max_servers
+        ff = self.useFixture(base.FleetflowFixture(
+            layout={'labels': [{'name': base.LABEL}],
+                    'providers': [provider]},
+            db_url=self.db_url(), runner=False,
+            conf_overrides={('launcher', k): v
+                            for k, v in overrides.items()}))
+        # oslo.config keeps overrides on the groups that every ConfigOpts
+        # of the process shares: leave none to the next test
+        for name in overrides:
+            self.addCleanup(ff.conf.clear_override, name, 'launcher')
+        self.addCleanup(ff.conf.clear_override, 'connection', 'database')
+        launcher = ff_launcher.Launcher(ff.ctx)
+        self.addCleanup(launcher.runner.stop)
+        return ff, launcher
+
+    def test_request_no_pool_can_ever_hold_is_declined(self):
+        ff, launcher = self.launcher(max_servers=5)
+        big = ff.store.create_request([base.LABEL] * 6)
+        small = ff.store.create_request([base.LABEL] * 5)
+        launcher.run_pass()
+        big = ff.store.get_request(big['id'])
+        self.assertEqual(models.REQUEST_FAILED, big['state'])
+        self.assertEqual('6 nodes are more than any pool that serves their '
+                         'labels can ever hold (fake-1/main instances 5)',
+                         big['reason'])
+        # and it does not hold back the requests after it
+        self.assertEqual(models.PENDING,
+                         ff.store.get_request(small['id'])['state'])
+        self.assertEqual([], ff.store.list_nodes(request_id=big['id']))
+
+    def test_rows_the_client_would_refuse_are_declined(self):
+        ff, launcher = self.launcher(max_servers=None)
+        rows = [ff.store.create_request([base.LABEL] * 51),
+                ff.store.create_request([base.LABEL], priority=-1),
+                ff.store.create_request([base.LABEL, 7])]
+        launcher.run_pass()
+        reasons = [ff.store.get_request(row['id'])['reason']
+                   for row in rows]
+        self.assertEqual(
+            ['a request may ask for at most 50 nodes ([requests] '
+             'max_nodes), not 51',
+             'priority must be an integer from 0 to 1000000, not -1',
+             'label names must be non-empty strings: [7]'], reasons)
+        self.assertEqual({models.REQUEST_FAILED},
+                         {ff.store.get_request(row['id'])['state']
+                          for row in rows})
+        self.assertEqual([], ff.store.list_nodes())
+
+    def test_launches_per_pass_bounded(self):
+        ff, launcher = self.launcher(max_servers=None,
+                                     max_launches_per_pass=3)
+        requests = [ff.store.create_request([base.LABEL, base.LABEL])
+                    for _ in range(3)]
+        launcher.run_pass()
+        states = [ff.store.get_request(r['id'])['state'] for r in requests]
+        # a request is served whole: 2 + 2 launches, then the pass stops
+        self.assertEqual([models.PENDING, models.PENDING, models.REQUESTED],
+                         states)
+        self.assertEqual(4, len(ff.store.list_nodes()))
+        self.assertTrue(launcher._wake.is_set())
+
+
+class TestRequestBoundsSQLite(RequestBoundsTests, base.TestCase):
+
+    def db_url(self):
+        return None
+
+
+class TestRequestBoundsPostgres(RequestBoundsTests, base.TestCase):
+
+    def db_url(self):
+        return db_urls.postgres_url(self)
+
+
+class TestIdleLauncher(base.TestCase):
+    """An idle launcher makes next to no query, yet sees a new request."""
+
+    IDLE = 1.5
+
+    def setUp(self):
+        super().setUp()
+        self.ff = self.useFixture(base.FleetflowFixture(
+            runner=False,
+            conf_overrides={('launcher', 'request_interval'): 60}))
+        self.launcher = ff_launcher.Launcher(self.ff.ctx)
+        self.addCleanup(self.launcher.runner.stop)
+        self.launcher._scheduler.start()
+        self.addCleanup(self.launcher._scheduler.stop)
+        # The first pass, at start.
+        self.ff.wait_for(lambda: self.launcher.passes >= 1)
+
+    def statements_while_idle(self):
+        before = self.launcher.store.statements
+        time.sleep(self.IDLE)
+        return self.launcher.store.statements - before
+
+    def test_no_query_on_a_sqlite_file_until_a_commit(self):
+        self.assertTrue(self.launcher._probe.visible)
+        self.assertEqual(0, self.statements_while_idle())
+        # A request written by another connection (another process's
+        # client) wakes a pass: request_interval is a minute.
+        request = self.ff.store.create_request(['small'])
+        self.ff.wait_for(lambda: self.ff.store.list_nodes(
+            request_id=request['id']), timeout=30)
+
+    def test_marker_reads_back_off_where_commits_are_not_visible(self):
+        # As on PostgreSQL: only a query shows a commit.
+        self.launcher._probe.visible = False
+        statements = self.statements_while_idle()
+        # Every tick (0.05 s) would be 30 reads; backing off to one a
+        # second, at most 7 (0.05 + 0.1 + 0.2 + 0.4 + 0.8 + 1 s...).
+        self.assertLessEqual(statements, 8)
+        self.assertGreater(statements, 0)
+        request = self.ff.store.create_request(['small'])
+        self.ff.wait_for(lambda: self.ff.store.list_nodes(
+            request_id=request['id']), timeout=30)

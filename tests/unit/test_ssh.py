@@ -32,7 +32,7 @@ class TestConnect(testtools.TestCase):
 
     def setUp(self):
         super().setUp()
-        self.useFixture(fixtures.FakeLogger(level=logging.INFO))
+        self.log = self.useFixture(fixtures.FakeLogger(level=logging.INFO))
         self.key, _ = ssh_fixture.client_key()
         self.server = self.useFixture(ssh_fixture.SSHServerFixture(
             key_kinds=('ed25519', 'ecdsa', 'rsa'),
@@ -49,10 +49,24 @@ class TestConnect(testtools.TestCase):
             'echo out; echo err >&2; exit 7')
         self.assertEqual((7, b'out\n', b'err\n'), (status, out, err))
 
-    def test_large_output_on_both_streams(self):
+    def test_large_output_on_both_streams_capped(self):
+        # the command does not stall: both streams are read to their end
         status, out, err = self.run_command(
-            'head -c 3000000 /dev/zero; head -c 3000000 /dev/zero >&2')
-        self.assertEqual((0, 3000000, 3000000), (status, len(out), len(err)))
+            'head -c 3000000 /dev/zero; head -c 3000000 /dev/zero >&2; '
+            'exit 3')
+        self.assertEqual((3, ssh.MAX_OUTPUT, ssh.MAX_OUTPUT),
+                         (status, len(out), len(err)))
+        self.assertIn('kept the first %d bytes of its stdout, dropped %d'
+                      % (ssh.MAX_OUTPUT, 3000000 - ssh.MAX_OUTPUT),
+                      self.log.output)
+
+    def test_output_cap(self):
+        client = ssh.connect('127.0.0.1', self.server.port,
+                             self.server.username, self.server.keys,
+                             pkey=self.key)
+        self.addCleanup(client.close)
+        self.assertEqual((0, b'01234', b'abc'), ssh.run(
+            client, 'printf 0123456789; printf abc >&2', max_output=5))
 
     def test_any_one_known_key_type(self):
         for key in self.server.keys:

@@ -4,6 +4,7 @@ import os
 import tempfile
 import threading
 
+import fixtures
 import sqlalchemy as sa
 import testtools
 
@@ -260,6 +261,23 @@ class TestSQLiteStore(StoreTests, testtools.TestCase):
         self.addCleanup(lambda: [os.unlink(os.path.join(tmp, f))
                                  for f in os.listdir(tmp)])
         return 'sqlite:///%s/store.sqlite' % tmp
+
+    def test_database_files_private(self):
+        tmp = self.useFixture(fixtures.TempDir()).path
+        directory = os.path.join(tmp, 'state')
+        umask = os.umask(0o022)
+        self.addCleanup(os.umask, umask)
+        engine = api.create_engine('sqlite:///%s/fleetflow.sqlite'
+                                   % directory)
+        self.addCleanup(engine.dispose)
+        migration.upgrade(engine)
+        api.Store(engine).create_node('small', 'p', 'main')
+        self.assertEqual(0o700, os.stat(directory).st_mode & 0o777)
+        files = sorted(os.listdir(directory))
+        self.assertIn('fleetflow.sqlite-wal', files)
+        for name in files:
+            self.assertEqual(0o600, os.stat(os.path.join(
+                directory, name)).st_mode & 0o777, name)
 
 
 class TestPostgreSQLStore(StoreTests, testtools.TestCase):

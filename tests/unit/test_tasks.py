@@ -83,7 +83,8 @@ class TestCreateInstance(TaskTestCase):
             NODE, self.cloud.pool.return_value,
             self.cloud.label.return_value,
             {driver_base.META_NODE_ID: NODE, driver_base.META_POOL: 'main',
-             driver_base.META_PROVIDER: PROVIDER})
+             driver_base.META_PROVIDER: PROVIDER,
+             driver_base.META_ATTEMPT: '1'})
         self.cloud.label.assert_called_once_with('main', 'small')
         self.assertEqual('i-1', result['external_id'])
         self.assertIn('created_at', result)
@@ -102,6 +103,8 @@ class TestCreateInstance(TaskTestCase):
         self.execute(attempt=2, launch_attempts=1)
         self.driver.find_instance.assert_not_called()
         self.driver.create_instance.assert_called_once()
+        metadata = self.driver.create_instance.call_args[0][3]
+        self.assertEqual('2', metadata[driver_base.META_ATTEMPT])
 
     def test_rerun_of_an_attempt_finds_its_instance(self):
         self.driver.find_instance.return_value = instance(

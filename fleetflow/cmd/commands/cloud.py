@@ -95,9 +95,10 @@ class LabelList(base.Lister):
 class ProviderList(base.Lister):
     """List providers with their driver, pools and quota.
 
-    ``limits`` is what the cloud allows in all (``None``: unlimited);
-    ``used`` is what fleetflow's nodes take of it, by the quota each
-    node's label needs.
+    ``limits`` is what applies to the provider's nodes in all: the least
+    of the cloud's limits and of its pools' ``max-servers``, ``max-cores``
+    and ``max-ram`` added up (``-``: unlimited); ``used`` is what
+    fleetflow's nodes take of it, by the quota each node's label needs.
     """
 
     COLUMNS = ('name', 'driver', 'pools', 'nodes', 'limits', 'used')
@@ -108,7 +109,7 @@ class ProviderList(base.Lister):
         rows = []
         for name, provider in ctx.providers.items():
             try:
-                limits = provider.quota_limits().to_dict()
+                limits = quota.provider_limits(provider).to_dict()
             except driver_base.DriverError as e:
                 limits = {'error': str(e)}
             used = usage.provider_used.get(name) or \

@@ -1,10 +1,12 @@
 """The local driver: instances that are real SSH server processes."""
 
 import concurrent.futures
+import errno
 import getpass
 import logging
 import os
 import signal
+import socket
 import time
 
 import fixtures
@@ -15,6 +17,7 @@ import testtools
 from fleetflow import conf as fleetflow_conf
 from fleetflow.drivers import base
 from fleetflow.drivers import local
+from fleetflow.drivers import local_server
 from fleetflow import exceptions
 from fleetflow import keyscan
 from fleetflow import layout
@@ -302,6 +305,64 @@ class TestLocalDriver(LocalDriverTestCase):
             self.assertRaises(base.NotFound, self.driver.delete_instance,
                               bad)
 
+    def test_active_only_with_every_host_key(self):
+        instance = self.wait_active(self.create().external_id)
+        self.assertTrue(instance.host_keys_exact)
+        self.assertEqual(3, len(instance.host_keys))
+        directory = os.path.join(self.driver.state_path,
+                                 instance.external_id)
+        # as between the port file and the key files of a booting server
+        os.rename(os.path.join(directory, 'ssh_host_rsa_key.pub'),
+                  os.path.join(directory, 'rsa.pub'))
+        instance = self.driver.get_instance(instance.external_id)
+        self.assertEqual(base.BUILDING, instance.state)
+        self.assertIsNone(instance.host_keys)
+
+    def test_extra_host_key_refused(self):
+        instance = self.wait_active(self.create().external_id)
+        scanner = keyscan.KeyScanner(workers=2, connect_timeout=5)
+        self.addCleanup(scanner.stop)
+        self.wait_ssh(instance, scanner)
+        e = self.assertRaises(
+            exceptions.HostKeyMismatch, scanner.scan,
+            instance.interface_ip, instance.connection_port,
+            expected_keys=instance.host_keys[:2],
+            exact=instance.host_keys_exact)
+        self.assertIn('unexpected', str(e))
+
+    def test_state_files_private(self):
+        instance = self.create()
+        directory = os.path.join(self.driver.state_path,
+                                 instance.external_id)
+        self.assertEqual(0o700, os.stat(self.driver.state_path).st_mode
+                         & 0o777)
+        self.assertEqual(0o700, os.stat(directory).st_mode & 0o777)
+        for name in ('instance.json', 'authorized_keys', '.lock'):
+            path = os.path.join(directory if name != '.lock'
+                                else self.driver.state_path, name)
+            self.assertEqual(0o600, os.stat(path).st_mode & 0o777, name)
+
+    def test_cleanup_only_its_own_leftovers(self):
+        old = time.time() - 3600
+        names = ('.tmp-build', '.tmp-' + 'a' * 32, '.deleting-' + 'b' * 32,
+                 '.tmp-' + 'c' * 32)
+        for name in names[:3]:
+            os.mkdir(os.path.join(self.driver.state_path, name))
+        # a link to another program's directory, named as a leftover
+        elsewhere = self.useFixture(fixtures.TempDir()).path
+        os.symlink(elsewhere, os.path.join(self.driver.state_path,
+                                           names[3]))
+        for name in names:
+            os.utime(os.path.join(self.driver.state_path, name), (old, old),
+                     follow_symlinks=False)
+        self.create()
+        left = os.listdir(self.driver.state_path)
+        self.assertIn('.tmp-build', left)
+        self.assertIn(names[3], left)
+        self.assertTrue(os.path.isdir(elsewhere))
+        self.assertNotIn(names[1], left)
+        self.assertNotIn(names[2], left)
+
     def test_default_state_path_and_user(self):
         driver = local.LocalDriver({'name': 'bare', 'driver': 'local'},
                                    self.conf)
@@ -335,3 +396,16 @@ class TestLocalLayout(testtools.TestCase):
         self.assertRaises(exceptions.ConfigError, local.LocalDriver,
                           {'name': 'here', 'authorized-keys': ['/nope.pub']},
                           conf)
+
+
+class TestReservedPort(testtools.TestCase):
+
+    def test_no_other_socket_binds_a_reserved_port(self):
+        sock = local_server.bind_loopback()
+        self.addCleanup(sock.close)
+        port = sock.getsockname()[1]
+        other = socket.socket()
+        self.addCleanup(other.close)
+        other.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        e = self.assertRaises(OSError, other.bind, ('127.0.0.1', port))
+        self.assertEqual(errno.EADDRINUSE, e.errno)

@@ -306,6 +306,20 @@ class TestStaticLayout(testtools.TestCase):
                                            'host-key': 'ssh-ed25519'}))
         self.assertIn('host-key', str(e))
 
+    def test_name_cannot_escape_the_state_path(self):
+        conf = cfg.ConfigOpts()
+        fleetflow_conf.register_opts(conf)
+        tmp = self.useFixture(fixtures.TempDir()).path
+        conf.set_override('state_path', os.path.join(tmp, 'state'))
+        self.addCleanup(conf.clear_override, 'state_path')
+        data = self.layout({'name': 'h', 'labels': 'small'})
+        data['providers'][0]['name'] = '../../escaped'
+        provider = layout.Layout(data).providers['../../escaped']
+        e = self.assertRaises(exceptions.ConfigError, static.StaticDriver,
+                              provider, conf)
+        self.assertIn("provider '../../escaped'", str(e))
+        self.assertEqual([], os.listdir(tmp))
+
     def test_duplicate_host_refused(self):
         conf = cfg.ConfigOpts()
         fleetflow_conf.register_opts(conf)
