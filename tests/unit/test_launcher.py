@@ -7,8 +7,8 @@ from taskflow import states
 from fleetflow.db import models
 from fleetflow import flowinfo
 from fleetflow import launcher as ff_launcher
-from fleetflow import runner as ff_runner
 from fleetflow import quota as ff_quota
+from fleetflow import runner as ff_runner
 from tests import base
 from tests import db_urls
 
