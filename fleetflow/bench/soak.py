@@ -54,8 +54,6 @@ PROVIDER = 'fake-1'
 #: seconds after a server restart that a launcher may fail to reach it
 SERVER_GRACE = 30
 LIVE_NODE = (models.BUILDING, models.DELETING)
-DEFAULT_POSTGRES = ('postgresql+psycopg2://fleetflow:fleetflow@127.0.0.1/'
-                    'fleetflow_test')
 #: the process and infrastructure faults, and the modes they apply to
 PROCESS_FAULTS = {
     'sigkill': ('single', 'redis', 'zookeeper'),
@@ -106,8 +104,9 @@ def parse_args(argv):
                         help='allow restarting the local PostgreSQL '
                              'cluster (root only; it serves everyone)')
     parser.add_argument('--database', default=os.environ.get(
-        'FLEETFLOW_TEST_POSTGRES_URL', DEFAULT_POSTGRES),
-        help='PostgreSQL URL of the jobboard modes (a new schema is used)')
+        'FLEETFLOW_TEST_POSTGRES_URL'),
+        help='PostgreSQL URL of the jobboard modes, where the soak makes '
+             'a schema of its own (default: $FLEETFLOW_TEST_POSTGRES_URL)')
     parser.add_argument('--claim-expiry', type=int, default=4)
     parser.add_argument('--cleanup-interval', type=float, default=5)
     parser.add_argument('--check-interval', type=float, default=2)
@@ -142,6 +141,8 @@ def parse_args(argv):
     args.fault = faults
     if args.mode == 'single':
         args.launchers = 1
+    elif not args.database:
+        parser.error('--mode %s needs --database' % args.mode)
     return args
 
 

@@ -103,8 +103,11 @@ class TestArgs(testtools.TestCase):
         self.assertEqual(['small', 'large'], args.labels)
 
     def test_unknown_fault_named(self):
+        self.useFixture(fixtures.EnvironmentVariable(
+            'FLEETFLOW_TEST_POSTGRES_URL'))
         for argv, named in ((['--fault', 'bogus=1'], "'bogus'"),
-                            (['--process-faults', 'nope'], 'nope')):
+                            (['--process-faults', 'nope'], 'nope'),
+                            (['--mode', 'redis'], '--database')):
             stderr = self.useFixture(fixtures.MonkeyPatch(
                 'sys.stderr', io.StringIO())).new_value
             e = self.assertRaises(SystemExit, soak.parse_args, argv)
