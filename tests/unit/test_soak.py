@@ -2,6 +2,8 @@
 
 import io
 import random
+import subprocess
+import sys
 import time
 import uuid
 
@@ -9,6 +11,7 @@ import fixtures
 import testtools
 
 from fleetflow.bench import soak
+from fleetflow.bench import zk_requester
 from fleetflow.db import models
 from fleetflow.drivers import base as driver_base
 from fleetflow.flows import delete as delete_flows
@@ -90,6 +93,21 @@ class TestPureChecks(testtools.TestCase):
         samples = [dict(pid=1, peak_rss_mb=mb) for mb in (80, 90, 91, 95)]
         samples += [dict(pid=2, peak_rss_mb=mb) for mb in (80, 90)]
         self.assertEqual({1: 5}, soak.memory_growth(samples))
+
+
+class TestRequesterAnswer(testtools.TestCase):
+
+    def test_a_requester_that_does_not_answer_is_killed(self):
+        requester = zk_requester.Requester.__new__(zk_requester.Requester)
+        requester.proc = subprocess.Popen(
+            [sys.executable, '-c', 'import sys, time; sys.stdin.readline(); '
+             'time.sleep(60)'], stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE, text=True)
+        self.addCleanup(requester.close)
+        e = self.assertRaises(zk_requester.RequesterError, requester.call,
+                              'request_data', answer_within=0.5, id='1')
+        self.assertIn('no answer in 0.5 s', str(e))
+        self.assertIsNotNone(requester.proc.poll())
 
 
 class TestArgs(testtools.TestCase):
