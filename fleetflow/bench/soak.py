@@ -57,8 +57,8 @@ SERVER_GRACE = 30
 LIVE_NODE = (models.BUILDING, models.DELETING)
 #: the process and infrastructure faults, and the modes they apply to
 PROCESS_FAULTS = {
-    'sigkill': ('single', 'redis', 'zookeeper'),
-    'sigterm': ('single', 'redis', 'zookeeper'),
+    'sigkill': ('single', 'redis', 'zookeeper', 'frontend'),
+    'sigterm': ('single', 'redis', 'zookeeper', 'frontend'),
     'sigstop': ('redis', 'zookeeper'),
     'board-restart': ('redis', 'zookeeper'),
     'postgresql-restart': ('redis', 'zookeeper'),
@@ -67,6 +67,8 @@ PROCESS_FAULTS = {
     'zookeeper-restart': ('frontend',),
     'session-loss': ('frontend',),
 }
+#: seconds the requester may take to answer
+CALL_TIMEOUT = 30
 #: the front end's ZooKeeper chroot
 CHROOT = '/soak'
 #: where tools/test-tls makes the test certificates
@@ -667,18 +669,32 @@ class ZuulRequests(Requests):
         self.held = {}
         #: until when a request may vanish: its session may have ended
         self.excused_until = 0
+        #: whether ZooKeeper is down: Zuul's side waits
+        self.paused = False
+
+    def call(self, op, **args):
+        return self.zuul.call(op, answer_within=CALL_TIMEOUT, **args)
+
+    def submit_due(self, now):
+        if not self.paused:
+            super().submit_due(now)
+
+    def release_due(self, now):
+        if not self.paused:
+            super().release_due(now)
 
     def create(self, labels):
-        request_id = self.zuul.call('request', labels=labels,
-                                    requestor='soak')
+        request_id = self.call('request', labels=labels, requestor='soak')
         return {'id': request_id, 'labels': labels,
                 'state': models.REQUESTED}
 
     def refresh(self, now):
+        if self.paused:
+            return
         for request_id, old in list(self.mine.items()):
             if request_id in self.release_at:
                 continue
-            data = self.zuul.call('request_data', id=request_id)
+            data = self.call('request_data', id=request_id)
             if data is None:
                 if now > self.excused_until:
                     self.lost.append(request_id)
@@ -688,7 +704,7 @@ class ZuulRequests(Requests):
                 continue
             row = dict(old, state=data['state'])
             if data['state'] == models.FULFILLED:
-                nodes = self.zuul.call('accept', id=request_id)
+                nodes = self.call('accept', id=request_id)
                 self.held[request_id] = [node['id'] for node in nodes]
                 row['given'] = [
                     (node['id'], _label(node['type']),
@@ -696,7 +712,7 @@ class ZuulRequests(Requests):
                      and node['allocated_to'] == request_id)
                     for node in nodes]
             elif data['state'] == models.REQUEST_FAILED:
-                self.zuul.call('accept', id=request_id)
+                self.call('accept', id=request_id)
                 row['reason'] = ', '.join(data.get('declined_by') or ())
             if row['state'] != old['state']:
                 self.settled(row, now)
@@ -705,8 +721,8 @@ class ZuulRequests(Requests):
     def release(self, request_id):
         nodes = self.held.pop(request_id, [])
         if nodes:
-            self.zuul.call('use', nodes=nodes)
-            self.zuul.call('give_back', nodes=nodes)
+            self.call('use', nodes=nodes)
+            self.call('give_back', nodes=nodes)
 
     def lose_session(self):
         """End the requester's session without a word.
@@ -714,8 +730,10 @@ class ZuulRequests(Requests):
         Its requests and node locks vanish; a new requester takes its
         place.
         """
-        with contextlib.suppress(zk_requester.RequesterError, OSError):
-            self.zuul.call('drop')
+        if self.zuul.proc.poll() is None:
+            with contextlib.suppress(zk_requester.RequesterError, OSError):
+                self.call('drop')
+        self.zuul.kill()
         self.zuul.close()
         self.zuul = self.new_requester()
         self.outcomes['abandoned'] += len(self.mine)
@@ -939,6 +957,7 @@ class Soak:
         self.servers_down_until = until
         if isinstance(self.requests, ZuulRequests):
             self.requests.excused_until = until
+            self.requests.paused = until == float('inf')
 
     #: until when a launcher may give up for a server the soak restarted
     servers_down_until = 0
