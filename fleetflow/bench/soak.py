@@ -1133,6 +1133,7 @@ class Soak:
             'requests_submitted': outcomes['submitted'],
             'requests_fulfilled': outcomes[models.FULFILLED],
             'requests_failed': outcomes[models.REQUEST_FAILED],
+            'requests_abandoned': outcomes['abandoned'],
             'launches': len(self.cloud.instance_history()),
             'cloud_faults': self.cloud.fault_counts(),
             'process_faults': dict(self.process_faults),
