@@ -1,9 +1,9 @@
 """Soak real launchers under faults and check that nothing is lost.
 
 ``fleetflow-bench soak --mode single|redis|zookeeper|frontend --duration
-S`` runs
-real ``fleetflow-launcher`` processes against the fake cloud (which
-injects every fault kind at ``--fault KIND=RATE``) for S seconds, under a
+S`` runs real ``fleetflow-launcher`` processes against the fake cloud
+(which injects every fault kind at ``--fault KIND=RATE``) for S seconds,
+under a
 steady stream of requests (``--rate`` a second, 1 to ``--max-size``
 nodes of random ``--labels``, released after a random hold), and injects
 process and infrastructure faults at random times (``--seed``; the seed
