@@ -3,11 +3,10 @@
 ``fleetflow-bench soak --mode single|redis|zookeeper|frontend --duration
 S`` runs real ``fleetflow-launcher`` processes against the fake cloud
 (which injects every fault kind at ``--fault KIND=RATE``) for S seconds,
-under a
-steady stream of requests (``--rate`` a second, 1 to ``--max-size``
-nodes of random ``--labels``, released after a random hold), and injects
-process and infrastructure faults at random times (``--seed``; the seed
-is printed):
+under a steady stream of requests (``--rate`` a second, 1 to
+``--max-size`` nodes of random ``--labels``, released after a random
+hold), and injects process and infrastructure faults at random times
+(``--seed``; the seed is printed):
 
 - every mode: SIGKILL and SIGTERM of a launcher, restarted afterwards;
 - ``redis`` and ``zookeeper`` (``--launchers`` processes on PostgreSQL,
