@@ -427,6 +427,11 @@ def instance_lost(nodes, instances):
             and node['external_id'] not in live]
 
 
+def spare(node):
+    """Whether a node is ready and no request's."""
+    return node['state'] == models.READY and node['request_id'] is None
+
+
 def overdue(nodes, now, limits):
     """Nodes in a state of ``limits`` for longer than its limit."""
     return [node for node in nodes
@@ -1062,6 +1067,8 @@ class Soak:
 
     #: requests fulfilled and instances made at the last sample
     _last = (0, 0)
+    #: ready nodes of no request left at the end
+    spares_left = 0
 
     def loop(self, until, inject=True):
         """Run until ``until`` (a time, or a predicate of the node rows)."""
@@ -1115,15 +1122,20 @@ class Soak:
         def settled(nodes):
             if not self.requests.unsettled():
                 self.requests.release_all()
+            # Ready spares stay, to be reused (a request served again
+            # after an abort leaves the ready nodes it had).
+            busy = sorted(node_id for node_id, node in nodes.items()
+                          if not spare(node))
             if time.time() > drained:
                 raise Violation('not-drained', 'left after %.0f s: '
                                 'requests %s, nodes %s' % (
                                     args.drain_timeout,
                                     [r['id'] for r in
-                                     self.requests.unsettled()],
-                                    sorted(nodes)))
-            return not (self.timers or self.requests.mine or nodes
-                        or self.cloud.list_instances())
+                                     self.requests.unsettled()], busy))
+            self.spares_left = len(nodes) - len(busy)
+            return not (self.timers or self.requests.mine or busy
+                        or len(self.cloud.list_instances())
+                        > self.spares_left)
 
         self.loop(settled, inject=False)
         self.check()
@@ -1145,6 +1157,7 @@ class Soak:
             'cloud_faults': self.cloud.fault_counts(),
             'process_faults': dict(self.process_faults),
             'restarts': self.restarts,
+            'spares_left': self.spares_left,
             'start_failures': self.start_failures,
             'invariant_checks': self.checker.checks,
             'violations': 0 if violation is None else 1,

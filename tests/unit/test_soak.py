@@ -368,7 +368,8 @@ class TestZuulRequests(testtools.TestCase):
         self.assertEqual('drop', first.calls[-1][0])
         self.assertEqual(2, len(self.zuuls))
         self.assertEqual({}, self.requests.mine)
-        self.assertEqual(3, self.requests.outcomes['abandoned'])
+        self.assertEqual(len(first.requests),
+                         self.requests.outcomes['abandoned'])
 
     def test_nothing_asked_while_zookeeper_is_down(self):
         self.requests.paused = True
