@@ -69,6 +69,14 @@ class TestPureChecks(testtools.TestCase):
         self.assertEqual(['a', 'c'], [n['id'] for n in soak.instance_lost(
             nodes, [self.instance('b', 'i2')])])
 
+    def test_spare(self):
+        self.assertTrue(soak.spare({'state': models.READY,
+                                    'request_id': None}))
+        self.assertFalse(soak.spare({'state': models.READY,
+                                     'request_id': 'r1'}))
+        self.assertFalse(soak.spare({'state': models.IN_USE,
+                                     'request_id': None}))
+
     def test_overdue(self):
         now = 1000
         nodes = [{'id': 'a', 'state': models.BUILDING, 'state_time': 800},
