@@ -6,6 +6,7 @@ feature fleetflow lacks is refused with a message saying so. Every
 problem in the file is reported at once, each naming its key.
 """
 
+import os
 import re
 
 import voluptuous as v
@@ -97,6 +98,7 @@ POOL = {
     'max-servers': NON_NEGATIVE,
     'max-cores': NON_NEGATIVE,
     'max-ram': NON_NEGATIVE,
+    'ignore-provider-quota': bool,
     'priority': int,
     'node-attributes': dict,
     'host-key-checking': bool,
@@ -351,6 +353,25 @@ def _zookeeper(top):
         'tls': top.get('zookeeper-tls'),
         'timeout': top.get('zookeeper-timeout', 10.0),
     }
+
+
+class FileWatch:
+    """Tells whether a file changed since it was last looked at."""
+
+    def __init__(self, path):
+        self.path = path
+        self._seen = self._stat()
+
+    def _stat(self):
+        try:
+            st = os.stat(self.path)
+        except OSError:
+            return None
+        return st.st_mtime_ns, st.st_size, st.st_ino
+
+    def changed(self):
+        seen, self._seen = self._seen, self._stat()
+        return seen != self._seen
 
 
 def load(path):
