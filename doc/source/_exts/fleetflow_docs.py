@@ -54,7 +54,8 @@ def describe(schema):
     if isinstance(schema, list):
         return 'list of %s' % ' or '.join(describe(s) for s in schema)
     if isinstance(schema, dict):
-        keys = ', '.join(str(key) for key in schema)
+        keys = ', '.join(describe(getattr(key, 'schema', key))
+                         for key in schema)
         return 'mapping (%s)' % keys if keys else 'mapping'
     if isinstance(schema, str):
         return schema
@@ -74,7 +75,9 @@ def describe(schema):
             bounds.append('<= %s' % schema.max)
         return ' and '.join(bounds)
     if isinstance(schema, v.Length):
-        return 'at least %s' % schema.min
+        return ' and '.join('%s %s' % (word, bound) for word, bound in (
+            ('at least', schema.min), ('at most', schema.max))
+            if bound is not None)
     if isinstance(schema, v.In):
         return 'one of %s' % ', '.join(str(c) for c in schema.container)
     if isinstance(schema, v.Coerce):
