@@ -552,6 +552,18 @@ class TestQuota(AwsTestCase):
         # the limits themselves are cached
         self.assertEqual(2, len(self.proxy.calls('GetServiceQuota')))
 
+    def test_service_quotas_denied(self):
+        self.proxy.inject('GetServiceQuota', 'AccessDeniedException',
+                          'not allowed', times=2)
+        self.assertEqual(driver_base.Quota(),
+                         self.driver.get_quota_limits())
+        self.assertIn('no vCPU limit from Service Quotas',
+                      self.logger.output)
+        # other refusals are errors
+        self.proxy.inject('GetServiceQuota', 'ServiceException', 'down')
+        self.assertRaises(driver_base.DriverError,
+                          self.make_driver().get_quota_limits)
+
     def test_provider_caps(self):
         self.proxy.quotas = {'L-1216C47A': 64, 'L-34B43A08': 8}
         data = layout_data()
