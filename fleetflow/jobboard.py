@@ -274,8 +274,11 @@ class Board:
 
     def jobs(self, fresh=True):
         """The jobs on the board (claimed or not), oldest first."""
+        # A job that left the board while it was listed has no creation
+        # time: last, and never compared with a time.
         return sorted(self.jobboard.iterjobs(ensure_fresh=fresh),
-                      key=lambda job: job.created_on or 0)
+                      key=lambda job: (job.created_on is None,
+                                       job.created_on or 0))
 
     def describe(self):
         """One dict per job: what ``fleetflow job list`` shows."""
@@ -962,6 +965,13 @@ class Service:
     def runner(self):
         return self.launcher.runner if self.launcher is not None \
             else self.conductor
+
+    def request_reload(self):
+        """Reload the layout: at the launcher's next pass, or now."""
+        if self.launcher is not None:
+            self.launcher.request_reload()
+        else:
+            ff_launcher.reload_layout(self.ctx)
 
     # Starting and stopping
 

@@ -39,6 +39,7 @@ from fleetflow.db import locks
 from fleetflow.db import models
 from fleetflow.drivers import base as driver_base
 from fleetflow import exceptions
+from fleetflow import layout as ff_layout
 from fleetflow import logutils
 from fleetflow import quota
 from fleetflow import runner as ff_runner
@@ -47,6 +48,8 @@ from fleetflow import scheduler as ff_scheduler
 LOG = logging.getLogger(__name__)
 
 TICK = 0.05
+#: seconds between looks at the layout file
+LAYOUT_CHECK = 1.0
 #: on a database whose commits only a query shows, the longest time
 #: between two reads of the request marker while nothing changes
 IDLE_MARKER_SPACING = 1.0
@@ -63,6 +66,9 @@ class Launcher:
         # the flows' workers.
         self.store = db_api.Store(ctx.new_engine())
         self.host = ctx.conf.host
+        #: called when a request is fulfilled or fails (the ZooKeeper
+        #: front end mirrors it)
+        self.on_settled = None
         self.runner = self._make_runner()
         self._wake = threading.Event()
         self._marker = None
@@ -85,8 +91,12 @@ class Launcher:
         #: deletes started here of each node whose delete failed
         self._delete_tries = {}
         self._delete_wake = 0.0
+        self._layout_file = ff_layout.FileWatch(
+            ctx.conf.launcher.layout_file)
+        self._reload = threading.Event()
         self._scheduler = ff_scheduler.Scheduler()
         self._scheduler.add_periodic(self._tick, TICK)
+        self._scheduler.add_periodic(self._check_layout, LAYOUT_CHECK)
 
     def _make_runner(self):
         return ff_runner.Runner(self.ctx, on_done=self._flow_done)
@@ -125,6 +135,19 @@ class Launcher:
 
     def wake(self):
         self._wake.set()
+
+    def request_reload(self):
+        """Reload the layout before the next pass (on SIGHUP)."""
+        self._reload.set()
+
+    def _check_layout(self):
+        if self._layout_file.changed():
+            self._reload.set()
+
+    def reload_layout(self):
+        """Reload the layout (see :func:`reload_layout`); a pass is due."""
+        if reload_layout(self.ctx):
+            self.wake()
 
     def _flow_done(self, run):
         """A flow of this launcher's runner ended (``run``: its FlowRun).
@@ -169,6 +192,9 @@ class Launcher:
         return False
 
     def _tick(self):
+        if self._reload.is_set():
+            self._reload.clear()
+            self.reload_layout()
         now = time.time()
         if now - self._last_pass < PASS_SHARE * self._pass_cost:
             # A pass reads every node and request: with many of them,
@@ -220,6 +246,7 @@ class Launcher:
             requests = self.store.list_requests(
                 states=[models.REQUESTED, models.PENDING])
             self._handle_nodes(nodes)
+            self.ctx.retire_providers({node['provider'] for node in nodes})
             usage = quota.Usage(self.ctx, _counts(nodes))
             self._settle_pending(requests, nodes)
             budget = self._serve_new(requests, nodes, usage)
@@ -238,6 +265,9 @@ class Launcher:
             if self.runner.is_running(node['id']):
                 continue
             state = node['state']
+            if node['provider'] not in self.ctx.layout.providers \
+                    and self._drain(node):
+                continue
             if state in (models.USED, models.FAILED, models.ABORTED):
                 self._start(self.runner.delete, node)
             elif state == models.DELETING:
@@ -277,6 +307,26 @@ class Launcher:
             self._delete_wake = next_delete
             self._scheduler.call_at(next_delete, self.wake)
 
+    def _drain(self, node):
+        """Retire a node of a provider the layout no longer has.
+
+        A spare is deleted, an unfinished launch aborted (its request is
+        served again elsewhere); other nodes are deleted as usual once
+        released. :returns: whether the node was handled here.
+        """
+        state = node['state']
+        if state == models.READY and node['request_id'] is None:
+            if self._cas(node, models.USED, [models.READY]):
+                self._node_log(node).info('Its provider %s left the '
+                                          'layout: deleting it',
+                                          node['provider'])
+            return True
+        if state == models.BUILDING:
+            if self._owns(node['launcher']):
+                self._cas(node, models.ABORTED, [models.BUILDING])
+            return True
+        return False
+
     def _settle_pending(self, requests, nodes):
         by_request = collections.defaultdict(list)
         for node in nodes:
@@ -297,6 +347,7 @@ class Launcher:
             self.store.detach_nodes(request['id'])
             self._request_state(request, models.REQUEST_FAILED,
                                 reason=reason)
+            self._settled()
         elif models.ABORTED in states or len(nodes) != len(
                 request['labels']) or states - {models.BUILDING,
                                                 models.READY}:
@@ -311,8 +362,13 @@ class Launcher:
                 request['id'], [node['id'] for node in nodes]):
             LOG.info('[request %s] Fulfilled with nodes %s', request['id'],
                      ', '.join(n['id'] for n in nodes))
+            self._settled()
             return True
         return False
+
+    def _settled(self):
+        if self.on_settled is not None:
+            self.on_settled()
 
     def _serve_new(self, requests, nodes, usage):
         """Plan and serve new requests; return the launches left to start.
@@ -530,6 +586,27 @@ class Launcher:
 
     def _node_log(self, node):
         return logutils.node_logger(LOG, node['id'], node['request_id'])
+
+
+def reload_layout(ctx):
+    """Load the layout file again; keep the running layout if it is bad.
+
+    A valid layout applies from the next pass; a bad one is logged with
+    the problems ``fleetflow config validate`` shows.
+
+    :returns: whether the new layout was applied.
+    """
+    path = ctx.conf.launcher.layout_file
+    try:
+        layout = ff_layout.load(path)
+        said = ff_layout.changes(ctx.layout, layout)
+        ctx.apply_layout(layout)
+    except exceptions.ConfigError as e:
+        LOG.error('Layout not reloaded; the running one is kept: %s', e)
+        return False
+    LOG.info('Layout reloaded from %s: %s', path,
+             ', '.join(said) or 'nothing changed')
+    return True
 
 
 def _hold_expiry(node, layout):

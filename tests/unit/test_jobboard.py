@@ -7,6 +7,7 @@ and are skipped without them, failed in CI (``CI=true``).
 
 import collections
 import contextlib
+import datetime
 import os
 import subprocess
 import sys
@@ -161,6 +162,23 @@ with lock.hold():
     print('held', flush=True)
     time.sleep(float(sys.argv[2]))
 '''
+
+
+class TestBoardJobs(base.TestCase):
+
+    def test_jobs_that_left_the_board_sort_last(self):
+        """A job consumed while the board is listed has no creation time."""
+        board = jobboard.Board(base.make_conf(
+            '/tmp/unused', overrides=jobboard_overrides(self)))
+        times = [datetime.datetime(2026, 1, 1, 0, minute)
+                 for minute in (2, 1)]
+        jobs = [mock.Mock(created_on=created)
+                for created in (times[0], None, times[1], None)]
+        with mock.patch.object(board.jobboard, 'iterjobs',
+                               return_value=jobs):
+            listed = board.jobs()
+        self.assertEqual([times[1], times[0], None, None],
+                         [job.created_on for job in listed])
 
 
 class PassLockTests:
