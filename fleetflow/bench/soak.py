@@ -54,8 +54,8 @@ PROVIDER = 'fake-1'
 #: seconds after a server restart that a launcher may fail to reach it
 SERVER_GRACE = 30
 LIVE_NODE = (models.BUILDING, models.DELETING)
-DEFAULT_POSTGRES = ('postgresql+psycopg2://fleetflow:fleetflow@127.0.0.1/'
-                    'fleetflow_test')
+#: where tools/test-servers keeps the URL of its PostgreSQL test role
+TEST_POSTGRES_URL_FILE = '~/.config/fleetflow/test-postgres-url'
 #: the process and infrastructure faults, and the modes they apply to
 PROCESS_FAULTS = {
     'sigkill': ('single', 'redis', 'zookeeper'),
@@ -66,6 +66,18 @@ PROCESS_FAULTS = {
     # The ZooKeeper front end (``fleetflow.zk``) adds its faults here:
     # the requester's session lost, ZooKeeper restarted under it.
 }
+
+
+def _test_database():
+    """The test PostgreSQL URL, or None."""
+    url = os.environ.get('FLEETFLOW_TEST_POSTGRES_URL')
+    if url:
+        return url
+    try:
+        with open(os.path.expanduser(TEST_POSTGRES_URL_FILE)) as f:
+            return f.read().strip() or None
+    except OSError:
+        return None
 
 
 def parse_args(argv):
@@ -105,9 +117,11 @@ def parse_args(argv):
     parser.add_argument('--restart-postgresql', action='store_true',
                         help='allow restarting the local PostgreSQL '
                              'cluster (root only; it serves everyone)')
-    parser.add_argument('--database', default=os.environ.get(
-        'FLEETFLOW_TEST_POSTGRES_URL', DEFAULT_POSTGRES),
-        help='PostgreSQL URL of the jobboard modes (a new schema is used)')
+    parser.add_argument(
+        '--database', default=_test_database(),
+        help='PostgreSQL URL of the jobboard modes (a new schema is used; '
+             'default: $FLEETFLOW_TEST_POSTGRES_URL, else the one '
+             'tools/test-servers keeps in %s)' % TEST_POSTGRES_URL_FILE)
     parser.add_argument('--claim-expiry', type=int, default=4)
     parser.add_argument('--cleanup-interval', type=float, default=5)
     parser.add_argument('--check-interval', type=float, default=2)
