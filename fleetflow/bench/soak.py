@@ -43,6 +43,7 @@ import sqlalchemy as sa
 import yaml
 
 from fleetflow.bench import launcher as bench
+from fleetflow import cmd
 from fleetflow import conf as ff_conf
 from fleetflow import context as ff_context
 from fleetflow.db import migration
@@ -83,6 +84,7 @@ def _test_database():
 def parse_args(argv):
     parser = argparse.ArgumentParser(
         prog='fleetflow-bench soak', description=__doc__.split('\n')[0])
+    cmd.add_version_argument(parser)
     parser.add_argument('--mode', choices=('single', 'redis', 'zookeeper'),
                         default='single',
                         help='one launcher on SQLite, or --launchers on '
