@@ -314,7 +314,13 @@ class TestStaticLayout(testtools.TestCase):
         self.addCleanup(conf.clear_override, 'state_path')
         data = self.layout({'name': 'h', 'labels': 'small'})
         data['providers'][0]['name'] = '../../escaped'
-        provider = layout.Layout(data).providers['../../escaped']
+        self.assertIn("providers[0].name: '../../escaped' is not a safe name",
+                      str(self.assertRaises(exceptions.ConfigError,
+                                            layout.Layout, data)))
+        # and the driver, given such an entry all the same
+        data['providers'][0]['name'] = 'hosts'
+        provider = dict(layout.Layout(data).providers['hosts'],
+                        name='../../escaped')
         e = self.assertRaises(exceptions.ConfigError, static.StaticDriver,
                               provider, conf)
         self.assertIn("provider '../../escaped'", str(e))
