@@ -42,8 +42,11 @@ NAME = v.All(str, _safe_name)
 
 def unsupported(why):
     """The schema value of a key fleetflow refuses: it lacks the feature."""
+    message = 'not supported by fleetflow (%s)' % why
+
     def refuse(value):
-        raise v.Invalid('not supported by fleetflow (%s)' % why)
+        raise v.Invalid(message)
+    refuse.__doc__ = message
     return refuse
 
 
