@@ -235,6 +235,9 @@ class Layout:
 
     def _provider(self, entry, path, problems):
         driver_name = entry.get('driver', 'openstack')
+        if not isinstance(driver_name, str):
+            problems.add(path + ['driver'], 'expected str')
+            return None
         try:
             driver_class = drivers.get_driver_class(driver_name)
         except exceptions.ConfigError as e:
