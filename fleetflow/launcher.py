@@ -35,6 +35,7 @@ from taskflow import states as tf_states
 
 from fleetflow.db import api as db_api
 from fleetflow.db import direct
+from fleetflow.db import locks
 from fleetflow.db import models
 from fleetflow.drivers import base as driver_base
 from fleetflow import exceptions
@@ -65,6 +66,9 @@ class Launcher:
         # the flows' workers.
         self.store = db_api.Store(ctx.new_engine())
         self.host = ctx.conf.host
+        #: called when a request is fulfilled or fails (the ZooKeeper
+        #: front end mirrors it)
+        self.on_settled = None
         self.runner = self._make_runner()
         self._wake = threading.Event()
         self._marker = None
@@ -83,6 +87,10 @@ class Launcher:
         #: whether the last pass left requests unserved (quota, delays)
         self._requests_waiting = True
         self.cleanup_passes = 0
+        self._owner = None
+        #: deletes started here of each node whose delete failed
+        self._delete_tries = {}
+        self._delete_wake = 0.0
         self._layout_file = ff_layout.FileWatch(
             ctx.conf.launcher.layout_file)
         self._reload = threading.Event()
@@ -97,7 +105,18 @@ class Launcher:
         """Whether this launcher looks after what ``launcher`` started."""
         return launcher in (None, self.host)
 
+    def _owner_lock(self):
+        """The lock of the one launcher that runs the database's flows."""
+        return locks.OwnerLock(self.ctx.engine)
+
     def start(self):
+        """Start, resuming unfinished flows.
+
+        :raises LockHeld: when another launcher runs the database's flows.
+        """
+        self._owner = self._owner_lock()
+        if self._owner is not None:
+            self._owner.acquire()
         self.ctx.start()
         resumed = self.runner.resume_all()
         LOG.info('Launcher %s started; %d unfinished flows resumed',
@@ -110,6 +129,8 @@ class Launcher:
         self.runner.stop()
         self.ctx.stop()
         self.store.engine.dispose()
+        if self._owner is not None:
+            self._owner.release()
         LOG.info('Launcher %s stopped', self.host)
 
     def wake(self):
@@ -238,6 +259,8 @@ class Launcher:
     def _handle_nodes(self, nodes):
         now = time.time()
         conf = self.ctx.conf.launcher
+        deleting = {}
+        next_delete = None
         for node in nodes:
             if self.runner.is_running(node['id']):
                 continue
@@ -248,8 +271,18 @@ class Launcher:
             if state in (models.USED, models.FAILED, models.ABORTED):
                 self._start(self.runner.delete, node)
             elif state == models.DELETING:
-                if now - node['state_time'] >= conf.delete_retry_interval:
+                # The node's last delete failed: deleted again after a
+                # wait that doubles with each failure seen here.
+                tries = self._delete_tries.get(node['id'], 0)
+                deleting[node['id']] = tries
+                due = node['state_time'] + min(
+                    conf.delete_retry_interval,
+                    conf.delete_retry_initial * 2 ** min(tries, 32))
+                if now >= due:
+                    deleting[node['id']] = tries + 1
                     self._start(self.runner.delete, node)
+                else:
+                    next_delete = min(next_delete or due, due)
             elif state == models.HOLD:
                 if _hold_expiry(node, self.ctx.layout) <= now:
                     self._node_log(node).info('Hold expired')
@@ -264,6 +297,15 @@ class Launcher:
                             'replacing it', max_age)
             elif state == models.BUILDING and self._owns(node['launcher']):
                 self._start(self.runner.launch, node)
+        self._delete_tries.update(deleting)
+        for node_id in set(self._delete_tries) - set(deleting):
+            if not self.runner.is_running(node_id):
+                del self._delete_tries[node_id]
+        if next_delete is not None and not (
+                now < self._delete_wake <= next_delete):
+            # A pass is due when the next delete is (one timer at a time).
+            self._delete_wake = next_delete
+            self._scheduler.call_at(next_delete, self.wake)
 
     def _drain(self, node):
         """Retire a node of a provider the layout no longer has.
@@ -305,6 +347,7 @@ class Launcher:
             self.store.detach_nodes(request['id'])
             self._request_state(request, models.REQUEST_FAILED,
                                 reason=reason)
+            self._settled()
         elif models.ABORTED in states or len(nodes) != len(
                 request['labels']) or states - {models.BUILDING,
                                                 models.READY}:
@@ -319,8 +362,13 @@ class Launcher:
                 request['id'], [node['id'] for node in nodes]):
             LOG.info('[request %s] Fulfilled with nodes %s', request['id'],
                      ', '.join(n['id'] for n in nodes))
+            self._settled()
             return True
         return False
+
+    def _settled(self):
+        if self.on_settled is not None:
+            self.on_settled()
 
     def _serve_new(self, requests, nodes, usage):
         """Plan and serve new requests; return the launches left to start.

@@ -1,7 +1,7 @@
 """The layout file: labels, providers and pools in nodepool's YAML shape.
 
 A nodepool launcher's layout loads as it is for the features fleetflow
-has (its top level, the openstack and static drivers); each key of a
+has (its top level, the openstack, aws and static drivers); each key of a
 feature fleetflow lacks is refused with a message saying so. Every
 problem in the file is reported at once, each naming its key.
 """
@@ -25,7 +25,7 @@ CONNECTION_TYPE = v.Any('ssh', 'network_cli', 'winrm')
 NAME_RE = re.compile(r'[A-Za-z0-9][A-Za-z0-9_.-]{0,127}')
 
 #: nodepool's drivers that fleetflow does not have
-NODEPOOL_DRIVERS = ('aws', 'azure', 'gce', 'ibmvpc', 'kubernetes',
+NODEPOOL_DRIVERS = ('azure', 'gce', 'ibmvpc', 'kubernetes',
                     'metastatic', 'openshift', 'openshiftpods')
 
 
