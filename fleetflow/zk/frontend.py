@@ -46,6 +46,9 @@ from fleetflow.zk import records
 
 LOG = logging.getLogger(__name__)
 
+#: seconds between two passes at least, and their share of the time
+MIN_GAP = 0.02
+PASS_SHARE = 2
 #: ZooKeeper calls the front end makes at once (taking requests' locks,
 #: fulfilling them)
 WORKERS = 8
@@ -138,13 +141,18 @@ class Frontend:
     def _run(self):
         while not self._stopping.is_set():
             self._wake.wait(self.conf.interval)
-            self._wake.clear()
             if self._stopping.is_set() or not self.client.connected:
                 continue
+            self._wake.clear()
+            began = time.monotonic()
             try:
                 self.run_pass()
             except Exception:
                 LOG.exception('ZooKeeper front end pass failed')
+            # A pass reads every request and node: the changes that come
+            # meanwhile (a burst of them) wait for one next pass.
+            self._stopping.wait(max(MIN_GAP, PASS_SHARE * (
+                time.monotonic() - began)))
 
     # The pass
 
