@@ -94,6 +94,12 @@ def parse_args(argv):
     parser.add_argument('--nodepool-client', metavar='PYTHON',
                         default='.nodepool-client/bin/python',
                         help='the python of tools/nodepool-client-venv')
+    parser.add_argument('--nodepool', action='store_true',
+                        help='run the same load on nodepool 11.0.0 too (from '
+                             '--nodepool-venv, made by tools/nodepool-venv) '
+                             'and report both')
+    parser.add_argument('--nodepool-venv', default='.nodepool-venv',
+                        help='the virtualenv that holds nodepool')
     parser.add_argument('--timeout', type=float, default=600)
     parser.add_argument('--keep', action='store_true',
                         help='keep the state directory')
@@ -402,14 +408,24 @@ def print_table(result):
 
 
 def print_comparison(results):
-    width = max(len(k) for k in results[0])
-    for key in results[0]:
+    keys = list(results[0])
+    keys += [key for result in results[1:] for key in result
+             if key not in keys]
+    width = max(len(k) for k in keys)
+    for key in keys:
         print('%-*s  %s' % (width, key, '  '.join(
-            '%-14s' % (result[key],) for result in results)))
+            '%-16s' % (result.get(key, ''),) for result in results)))
 
 
 def main(argv=None):
     args = parse_args(argv)
+    if args.nodepool:
+        from fleetflow.bench import nodepool_side
+        results = [dict(run(args), system='fleetflow'),
+                   nodepool_side.run(args)]
+        print(json.dumps(results))
+        print_comparison(results)
+        return 0 if all(r['failed'] == 0 for r in results) else 1
     if args.compare and args.launchers > 1:
         one = argparse.Namespace(**dict(vars(args), launchers=1))
         results = [run(one), run(args)]

@@ -58,10 +58,14 @@ def main(argv=None):
     stopping = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stopping.set())
+    # SIGHUP reloads the layout (as a change of its file does)
+    signal.signal(signal.SIGHUP, lambda *_: launcher.request_reload())
     try:
         launcher.start()
     except sqlalchemy.exc.SQLAlchemyError as e:
         common.fail(PROG, common.database_error(conf, e))
+    except exceptions.FleetflowError as e:
+        common.fail(PROG, e)
     try:
         frontend = zk_frontend.start_for(ctx, launcher)
     except exceptions.ConfigError as e:

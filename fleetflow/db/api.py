@@ -276,9 +276,13 @@ class Store:
         with self.engine.connect() as conn:
             return [tuple(row) for row in conn.execute(query)]
 
-    def update_node(self, node_id, tx=None, **fields):
-        """Change a node's fields; in ``tx`` if given."""
-        self._change(NODES, node_id, fields, tx=tx)
+    def update_node(self, node_id, tx=None, expected=None, **fields):
+        """Change a node's fields; in ``tx`` if given.
+
+        :param expected: states the node must be in to change.
+        :returns: whether the node changed.
+        """
+        return self._change(NODES, node_id, fields, expected, tx=tx)
 
     def set_node_state(self, node_id, state, expected=None, **fields):
         """Move a node to ``state`` if it is in one of ``expected``.

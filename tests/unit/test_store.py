@@ -64,6 +64,15 @@ class StoreTests:
         self.assertEqual(models.BUILDING,
                          self.store.get_node(node['id'])['state'])
 
+    def test_update_only_in_expected_states(self):
+        node = self.store.create_node('small', 'p', 'main')
+        self.assertTrue(self.store.update_node(
+            node['id'], expected=[models.BUILDING], external_id='i-1'))
+        self.store.set_node_state(node['id'], models.READY)
+        self.assertFalse(self.store.update_node(
+            node['id'], expected=[models.BUILDING], external_id=None))
+        self.assertEqual('i-1', self.store.get_node(node['id'])['external_id'])
+
     def test_only_one_thread_takes_a_node(self):
         nodes = [self.store.create_node('small', 'p', 'main',
                                         state=models.READY)
