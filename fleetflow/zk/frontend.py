@@ -418,7 +418,14 @@ class Frontend:
         by_label = {}
         for node in nodes:
             by_label.setdefault(node['label'], []).append(node)
-        ordered = [by_label[label].pop(0) for label in data['node_types']]
+        try:
+            ordered = [by_label[label].pop(0)
+                       for label in data['node_types']]
+        except (KeyError, IndexError, TypeError):
+            self._decline(request_id, data, 'its nodes are not its labels')
+            self._release_row(row['id'])
+            self._end(request_id)
+            return
         now = time.time()
         ids = []
         for node in ordered:
