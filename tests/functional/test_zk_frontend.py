@@ -283,6 +283,9 @@ class TestZooKeeperFake(ZooKeeperTestCase):
         for node_id in store_ids:
             self.assertEqual(1, len(self.history(node_id)))
         self.assertEqual(2, len(self.history()))
+        [row] = self.client.list_requests()
+        self.assertEqual((request_id, 'fulfilled'),
+                         (row['zk_request'], row['state']))
         zuul.call('accept', id=request_id)
         zuul.call('give_back', nodes=data['nodes'])
         self.wait_gone(zuul, data['nodes'])
