@@ -159,6 +159,9 @@ class Frontend:
     def run_pass(self):
         if self._session_lost:
             self._recover_session()
+        if self.ctx.layout is not self.registry.layout:
+            # The launcher reloaded it.
+            self.registry.follow(self.ctx.layout)
         requests = self._requests()
         linked = {row['zk_request']: row for row in self.store.zk_requests()}
         cached = dict(requests)

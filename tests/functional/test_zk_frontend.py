@@ -12,6 +12,7 @@ of its own.
 import getpass
 import json
 import os
+import signal
 import subprocess
 import uuid
 
@@ -78,6 +79,7 @@ class ZooKeeperTestCase(test_launcher.LauncherTestCase):
         admin.start(timeout=30)
         self.addCleanup(admin.close)
         self.addCleanup(admin.stop)
+        admin.ensure_path(self.chroot)
         self.addCleanup(admin.delete, self.chroot, recursive=True)
         self.admin = admin
 
@@ -308,6 +310,23 @@ class TestZooKeeperFake(ZooKeeperTestCase):
         self.assertEqual('fulfilled', data['state'])
         wait_for(lambda: len(self.alive()) == 1,
                  message='the API nodes were not deleted')
+
+    def test_pools_follow_a_reloaded_layout(self):
+        self.start_zk()
+        zuul = self.zuul()
+        [pool] = self.registered_pools(zuul)
+        self.assertEqual(['large', 'small'], pool['supported_labels'])
+        data = self.zookeeper_layout(test_launcher.layout())
+        data['labels'].append({'name': 'medium'})
+        data['providers'][0]['pools'][0]['labels'].append(
+            {'name': 'medium'})
+        self.env.write_layout(data)
+        self.launcher.proc.send_signal(signal.SIGHUP)
+        wait_for(lambda: [p['supported_labels'] for p in zuul.call('pools')]
+                 == [['large', 'medium', 'small']],
+                 message='the pool did not follow the layout')
+        self.assertEqual(pool['id'], zuul.call('pools')[0]['id'])
+        self.fulfilled(zuul, ['medium'])
 
     def test_pending_request_of_a_dead_launcher_is_served_again(self):
         self.start_zk(launch=False, conf={'stale_lock_age': 1})
