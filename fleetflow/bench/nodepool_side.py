@@ -167,7 +167,15 @@ def _start_zookeeper(tmp, tls):
          'org.apache.zookeeper.server.ZooKeeperServerMain', config],
         stdout=log, stderr=log)
     log.close()
-    return process, '127.0.0.1:%d' % port
+    deadline = time.time() + 60
+    while process.poll() is None and time.time() < deadline:
+        with socket.socket() as sock:
+            if sock.connect_ex(('127.0.0.1', port)) == 0:
+                return process, '127.0.0.1:%d' % port
+        time.sleep(0.1)
+    _stop(process)
+    raise SystemExit('benchmark: ZooKeeper did not start (%s)'
+                     % os.path.join(tmp, 'zookeeper.log'))
 
 
 def _stop(process):
