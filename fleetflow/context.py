@@ -76,6 +76,8 @@ class Context:
             name: Provider(entry, conf, self.scheduler)
             for name, entry in self.layout.providers.items()}
         self._keyscanner = None
+        #: providers replaced or removed by a reload, still to be stopped
+        self._retired = []
         #: flows waiting for a worker of this process's runner
         self.worker_backlog = 0
 
@@ -102,6 +104,53 @@ class Context:
     def provider(self, name):
         return self.providers[name]
 
+    def apply_layout(self, layout):
+        """Use ``layout`` from now on (a reload), with started drivers.
+
+        A provider new or changed gets a new driver; the one it replaces,
+        and that of a provider removed (kept while its nodes are deleted),
+        keep serving their flows until :meth:`retire_providers` stops them.
+
+        :raises ConfigError: when a new driver does not start; nothing
+            changes then.
+        """
+        providers = dict(self.providers)
+        started = []
+        try:
+            for name, entry in layout.providers.items():
+                if name not in providers or providers[name].entry != entry:
+                    provider = Provider(entry, self.conf, self.scheduler)
+                    provider.driver.start()
+                    started.append(provider)
+        except Exception:
+            for provider in started:
+                provider.driver.stop()
+            raise
+        for provider in started:
+            if provider.name in providers:
+                self._retired.append(providers[provider.name])
+            providers[provider.name] = provider
+        self.layout = layout
+        self.providers = providers
+
+    def retire_providers(self, with_nodes):
+        """Stop the drivers replaced or removed that nothing uses now.
+
+        :param with_nodes: names of the providers that have nodes; a
+            removed one is kept until its last node is gone.
+        """
+        unused = set(self.providers) - set(self.layout.providers) \
+            - set(with_nodes)
+        if unused:
+            self._retired.extend(self.providers[name] for name in unused)
+            self.providers = {name: provider for name, provider
+                              in self.providers.items()
+                              if name not in unused}
+        for provider in list(self._retired):
+            if not provider.cache.waiting():
+                self._retired.remove(provider)
+                provider.driver.stop()
+
     def start(self):
         for provider in self.providers.values():
             provider.driver.start()
@@ -114,7 +163,7 @@ class Context:
 
     def stop(self):
         self.scheduler.stop()
-        for provider in self.providers.values():
+        for provider in [*self.providers.values(), *self._retired]:
             provider.driver.stop()
         if self._keyscanner is not None:
             self._keyscanner.stop()

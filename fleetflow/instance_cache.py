@@ -159,6 +159,11 @@ class InstanceCache:
         self.watch(external_id, None, check)
         return gone.wait(timeout)
 
+    def waiting(self):
+        """Whether a flow waits on this cache."""
+        with self._lock:
+            return bool(self._watchers)
+
     # When to list
 
     def _wanted(self, watch):

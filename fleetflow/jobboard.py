@@ -138,10 +138,20 @@ def board_config(conf):
         if jb.password:
             options['password'] = jb.password
         if jb.tls:
-            options['ssl'] = True
-            if jb.tls_ca_file:
-                options['ssl_ca_certs'] = jb.tls_ca_file
+            # The server's certificate must name the host.
+            options.update(ssl=True, ssl_cert_reqs='required',
+                           ssl_check_hostname=True)
+            for option, name in (('ssl_ca_certs', 'tls_ca_file'),
+                                 ('ssl_certfile', 'tls_cert_file'),
+                                 ('ssl_keyfile', 'tls_key_file')):
+                if jb[name]:
+                    options[option] = jb[name]
         return 'redis', options
+    if jb.tls and not jb.tls_ca_file:
+        raise exceptions.ConfigError(
+            '[jobboard] tls_ca_file: required with tls on ZooKeeper (the '
+            'CA that signed the servers\' certificates; no other CA is '
+            'trusted)')
     hosts = []
     for item in jb.hosts:
         host, port = netutils.parse_host_port(item,
@@ -161,19 +171,45 @@ def board_config(conf):
                          'check_compatible': False}
 
 
+def _redis_client(options):
+    """The Redis client (TaskFlow's), with the TLS options it would drop.
+
+    TaskFlow passes on to redis-py only some options: not the hostname
+    check.
+    """
+    from taskflow.utils import redis_utils
+    return redis_utils.RedisClient(**{
+        key: value for key, value in options.items()
+        if key != 'namespace'})
+
+
 def _kazoo_client(conf, options):
-    """The ZooKeeper client: its session timeout is the claim expiry."""
+    """The ZooKeeper client: its session timeout is the claim expiry.
+
+    With a user name, it authenticates with the digest scheme and creates
+    every znode with an ACL that only that identity can use. With TLS,
+    it checks that the server's certificate names the host, and trusts
+    only the CA of ``tls_ca_file`` (:mod:`fleetflow.jobboard_tls`).
+    """
     from kazoo import client as kazoo_client
+    from kazoo import security
+
+    from fleetflow import jobboard_tls
     jb = conf.jobboard
     kwargs = {'hosts': options['hosts'], 'timeout': options['timeout'],
               'logger': logging.getLogger(__name__ + '.kazoo')}
     if jb.username:
         kwargs['auth_data'] = [('digest', '%s:%s' % (jb.username,
                                                      jb.password or ''))]
+        kwargs['default_acl'] = [security.make_digest_acl(
+            jb.username, jb.password or '', all=True)]
+    else:
+        LOG.warning('[jobboard] username: not set; the jobboard\'s znodes '
+                    'on ZooKeeper can be written by anyone who can reach '
+                    'the servers')
     if jb.tls:
-        kwargs.update(use_ssl=True, verify_certs=True)
-        if jb.tls_ca_file:
-            kwargs['ca'] = jb.tls_ca_file
+        kwargs.update(use_ssl=True, handler=jobboard_tls.TLSHandler(
+            jb.tls_ca_file, jb.tls_cert_file, jb.tls_key_file))
     return kazoo_client.KazooClient(**kwargs)
 
 
@@ -194,11 +230,12 @@ class Board:
         self.backend, self.options = board_config(conf)
         self.claim_expiry = conf.jobboard.claim_expiry
         self.namespace = conf.jobboard.namespace
-        self._client = None
         kwargs = {'persistence': persistence}
         if self.backend == 'zookeeper':
             self._client = _kazoo_client(conf, self.options)
-            kwargs['client'] = self._client
+        else:
+            self._client = _redis_client(self.options)
+        kwargs['client'] = self._client
         self.jobboard = job_backends.fetch(
             'fleetflow-%s' % self.namespace,
             dict(self.options, board=self.backend), **kwargs)
@@ -215,15 +252,15 @@ class Board:
 
     def close(self):
         with self._lock:
-            if self._client is not None:
+            if self.backend == 'zookeeper':
                 # The board stops only a client of its own; tell it that
                 # the session ends on purpose, or it warns of a lost one.
                 self.jobboard._closing = True
             self.jobboard.close()
-            if self._client is not None:
-                with contextlib.suppress(Exception):
+            with contextlib.suppress(Exception):
+                if self.backend == 'zookeeper':
                     self._client.stop()
-                    self._client.close()
+                self._client.close()
 
     def post(self, node_id, book, detail):
         """Post the job of flow ``detail`` of node ``node_id``.
@@ -237,8 +274,11 @@ class Board:
 
     def jobs(self, fresh=True):
         """The jobs on the board (claimed or not), oldest first."""
+        # A job that left the board while it was listed has no creation
+        # time: last, and never compared with a time.
         return sorted(self.jobboard.iterjobs(ensure_fresh=fresh),
-                      key=lambda job: job.created_on or 0)
+                      key=lambda job: (job.created_on is None,
+                                       job.created_on or 0))
 
     def describe(self):
         """One dict per job: what ``fleetflow job list`` shows."""
@@ -856,6 +896,10 @@ class FleetLauncher(ff_launcher.Launcher):
     def _owns(self, launcher):
         return True
 
+    def _owner_lock(self):
+        # Launchers of a fleet share the database and take turns.
+        return None
+
     def start(self):
         super().start()
         self.runner.start()
@@ -921,6 +965,13 @@ class Service:
     def runner(self):
         return self.launcher.runner if self.launcher is not None \
             else self.conductor
+
+    def request_reload(self):
+        """Reload the layout: at the launcher's next pass, or now."""
+        if self.launcher is not None:
+            self.launcher.request_reload()
+        else:
+            ff_launcher.reload_layout(self.ctx)
 
     # Starting and stopping
 

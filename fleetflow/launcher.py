@@ -35,9 +35,11 @@ from taskflow import states as tf_states
 
 from fleetflow.db import api as db_api
 from fleetflow.db import direct
+from fleetflow.db import locks
 from fleetflow.db import models
 from fleetflow.drivers import base as driver_base
 from fleetflow import exceptions
+from fleetflow import layout as ff_layout
 from fleetflow import logutils
 from fleetflow import quota
 from fleetflow import runner as ff_runner
@@ -46,6 +48,8 @@ from fleetflow import scheduler as ff_scheduler
 LOG = logging.getLogger(__name__)
 
 TICK = 0.05
+#: seconds between looks at the layout file
+LAYOUT_CHECK = 1.0
 #: on a database whose commits only a query shows, the longest time
 #: between two reads of the request marker while nothing changes
 IDLE_MARKER_SPACING = 1.0
@@ -62,6 +66,9 @@ class Launcher:
         # the flows' workers.
         self.store = db_api.Store(ctx.new_engine())
         self.host = ctx.conf.host
+        #: called when a request is fulfilled or fails (the ZooKeeper
+        #: front end mirrors it)
+        self.on_settled = None
         self.runner = self._make_runner()
         self._wake = threading.Event()
         self._marker = None
@@ -80,8 +87,16 @@ class Launcher:
         #: whether the last pass left requests unserved (quota, delays)
         self._requests_waiting = True
         self.cleanup_passes = 0
+        self._owner = None
+        #: deletes started here of each node whose delete failed
+        self._delete_tries = {}
+        self._delete_wake = 0.0
+        self._layout_file = ff_layout.FileWatch(
+            ctx.conf.launcher.layout_file)
+        self._reload = threading.Event()
         self._scheduler = ff_scheduler.Scheduler()
         self._scheduler.add_periodic(self._tick, TICK)
+        self._scheduler.add_periodic(self._check_layout, LAYOUT_CHECK)
 
     def _make_runner(self):
         return ff_runner.Runner(self.ctx, on_done=self._flow_done)
@@ -90,7 +105,18 @@ class Launcher:
         """Whether this launcher looks after what ``launcher`` started."""
         return launcher in (None, self.host)
 
+    def _owner_lock(self):
+        """The lock of the one launcher that runs the database's flows."""
+        return locks.OwnerLock(self.ctx.engine)
+
     def start(self):
+        """Start, resuming unfinished flows.
+
+        :raises LockHeld: when another launcher runs the database's flows.
+        """
+        self._owner = self._owner_lock()
+        if self._owner is not None:
+            self._owner.acquire()
         self.ctx.start()
         resumed = self.runner.resume_all()
         LOG.info('Launcher %s started; %d unfinished flows resumed',
@@ -103,10 +129,25 @@ class Launcher:
         self.runner.stop()
         self.ctx.stop()
         self.store.engine.dispose()
+        if self._owner is not None:
+            self._owner.release()
         LOG.info('Launcher %s stopped', self.host)
 
     def wake(self):
         self._wake.set()
+
+    def request_reload(self):
+        """Reload the layout before the next pass (on SIGHUP)."""
+        self._reload.set()
+
+    def _check_layout(self):
+        if self._layout_file.changed():
+            self._reload.set()
+
+    def reload_layout(self):
+        """Reload the layout (see :func:`reload_layout`); a pass is due."""
+        if reload_layout(self.ctx):
+            self.wake()
 
     def _flow_done(self, run):
         """A flow of this launcher's runner ended (``run``: its FlowRun).
@@ -151,6 +192,9 @@ class Launcher:
         return False
 
     def _tick(self):
+        if self._reload.is_set():
+            self._reload.clear()
+            self.reload_layout()
         now = time.time()
         if now - self._last_pass < PASS_SHARE * self._pass_cost:
             # A pass reads every node and request: with many of them,
@@ -202,6 +246,7 @@ class Launcher:
             requests = self.store.list_requests(
                 states=[models.REQUESTED, models.PENDING])
             self._handle_nodes(nodes)
+            self.ctx.retire_providers({node['provider'] for node in nodes})
             usage = quota.Usage(self.ctx, _counts(nodes))
             self._settle_pending(requests, nodes)
             budget = self._serve_new(requests, nodes, usage)
@@ -214,15 +259,30 @@ class Launcher:
     def _handle_nodes(self, nodes):
         now = time.time()
         conf = self.ctx.conf.launcher
+        deleting = {}
+        next_delete = None
         for node in nodes:
             if self.runner.is_running(node['id']):
                 continue
             state = node['state']
+            if node['provider'] not in self.ctx.layout.providers \
+                    and self._drain(node):
+                continue
             if state in (models.USED, models.FAILED, models.ABORTED):
                 self._start(self.runner.delete, node)
             elif state == models.DELETING:
-                if now - node['state_time'] >= conf.delete_retry_interval:
+                # The node's last delete failed: deleted again after a
+                # wait that doubles with each failure seen here.
+                tries = self._delete_tries.get(node['id'], 0)
+                deleting[node['id']] = tries
+                due = node['state_time'] + min(
+                    conf.delete_retry_interval,
+                    conf.delete_retry_initial * 2 ** min(tries, 32))
+                if now >= due:
+                    deleting[node['id']] = tries + 1
                     self._start(self.runner.delete, node)
+                else:
+                    next_delete = min(next_delete or due, due)
             elif state == models.HOLD:
                 if _hold_expiry(node, self.ctx.layout) <= now:
                     self._node_log(node).info('Hold expired')
@@ -237,6 +297,35 @@ class Launcher:
                             'replacing it', max_age)
             elif state == models.BUILDING and self._owns(node['launcher']):
                 self._start(self.runner.launch, node)
+        self._delete_tries.update(deleting)
+        for node_id in set(self._delete_tries) - set(deleting):
+            if not self.runner.is_running(node_id):
+                del self._delete_tries[node_id]
+        if next_delete is not None and not (
+                now < self._delete_wake <= next_delete):
+            # A pass is due when the next delete is (one timer at a time).
+            self._delete_wake = next_delete
+            self._scheduler.call_at(next_delete, self.wake)
+
+    def _drain(self, node):
+        """Retire a node of a provider the layout no longer has.
+
+        A spare is deleted, an unfinished launch aborted (its request is
+        served again elsewhere); other nodes are deleted as usual once
+        released. :returns: whether the node was handled here.
+        """
+        state = node['state']
+        if state == models.READY and node['request_id'] is None:
+            if self._cas(node, models.USED, [models.READY]):
+                self._node_log(node).info('Its provider %s left the '
+                                          'layout: deleting it',
+                                          node['provider'])
+            return True
+        if state == models.BUILDING:
+            if self._owns(node['launcher']):
+                self._cas(node, models.ABORTED, [models.BUILDING])
+            return True
+        return False
 
     def _settle_pending(self, requests, nodes):
         by_request = collections.defaultdict(list)
@@ -258,6 +347,7 @@ class Launcher:
             self.store.detach_nodes(request['id'])
             self._request_state(request, models.REQUEST_FAILED,
                                 reason=reason)
+            self._settled()
         elif models.ABORTED in states or len(nodes) != len(
                 request['labels']) or states - {models.BUILDING,
                                                 models.READY}:
@@ -272,8 +362,13 @@ class Launcher:
                 request['id'], [node['id'] for node in nodes]):
             LOG.info('[request %s] Fulfilled with nodes %s', request['id'],
                      ', '.join(n['id'] for n in nodes))
+            self._settled()
             return True
         return False
+
+    def _settled(self):
+        if self.on_settled is not None:
+            self.on_settled()
 
     def _serve_new(self, requests, nodes, usage):
         """Plan and serve new requests; return the launches left to start.
@@ -491,6 +586,27 @@ class Launcher:
 
     def _node_log(self, node):
         return logutils.node_logger(LOG, node['id'], node['request_id'])
+
+
+def reload_layout(ctx):
+    """Load the layout file again; keep the running layout if it is bad.
+
+    A valid layout applies from the next pass; a bad one is logged with
+    the problems ``fleetflow config validate`` shows.
+
+    :returns: whether the new layout was applied.
+    """
+    path = ctx.conf.launcher.layout_file
+    try:
+        layout = ff_layout.load(path)
+        said = ff_layout.changes(ctx.layout, layout)
+        ctx.apply_layout(layout)
+    except exceptions.ConfigError as e:
+        LOG.error('Layout not reloaded; the running one is kept: %s', e)
+        return False
+    LOG.info('Layout reloaded from %s: %s', path,
+             ', '.join(said) or 'nothing changed')
+    return True
 
 
 def _hold_expiry(node, layout):

@@ -1,11 +1,12 @@
 """The layout file: labels, providers and pools in nodepool's YAML shape.
 
 A nodepool launcher's layout loads as it is for the features fleetflow
-has (its top level, the openstack and static drivers); each key of a
+has (its top level, the openstack, aws and static drivers); each key of a
 feature fleetflow lacks is refused with a message saying so. Every
 problem in the file is reported at once, each naming its key.
 """
 
+import os
 import re
 
 import voluptuous as v
@@ -24,7 +25,7 @@ CONNECTION_TYPE = v.Any('ssh', 'network_cli', 'winrm')
 NAME_RE = re.compile(r'[A-Za-z0-9][A-Za-z0-9_.-]{0,127}')
 
 #: nodepool's drivers that fleetflow does not have
-NODEPOOL_DRIVERS = ('aws', 'azure', 'gce', 'ibmvpc', 'kubernetes',
+NODEPOOL_DRIVERS = ('azure', 'gce', 'ibmvpc', 'kubernetes',
                     'metastatic', 'openshift', 'openshiftpods')
 
 
@@ -97,6 +98,7 @@ POOL = {
     'max-servers': NON_NEGATIVE,
     'max-cores': NON_NEGATIVE,
     'max-ram': NON_NEGATIVE,
+    'ignore-provider-quota': bool,
     'priority': int,
     'node-attributes': dict,
     'host-key-checking': bool,
@@ -351,6 +353,25 @@ def _zookeeper(top):
         'tls': top.get('zookeeper-tls'),
         'timeout': top.get('zookeeper-timeout', 10.0),
     }
+
+
+class FileWatch:
+    """Tells whether a file changed since it was last looked at."""
+
+    def __init__(self, path):
+        self.path = path
+        self._seen = self._stat()
+
+    def _stat(self):
+        try:
+            st = os.stat(self.path)
+        except OSError:
+            return None
+        return st.st_mtime_ns, st.st_size, st.st_ino
+
+    def changed(self):
+        seen, self._seen = self._seen, self._stat()
+        return seen != self._seen
 
 
 def load(path):

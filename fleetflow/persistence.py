@@ -73,6 +73,9 @@ class LeanConnection(impl_sqlalchemy.Connection):
                                                  'parent_uuid')
         self._destroy = [self._db.statement(('destroy', table.name), build)
                          for table, build in _destroy_book(tables)]
+        self._remove_flow = [
+            self._db.statement(('remove', table.name), build)
+            for table, build in _remove_flow(tables)]
 
     def _select_uuids(self, table, column):
         return self._db.statement(
@@ -134,21 +137,39 @@ class LeanConnection(impl_sqlalchemy.Connection):
                 raise tf_exceptions.NotFound(
                     "No logbook found with uuid '%s'" % book_uuid)
 
-    def add_flow(self, book, flow_detail, also=None):
+    def add_flow(self, book, flow_detail, also=None, keep=None):
         """Save a new flow detail and its atoms in ``book``, at once.
 
         One transaction: the book's row is made if it has none, and
         ``also(tx)``, when given, runs in the same transaction
-        (a :class:`fleetflow.db.direct.Transaction`).
+        (a :class:`fleetflow.db.direct.Transaction`). With ``keep``, the
+        book's finished flows but the ``keep`` newest are removed, with
+        their atoms: a node's logbook stays bounded however often its
+        flows are run again.
         """
         with self._db.begin() as tx:
             if not _uuids(tx, self._book, book.uuid):
                 self._insert(tx, 'logbooks', [book.to_dict()])
+            elif keep is not None:
+                self._prune(tx, book.uuid, keep)
             self._insert_flow(tx, book.uuid, flow_detail)
             if also is not None:
                 also(tx)
         book.add(flow_detail)
         return book
+
+    def _prune(self, tx, book_uuid, keep):
+        flows = self._tables.flowdetails
+        finished = [row['uuid'] for row in tx.rows(self._db.statement(
+            ('newest', flows.name),
+            lambda: sa.select(flows.c.uuid, flows.c.state).where(
+                flows.c.parent_uuid == sa.bindparam('key')).order_by(
+                    flows.c.created_at.desc(), flows.c.uuid)),
+            {'key': book_uuid}) if row['state'] in FINISHED]
+        removed = [{'key': flow_uuid} for flow_uuid in finished[keep:]]
+        if removed:
+            for statement in self._remove_flow:
+                tx.executemany(statement, removed)
 
     def _insert_flow(self, tx, book_uuid, flow_detail):
         values = flow_detail.to_dict()
@@ -254,6 +275,14 @@ def _destroy_book(tables):
             atoms.c.parent_uuid.in_(flows_of_book))),
         (flows, lambda: flows.delete().where(flows.c.parent_uuid == key)),
         (books, lambda: books.delete().where(books.c.uuid == key))]
+
+
+def _remove_flow(tables):
+    """Per table, the DELETE of the flow ``:key`` and of its atoms."""
+    key = sa.bindparam('key')
+    atoms, flows = tables.atomdetails, tables.flowdetails
+    return [(atoms, lambda: atoms.delete().where(atoms.c.parent_uuid == key)),
+            (flows, lambda: flows.delete().where(flows.c.uuid == key))]
 
 
 def _by_uuid(values):

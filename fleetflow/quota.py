@@ -57,7 +57,11 @@ class Usage:
             self.provider_used[provider] += used
 
     def available(self, provider_name, pool_name):
-        """What ``provider_name``/``pool_name`` can still launch."""
+        """What ``provider_name``/``pool_name`` can still launch.
+
+        Only the pool's own limits count for a pool with
+        ``ignore-provider-quota``.
+        """
         provider = self.ctx.providers[provider_name]
         pool = provider.pool(pool_name)
         pool_left = pool_limits(pool) - self.pool_used[(provider_name,
@@ -98,8 +102,10 @@ class Usage:
     def total(self, provider_name, pool_name):
         """The pool's total limits: its own and its provider's."""
         provider = self.ctx.providers[provider_name]
-        return pool_limits(provider.pool(pool_name)).least(
-            provider.quota_limits())
+        pool = provider.pool(pool_name)
+        if pool.get('ignore-provider-quota'):
+            return pool_limits(pool)
+        return pool_limits(pool).least(provider.quota_limits())
 
     def count(self, provider=None, pool=None, label=None, state=None):
         return sum(n for (pv, pl, lb, st), n in self.states.items()

@@ -41,6 +41,9 @@ LOG = logging.getLogger(__name__)
 
 FINISHED = (states.SUCCESS, states.REVERTED, states.FAILURE)
 PARKING = (exceptions.StillWaiting, driver_base.RateLimitError)
+#: finished flows kept in a node's logbook when another is recorded (what
+#: ``fleetflow flow show`` shows of a node whose delete keeps failing)
+FLOWS_KEPT = 4
 
 
 def _injector(inputs):
@@ -197,6 +200,8 @@ class Runner:
 
         The detail holds the factory and its inputs, so that any process
         can rebuild the flow; the node row points at it (``flow_id``).
+        The node's finished flows but the :data:`FLOWS_KEPT` newest are
+        removed (SQL persistence).
 
         :returns: ``(flow, flow detail, logbook)``
         """
@@ -218,7 +223,7 @@ class Runner:
             if add_flow is not None:
                 # The node store shares the flows' database: one transaction.
                 add_flow(book, detail, also=lambda tx: store.update_node(
-                    node_id, tx=tx, flow_id=detail.uuid))
+                    node_id, tx=tx, flow_id=detail.uuid), keep=FLOWS_KEPT)
                 return flow, detail, book
             book.add(detail)
             conn.save_logbook(book)

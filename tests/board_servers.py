@@ -18,7 +18,14 @@ from oslo_utils import netutils
 SERVERS = {
     'redis': ('FLEETFLOW_TEST_REDIS', '127.0.0.1:6379', 6379),
     'zookeeper': ('FLEETFLOW_TEST_ZOOKEEPER', '127.0.0.1:2181', 2181),
+    # ZooKeeper's TLS port, with tools/test-tls's certificates
+    'zookeeper-tls': ('FLEETFLOW_TEST_ZOOKEEPER_TLS', '127.0.0.1:2281',
+                      2281),
 }
+#: the certificates of the TLS port (tools/test-tls): ca.pem, client.pem
+#: and client.key (the server's names 127.0.0.1, ::1 and localhost)
+TLS_DIR = os.environ.get('FLEETFLOW_TEST_TLS',
+                         '/etc/zookeeper/fleetflow-test-tls')
 
 
 def address(testcase, backend):

@@ -1,9 +1,12 @@
 """Database URLs the tests run against.
 
 SQLite always; PostgreSQL when a server answers on
-``FLEETFLOW_TEST_POSTGRES_URL`` (by default the one ``tools/test-servers``
-sets up). Each test gets a schema of its own, so tests run in parallel. In
-CI (``CI=true``) a missing PostgreSQL server is a failure, not a skip.
+``FLEETFLOW_TEST_POSTGRES_URL``, or else on the URL ``tools/test-servers``
+keeps in ``~/.config/fleetflow/test-postgres-url`` (or in
+``FLEETFLOW_TEST_POSTGRES_URL_FILE``): a role that is no superuser, with a
+random password. Each test gets a schema of its own, so tests run in
+parallel. In CI (``CI=true``) a missing PostgreSQL server is a failure,
+not a skip.
 """
 
 import os
@@ -11,22 +14,38 @@ import uuid
 
 import sqlalchemy as sa
 
-DEFAULT_POSTGRES = 'postgresql+psycopg2://fleetflow:fleetflow@127.0.0.1/' \
-    'fleetflow_test'
+URL_FILE = os.environ.get(
+    'FLEETFLOW_TEST_POSTGRES_URL_FILE',
+    os.path.expanduser('~/.config/fleetflow/test-postgres-url'))
+
+
+def _configured_url():
+    url = os.environ.get('FLEETFLOW_TEST_POSTGRES_URL')
+    if url:
+        return url
+    try:
+        with open(URL_FILE) as f:
+            return f.read().strip()
+    except OSError as e:
+        raise LookupError('no FLEETFLOW_TEST_POSTGRES_URL and no %s (run '
+                          'tools/test-servers): %s' % (URL_FILE, e.strerror))
 
 
 def postgres_url(testcase):
     """A PostgreSQL URL whose search path is a new, empty schema."""
-    url = os.environ.get('FLEETFLOW_TEST_POSTGRES_URL', DEFAULT_POSTGRES)
     schema = 'test_%s' % uuid.uuid4().hex[:12]
+    url = None
     try:
+        url = _configured_url()
         admin = sa.create_engine(url, poolclass=sa.pool.NullPool)
         with admin.begin() as conn:
             conn.execute(sa.text('CREATE SCHEMA %s' % schema))
     except Exception as e:
         if os.environ.get('CI'):
+            shown = sa.engine.make_url(url).render_as_string(
+                hide_password=True) if url else None
             testcase.fail('PostgreSQL is not available in CI at %s: %s'
-                          % (url, e))
+                          % (shown, e))
         testcase.skipTest('no PostgreSQL server: %s' % e)
 
     def drop():

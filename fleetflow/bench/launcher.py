@@ -33,6 +33,7 @@ import uuid
 from oslo_config import cfg
 import yaml
 
+from fleetflow.bench import zk_requester
 from fleetflow import client as ff_client
 from fleetflow import cmd
 from fleetflow import conf as ff_conf
@@ -81,28 +82,28 @@ def parse_args(argv):
     parser.add_argument('--compare', action='store_true',
                         help='run with one launcher, then with '
                              '--launchers, and report both')
+    parser.add_argument('--zookeeper', metavar='HOST:PORT',
+                        help='submit the requests through ZooKeeper (its '
+                        'TLS port) with nodepool\'s own client, and return '
+                        'the nodes as Zuul does (fleetflow/bench/'
+                        'zk_requester.py)')
+    parser.add_argument('--zookeeper-tls', metavar='DIR',
+                        default='/etc/zookeeper/fleetflow-test-tls',
+                        help='ca.pem, client.pem and client.key '
+                        '(tools/test-tls)')
+    parser.add_argument('--nodepool-client', metavar='PYTHON',
+                        default='.nodepool-client/bin/python',
+                        help='the python of tools/nodepool-client-venv')
     parser.add_argument('--nodepool', action='store_true',
                         help='run the same load on nodepool 11.0.0 too (from '
                              '--nodepool-venv, made by tools/nodepool-venv) '
                              'and report both')
     parser.add_argument('--nodepool-venv', default='.nodepool-venv',
                         help='the virtualenv that holds nodepool')
-    parser.add_argument('--zookeeper-hosts',
-                        help='the ZooKeeper nodepool runs on (default: one '
-                             'the benchmark starts)')
-    parser.add_argument('--zookeeper-tls', nargs=3, metavar=('CA', 'CERT',
-                                                             'KEY'),
-                        help='the TLS files of a client of '
-                             '--zookeeper-hosts (nodepool requires TLS)')
     parser.add_argument('--timeout', type=float, default=600)
     parser.add_argument('--keep', action='store_true',
                         help='keep the state directory')
     args = parser.parse_args(argv)
-    if args.zookeeper_tls:
-        args.zookeeper_tls = dict(zip(('ca', 'cert', 'key'),
-                                      args.zookeeper_tls))
-    elif args.zookeeper_hosts:
-        parser.error('--zookeeper-hosts needs --zookeeper-tls')
     if args.launchers > 1 and args.jobboard is None:
         args.jobboard = 'redis'
     return args
@@ -140,9 +141,12 @@ def write_config(tmp, args, port, name=None, db_url=None, namespace=None):
                 'pools': [{'name': 'main', 'max-servers': args.nodes * 2,
                            'host-key-checking': args.keyscan,
                            'labels': [{'name': 'small'}]}]}
+    layout = {'labels': [{'name': 'small'}], 'providers': [provider]}
+    if args.zookeeper:
+        layout.update(zk_requester.layout_keys(
+            args.zookeeper, zk_tls(args), args.zookeeper_chroot))
     with open(os.path.join(tmp, 'layout.yaml'), 'w') as f:
-        yaml.safe_dump({'labels': [{'name': 'small'}],
-                        'providers': [provider]}, f)
+        yaml.safe_dump(layout, f)
     with open(os.path.join(tmp, '%s.conf' % (name or 'fleetflow')),
               'w') as f:
         f.write('[DEFAULT]\nstate_path = %s\n' % tmp)
@@ -226,6 +230,11 @@ def run(args):
     namespace = 'bench-%s' % uuid.uuid4().hex[:8]
     if args.jobboard:
         cleanups.append(lambda: drop_namespace(args, namespace))
+    if args.zookeeper:
+        args = argparse.Namespace(**dict(
+            vars(args), zookeeper_chroot='/fleetflow-%s' % namespace))
+        cleanups.append(lambda: zk_requester.drop_chroot(
+            args.zookeeper, zk_tls(args), args.zookeeper_chroot))
     ports = [free_port() for _ in range(args.launchers)]
     names = ['bench-%d' % (i + 1) for i in range(args.launchers)] \
         if args.launchers > 1 else [None]
@@ -297,6 +306,47 @@ def measure(args, conf, cloud, procs, ports):
     def sample():
         peak['threads'] = max(peak['threads'], _sum_stats(procs)['threads'])
 
+    if args.zookeeper:
+        figures = _through_zookeeper(args, sample)
+    else:
+        figures = _through_client(args, conf, sample)
+    end = _sum_stats(procs)
+    transactions, parks = _counters(ports)
+    transactions -= transactions0
+    parks -= parks0
+    calls = cloud.call_counts()
+    latencies = figures.pop('latencies')
+    return {
+        'launchers': args.launchers,
+        'jobboard': args.jobboard,
+        'database': 'postgresql' if (args.database or '').startswith(
+            'postgresql') else 'sqlite',
+        'requester': 'zookeeper' if args.zookeeper else 'client',
+        'nodes': args.nodes,
+        'create_latency': args.create_latency,
+        'persistence': args.persistence,
+        'keyscan': args.keyscan,
+        'fulfilled': len(latencies),
+        'failed': args.nodes - len(latencies),
+        'median_fulfilled_s': round(statistics.median(latencies), 3)
+        if latencies else None,
+        'p95_fulfilled_s': round(latencies[int(0.95 * (len(latencies) - 1))],
+                                 3) if latencies else None,
+        'all_fulfilled_s': round(figures['all_fulfilled_s'], 3),
+        'all_deleted_s': round(figures['all_deleted_s'], 3),
+        'launches_per_s': round(len(latencies)
+                                / figures['all_fulfilled_s'], 1),
+        'launcher_cpu_s': round(end['cpu'] - start['cpu'], 3),
+        'peak_rss_mb': round(end['peak_rss_mb'], 1),
+        'peak_threads': peak['threads'],
+        'cloud_calls': calls,
+        'db_transactions_per_node': round(transactions / args.nodes, 1),
+        'flow_parks_per_node': round(parks / args.nodes, 1),
+    }
+
+
+def _through_client(args, conf, sample):
+    """Requests through the Python client API, released once fulfilled."""
     client = ff_client.Client(conf)
     submitted = time.time()
     requests = [client.create_request(['small'], requestor='bench')
@@ -310,45 +360,37 @@ def measure(args, conf, cloud, procs, ports):
     wait(settled, args.timeout, 'requests to be fulfilled', sample)
     rows = {r['id']: r for r in client.list_requests()}
     fulfilled = [rows[i] for i in ids if rows[i]['state'] == 'fulfilled']
-    latencies = sorted(r['state_time'] - r['created_at'] for r in fulfilled)
     all_fulfilled = time.time() - submitted
     released = time.time()
     for request_id in ids:
         client.release_request(request_id)
     wait(lambda: not client.list_nodes(), args.timeout,
          'released nodes to be deleted', sample)
-    deleted = time.time() - released
-    end = _sum_stats(procs)
-    transactions, parks = _counters(ports)
-    transactions -= transactions0
-    parks -= parks0
     client.close()
-    calls = cloud.call_counts()
-    return {
-        'launchers': args.launchers,
-        'jobboard': args.jobboard,
-        'database': 'postgresql' if (args.database or '').startswith(
-            'postgresql') else 'sqlite',
-        'nodes': args.nodes,
-        'create_latency': args.create_latency,
-        'persistence': args.persistence,
-        'keyscan': args.keyscan,
-        'fulfilled': len(fulfilled),
-        'failed': args.nodes - len(fulfilled),
-        'median_fulfilled_s': round(statistics.median(latencies), 3)
-        if latencies else None,
-        'p95_fulfilled_s': round(latencies[int(0.95 * (len(latencies) - 1))],
-                                 3) if latencies else None,
-        'all_fulfilled_s': round(all_fulfilled, 3),
-        'all_deleted_s': round(deleted, 3),
-        'launches_per_s': round(len(fulfilled) / all_fulfilled, 1),
-        'launcher_cpu_s': round(end['cpu'] - start['cpu'], 3),
-        'peak_rss_mb': round(end['peak_rss_mb'], 1),
-        'peak_threads': peak['threads'],
-        'cloud_calls': calls,
-        'db_transactions_per_node': round(transactions / args.nodes, 1),
-        'flow_parks_per_node': round(parks / args.nodes, 1),
-    }
+    return {'latencies': sorted(r['state_time'] - r['created_at']
+                                for r in fulfilled),
+            'all_fulfilled_s': all_fulfilled,
+            'all_deleted_s': time.time() - released}
+
+
+def _through_zookeeper(args, sample):
+    """NodeRequests by nodepool's client; nodes returned as Zuul does."""
+    figures = zk_requester.run_bench(
+        args.nodepool_client, args.zookeeper + args.zookeeper_chroot,
+        zk_tls(args), args.nodes, 'small', args.timeout, sample)
+    if figures['unanswered'] or figures['nodes_left']:
+        raise SystemExit('benchmark: %d requests unanswered, %d nodes left '
+                         'after %ss' % (figures['unanswered'],
+                                        figures['nodes_left'], args.timeout))
+    return {'latencies': figures['fulfil_seconds'],
+            'all_fulfilled_s': figures['all_fulfilled_seconds'],
+            'all_deleted_s': figures['returned_nodes_deleted_seconds']}
+
+
+def zk_tls(args):
+    """(cert, key, ca) of ``--zookeeper-tls``."""
+    return tuple(os.path.join(args.zookeeper_tls, name)
+                 for name in ('client.pem', 'client.key', 'ca.pem'))
 
 
 def _answers(port):

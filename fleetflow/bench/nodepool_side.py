@@ -207,8 +207,10 @@ def run(args):
                               file=sys.stderr)
         else:
             cleanups.callback(shutil.rmtree, tmp, ignore_errors=True)
-        hosts, tls = args.zookeeper_hosts, args.zookeeper_tls
-        if hosts is None:
+        hosts = args.zookeeper
+        if hosts is not None:
+            tls = dict(zip(('cert', 'key', 'ca'), bench.zk_tls(args)))
+        else:
             tls = _make_tls(tmp)
             server, hosts = _start_zookeeper(tmp, tls)
             cleanups.callback(_stop, server)

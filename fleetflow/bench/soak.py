@@ -51,6 +51,8 @@ from fleetflow.drivers import fake
 from fleetflow import flowinfo
 
 PROVIDER = 'fake-1'
+#: seconds after a server restart that a launcher may fail to reach it
+SERVER_GRACE = 30
 LIVE_NODE = (models.BUILDING, models.DELETING)
 DEFAULT_POSTGRES = ('postgresql+psycopg2://fleetflow:fleetflow@127.0.0.1/'
                     'fleetflow_test')
@@ -193,28 +195,46 @@ class Server:
     def hosts(self):
         return '127.0.0.1:%d' % self.port
 
-    def start(self):
+    def start(self, wait=True):
         with open(self.log, 'a') as log:
             self.proc = subprocess.Popen(self.argv(), stdout=log,
                                          stderr=subprocess.STDOUT)
-        _wait_port(self.port)
+        if wait:
+            _wait_port(self.port)
 
     def stop(self):
+        """Stop it: SIGTERM, and SIGKILL after 5 s."""
         if self.proc is not None and self.proc.poll() is None:
             self.proc.terminate()
             try:
-                self.proc.wait(30)
+                self.proc.wait(5)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
 
 
-def restart_postgresql():
-    """Restart the local PostgreSQL cluster (``pg_ctlcluster``)."""
+def postgresql_cluster(url, clusters):
+    """``(version, name)`` of the local cluster that serves ``url``.
+
+    :param clusters: the output of ``pg_lsclusters -h``.
+    """
+    port = sa.engine.make_url(url).port or 5432
+    for line in clusters.splitlines():
+        fields = line.split()
+        if len(fields) > 2 and fields[2] == str(port):
+            return fields[0], fields[1]
+    raise SystemExit('soak: no local PostgreSQL cluster on port %d' % port)
+
+
+def restart_postgresql(url):
+    """Restart the local PostgreSQL cluster of ``url`` (``pg_ctlcluster``).
+
+    Every client of that cluster loses its connections.
+    """
     clusters = subprocess.run(['pg_lsclusters', '-h'], check=True,
                               capture_output=True, text=True).stdout
-    version, cluster = clusters.split()[:2]
-    subprocess.run(['pg_ctlcluster', version, cluster, 'restart', '-m',
+    version, name = postgresql_cluster(url, clusters)
+    subprocess.run(['pg_ctlcluster', version, name, 'restart', '-m',
                     'fast'], check=True, capture_output=True)
 
 
@@ -355,6 +375,14 @@ def unowned(instances, nodes):
     return found
 
 
+def instance_lost(nodes, instances):
+    """Ready or in-use nodes whose instance the cloud does not list."""
+    live = {instance.external_id for instance in instances}
+    return [node for node in nodes
+            if node['state'] in (models.READY, models.IN_USE)
+            and node['external_id'] not in live]
+
+
 def overdue(nodes, now, limits):
     """Nodes in a state of ``limits`` for longer than its limit."""
     return [node for node in nodes
@@ -404,9 +432,16 @@ class Checker:
             raise Violation('two-instances', 'node %s had two instances '
                             'alive at once' % node_id, node=node_id,
                             instances=rows)
+        # Listed after the nodes were read: a node read ready or in use
+        # still is (only the soak releases them).
         live = self.cloud.list_instances()
+        for node in instance_lost(nodes.values(), live):
+            raise Violation('instance-lost', 'node %s is %s, its instance '
+                            '%s is gone' % (node['id'], node['state'],
+                                            node['external_id']),
+                            node=node['id'], instance=node['external_id'])
         orphans = set(unowned(live, nodes))
-        self._count(len(live))
+        self._count(len(live) + len(nodes))
         self.unowned_since = {i: self.unowned_since.get(i, now)
                               for i in orphans}
         for instance, since in self.unowned_since.items():
@@ -571,6 +606,8 @@ class Soak:
         self.started = time.time()
         self.process_faults = collections.Counter()
         self.restarts = 0
+        #: launchers that exited as a server was restarted
+        self.start_failures = 0
         self.timers = []
         #: per fault: (time, host, node ids it had under way)
         self.recoveries = []
@@ -706,18 +743,25 @@ class Soak:
             return
         elif kind == 'board-restart':
             self.busy_server = True
+            self.servers_down_until = float('inf')
             self.server.stop()
             self.later(self.rng.uniform(1, 5), self.server_back)
         elif kind == 'postgresql-restart':
-            restart_postgresql()
+            restart_postgresql(self.args.database)
+            self.servers_down_until = time.time() + SERVER_GRACE
         self.process_faults[kind] += 1
         self.log('fault %s' % kind)
 
     busy_server = False
 
     def server_back(self):
-        self.server.start()
+        # The launchers reconnect when it answers; the soak goes on.
+        self.server.start(wait=False)
         self.busy_server = False
+        self.servers_down_until = time.time() + SERVER_GRACE
+
+    #: until when a launcher may give up for a server the soak restarted
+    servers_down_until = 0
 
     def do_sigkill(self, name):
         self.launchers.signal(name, signal.SIGKILL)
@@ -789,11 +833,15 @@ class Soak:
         nodes = {n['id']: n for n in self.ctx.store.list_nodes()}
         self.track_recoveries(nodes, now)
         self.checker.check(self.requests, nodes, now)
-        exits = self.launchers.unexpected_exits()
-        if exits:
-            name, code = sorted(exits.items())[0]
-            raise Violation('launcher-exited', 'launcher %s exited with %s'
-                            % (name, code), log=self.launchers.log_tail(name))
+        for name, code in sorted(self.launchers.unexpected_exits().items()):
+            if now > self.servers_down_until:
+                raise Violation('launcher-exited', 'launcher %s exited '
+                                'with %s' % (name, code),
+                                log=self.launchers.log_tail(name))
+            # It could not reach a server the soak restarts, and gave up:
+            # started again, as a service manager would.
+            self.start_failures += 1
+            self.restart(name)
         return nodes
 
     def sample(self):
@@ -887,6 +935,7 @@ class Soak:
             'cloud_faults': self.cloud.fault_counts(),
             'process_faults': dict(self.process_faults),
             'restarts': self.restarts,
+            'start_failures': self.start_failures,
             'invariant_checks': self.checker.checks,
             'violations': 0 if violation is None else 1,
             'violation': violation,

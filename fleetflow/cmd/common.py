@@ -345,7 +345,8 @@ class App(cliff_app.App):
         parser.add_argument(
             '--config-dir', action='append', dest='config_dirs',
             metavar='DIR', default=[],
-            help='Directory of *.conf files read after the config files.')
+            help='Directory whose .conf files are read after the config '
+                 'files.')
         return parser
 
     def configure_logging(self):

@@ -16,6 +16,7 @@ from fleetflow.db import migration
 from fleetflow import exceptions
 from fleetflow import jobboard
 from fleetflow import status
+from fleetflow.zk import frontend as zk_frontend
 
 LOG = log.getLogger(__name__)
 PROG = 'fleetflow-launcher'
@@ -57,10 +58,19 @@ def main(argv=None):
     stopping = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stopping.set())
+    # SIGHUP reloads the layout (as a change of its file does)
+    signal.signal(signal.SIGHUP, lambda *_: launcher.request_reload())
     try:
         launcher.start()
     except sqlalchemy.exc.SQLAlchemyError as e:
         common.fail(PROG, common.database_error(conf, e))
+    except exceptions.FleetflowError as e:
+        common.fail(PROG, e)
+    try:
+        frontend = zk_frontend.start_for(ctx, launcher)
+    except exceptions.ConfigError as e:
+        launcher.stop()
+        common.fail(PROG, e)
     server = None
     if conf.status_api.enabled:
         server = status.StatusServer.from_conf(launcher)
@@ -70,6 +80,8 @@ def main(argv=None):
              'boundary and resume at the next start')
     if server is not None:
         server.stop()
+    if frontend is not None:
+        frontend.stop()
     launcher.stop()
     return 0
 

@@ -11,9 +11,10 @@ from fleetflow.conf import keyscan
 from fleetflow.conf import launcher
 from fleetflow.conf import persistence
 from fleetflow.conf import stats
+from fleetflow.conf import zookeeper
 
 MODULES = (default, database, launcher, persistence, keyscan, stats, api,
-           jobboard)
+           jobboard, zookeeper)
 
 CONF = cfg.CONF
 

@@ -15,10 +15,20 @@ jobboard_opts = [
                help='Jobboard backend.'),
     cfg.ListOpt('hosts', default=['127.0.0.1'],
                 help='host or host:port of the backend servers.'),
-    cfg.StrOpt('username', help='User name for the backend.'),
+    cfg.StrOpt('username',
+               help='User name for the backend. On ZooKeeper, the digest '
+                    'identity that the jobboard\'s znodes are restricted '
+                    'to (without it they are writable by anyone).'),
     cfg.StrOpt('password', secret=True, help='Password for the backend.'),
-    cfg.BoolOpt('tls', default=False, help='Connect with TLS.'),
-    cfg.StrOpt('tls_ca_file', help='CA bundle used to verify the server.'),
+    cfg.BoolOpt('tls', default=False,
+                help='Connect with TLS; the server\'s certificate must '
+                     'name the host connected to.'),
+    cfg.StrOpt('tls_ca_file',
+               help='CA bundle used to verify the server (required for '
+                    'ZooKeeper, which then trusts this CA only).'),
+    cfg.StrOpt('tls_cert_file',
+               help='Client certificate presented to the server.'),
+    cfg.StrOpt('tls_key_file', help='Key of the client certificate.'),
     cfg.StrOpt('namespace', default='fleetflow',
                help='Name of the jobboard; launchers of one fleet share '
                     'it.'),

@@ -47,8 +47,12 @@ launcher_opts = [
     cfg.IntOpt('delete_timeout', default=600, min=1, max=86400,
                help='Seconds to wait for a deleted instance to disappear.'),
     cfg.FloatOpt('delete_retry_interval', default=30.0, min=0.1, max=86400,
+                 help='The longest wait, in seconds, before a node whose '
+                      'delete keeps failing is deleted again.'),
+    cfg.FloatOpt('delete_retry_initial', default=1.0, min=0.1, max=86400,
                  help='Seconds before a node whose delete failed is '
-                      'deleted again.'),
+                      'deleted again the first time; the wait doubles '
+                      'with each failure, up to delete_retry_interval.'),
     cfg.FloatOpt('quota_cache_ttl', default=300.0, min=0, max=86400,
                  help='Seconds the quota a label needs and the provider '
                       'limits are cached.'),

@@ -276,9 +276,13 @@ class Store:
         with self.engine.connect() as conn:
             return [tuple(row) for row in conn.execute(query)]
 
-    def update_node(self, node_id, tx=None, **fields):
-        """Change a node's fields; in ``tx`` if given."""
-        self._change(NODES, node_id, fields, tx=tx)
+    def update_node(self, node_id, tx=None, expected=None, **fields):
+        """Change a node's fields; in ``tx`` if given.
+
+        :param expected: states the node must be in to change.
+        :returns: whether the node changed.
+        """
+        return self._change(NODES, node_id, fields, expected, tx=tx)
 
     def set_node_state(self, node_id, state, expected=None, **fields):
         """Move a node to ``state`` if it is in one of ``expected``.
@@ -381,15 +385,28 @@ class Store:
 
     # Requests
 
-    def create_request(self, labels, priority=100, requestor=None):
+    def create_request(self, labels, priority=100, requestor=None,
+                       zk_request=None):
+        """A new request; ``zk_request``: the NodeRequest znode it serves."""
         if not labels:
             raise exceptions.FleetflowError('a request needs labels')
         now = time.time()
         values = dict(id=str(uuid.uuid4()), state=models.REQUESTED,
                       labels=list(labels), priority=priority,
-                      requestor=requestor, created_at=now, state_time=now)
+                      requestor=requestor, created_at=now, state_time=now,
+                      zk_request=zk_request)
         self._write(REQUESTS.insert().values(**values))
         return values
+
+    def zk_requests(self):
+        """The requests that serve a ZooKeeper NodeRequest."""
+        with self.engine.connect() as conn:
+            return [dict(row._mapping) for row in conn.execute(
+                REQUESTS.select().where(REQUESTS.c.zk_request.isnot(None)))]
+
+    def delete_request(self, request_id):
+        """Forget a request row; its nodes are left as they are."""
+        self._write(REQUESTS.delete().where(REQUESTS.c.id == request_id))
 
     def get_request(self, request_id):
         request = self._row(REQUESTS, request_id)

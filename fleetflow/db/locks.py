@@ -22,6 +22,7 @@ moment it reads the nodes until it has written what it decided.
 import contextlib
 import logging
 import os
+import socket
 import threading
 
 import fasteners
@@ -164,3 +165,133 @@ class PassLock:
 def _is_lock_timeout(error):
     code = getattr(getattr(error, 'orig', None), 'pgcode', None)
     return code == '55P03' or 'lock timeout' in str(error).lower()
+
+
+class LockHeld(exceptions.FleetflowError):
+    """Another process holds the lock."""
+
+
+class OwnerLock:
+    """Held by one process for as long as it runs: the owner of a database.
+
+    Without a jobboard, one launcher runs the flows of a database: a second
+    one would resume the first one's flows beside it. The launcher takes
+    this lock when it starts, and refuses to start when another process
+    holds it, naming that process (host and pid). A holder that dies, even
+    killed, frees the lock at once: nothing is left to expire.
+
+    - SQLite: a file lock (fasteners) next to the database file, freed by
+      the kernel when its holder's process ends; the holder writes its
+      host and pid in a file beside it.
+    - PostgreSQL: a session advisory lock, named after the schema, taken on
+      a connection of its own (in autocommit: no transaction stays open),
+      freed by the server when that connection ends; the holder's host and
+      pid are the connection's ``application_name``.
+    - Other databases: not held (a warning says so).
+    """
+
+    def __init__(self, engine, name='launcher', keepalive=10):
+        self.engine = engine
+        self.name = name
+        self.keepalive = max(1, int(keepalive))
+        self.dialect = engine.dialect.name
+        self.holder = '%s pid %d' % (socket.gethostname(), os.getpid())
+        self._conn = None
+        self._file_lock = None
+        self._thread_lock = None
+        self._path = None
+        if self.dialect == 'sqlite':
+            database = engine.url.database
+            if database and database != ':memory:' and \
+                    not database.startswith('file::memory:'):
+                self._path = '%s.%s.lock' % (os.path.abspath(database), name)
+
+    def acquire(self):
+        """Take the lock, or raise :class:`LockHeld` naming its holder."""
+        if self.dialect == 'sqlite':
+            if self._path is not None:
+                self._acquire_file()
+        elif self.dialect == 'postgresql':
+            self._acquire_advisory()
+        else:
+            LOG.warning('Database %s: no lock keeps a second launcher from '
+                        'running its flows', self.dialect)
+
+    def release(self):
+        if self._file_lock is not None:
+            self._file_lock.release()
+            self._thread_lock.release()
+            self._file_lock = None
+        if self._conn is not None:
+            _drop(self._conn)
+            self._conn = None
+
+    def _acquire_file(self):
+        # File locks exclude other processes only: this process's holders
+        # share a thread lock.
+        thread_lock = _local_lock(self._path)
+        if not thread_lock.acquire(blocking=False):
+            raise self._held(self._read_holder())
+        file_lock = fasteners.InterProcessLock(self._path)
+        if not file_lock.acquire(blocking=False):
+            thread_lock.release()
+            raise self._held(self._read_holder())
+        self._file_lock, self._thread_lock = file_lock, thread_lock
+        with open(self._path + '.holder', 'w') as f:
+            f.write(self.holder)
+
+    def _read_holder(self):
+        try:
+            with open(self._path + '.holder') as f:
+                return f.read(200).strip() or None
+        except OSError:
+            return None
+
+    def _acquire_advisory(self):
+        conn = self.engine.connect().execution_options(
+            isolation_level='AUTOCOMMIT')
+        try:
+            for setting, value in (
+                    ('application_name', 'fleetflow-%s %s'
+                     % (self.name, self.holder)),
+                    ('tcp_keepalives_idle', self.keepalive),
+                    ('tcp_keepalives_interval', self.keepalive),
+                    ('tcp_keepalives_count', 3)):
+                conn.execute(sa.text('SELECT set_config(:name, :value, '
+                                     'false)'),
+                             {'name': setting, 'value': str(value)[:63]})
+            key = {'lock': 'fleetflow-%s' % self.name}
+            if conn.execute(sa.text(
+                    'SELECT pg_try_advisory_lock(hashtext(:lock), '
+                    'hashtext(current_schema()))'), key).scalar():
+                self._conn = conn
+                return
+            holder = conn.execute(sa.text(
+                "SELECT a.application_name, a.client_addr FROM pg_locks l "
+                "JOIN pg_stat_activity a ON a.pid = l.pid "
+                "WHERE l.locktype = 'advisory' AND l.granted "
+                "AND l.objsubid = 2 AND l.database = (SELECT oid FROM "
+                "pg_database WHERE datname = current_database()) "
+                "AND l.classid = hashtext(:lock)::oid "
+                "AND l.objid = hashtext(current_schema())::oid"),
+                key).first()
+        except Exception:
+            _drop(conn)
+            raise
+        _drop(conn)
+        raise self._held(None if holder is None else '%s (from %s)' % (
+            holder[0].replace('fleetflow-%s ' % self.name, '', 1),
+            holder[1] or 'a local socket'))
+
+    def _held(self, holder):
+        return LockHeld(
+            'another %s runs the flows of this database: %s; without a '
+            'jobboard only one may (stop it, or enable [jobboard])'
+            % (self.name, holder or 'its host and pid are unknown'))
+
+
+def _drop(conn):
+    """Close a connection and its session: the pool must not keep it."""
+    with contextlib.suppress(Exception):
+        conn.invalidate()
+        conn.close()

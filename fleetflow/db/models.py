@@ -62,6 +62,8 @@ class Node(Base):
     created_at: orm.Mapped[float] = orm.mapped_column(sa.Float)
     state_time: orm.Mapped[float] = orm.mapped_column(sa.Float)
     ready_at: orm.Mapped[float | None] = orm.mapped_column(sa.Float)
+    #: the id of the node's Node znode, when a ZooKeeper request has it
+    zk_node: orm.Mapped[str | None] = orm.mapped_column(sa.String(255))
 
 
 class NodeRequest(Base):
@@ -69,6 +71,7 @@ class NodeRequest(Base):
     __table_args__ = (
         sa.Index('ix_requests_state_order', 'state', 'priority',
                  'created_at'),
+        sa.Index('ix_requests_zk_request', 'zk_request', unique=True),
     )
 
     id: orm.Mapped[str] = orm.mapped_column(sa.String(36), primary_key=True)
@@ -83,6 +86,8 @@ class NodeRequest(Base):
     not_before: orm.Mapped[float | None] = orm.mapped_column(sa.Float)
     created_at: orm.Mapped[float] = orm.mapped_column(sa.Float)
     state_time: orm.Mapped[float] = orm.mapped_column(sa.Float)
+    #: the id of the NodeRequest znode this request serves (ZooKeeper)
+    zk_request: orm.Mapped[str | None] = orm.mapped_column(sa.String(255))
 
 
 class Lock(Base):

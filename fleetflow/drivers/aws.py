@@ -33,6 +33,7 @@ import voluptuous as v
 
 from fleetflow.drivers import base
 from fleetflow import exceptions
+from fleetflow import layout
 from fleetflow import ratelimit
 
 LOG = logging.getLogger(__name__)
@@ -44,10 +45,17 @@ RESOURCE_VOLUME = 'volume'
 
 #: instances per page of a listing (EC2 allows 5 to 1000)
 PAGE_SIZE = 1000
+#: pages of one listing at most (a million instances at full pages)
+MAX_PAGES = 1000
 IMAGE_CACHE_TTL = 300
 QUOTA_CACHE_TTL = 300
 BACKOFF_FIRST = 1.0
 BACKOFF_MAX = 60.0
+#: reads (describe, get) may be made this many times as fast as changes
+READ_RATE_FACTOR = 10
+#: EC2 takes 16 KiB of user data, and 50 tags of which fleetflow sets 6
+MAX_USERDATA = 16 * 1024
+MAX_LABEL_TAGS = 44
 
 RATE_LIMIT_CODES = frozenset((
     'RequestLimitExceeded', 'Throttling', 'ThrottlingException',
@@ -60,6 +68,7 @@ QUOTA_CODES = frozenset((
     'InstanceLimitExceeded', 'VcpuLimitExceeded',
     'MaxSpotInstanceCountExceeded', 'VolumeLimitExceeded',
     'AddressLimitExceeded'))
+ACCESS_DENIED_CODES = frozenset(('AccessDeniedException', 'AccessDenied'))
 NOT_FOUND_CODES = frozenset((
     'InvalidInstanceID.NotFound', 'InvalidVolume.NotFound',
     'NoSuchResourceException'))
@@ -73,6 +82,7 @@ FAULT_KINDS = {
 }
 #: the StateReason of an instance someone terminated through the API
 USER_SHUTDOWN = 'Client.UserInitiatedShutdown'
+ENDED_STATES = ('shutting-down', 'terminated')
 
 # The Service Quotas codes of EC2's vCPU limits (on-demand, spot), by the
 # letters an instance type's family starts with. Standard covers A, C, D,
@@ -92,8 +102,11 @@ VCPU_QUOTA_CODES = {
 
 POSITIVE = v.All(int, v.Range(min=1))
 NON_NEGATIVE = v.All(int, v.Range(min=0))
-TAG_KEY = v.All(str, v.Length(min=1, max=128),
-                v.Match(r'^(?!aws:)', msg='tag keys may not start with aws:'))
+TAG_KEY = v.All(str, v.Length(min=1, max=128), v.Match(
+    r'^(?!aws:|fleetflow-)',
+    msg='tag keys starting with aws: or fleetflow- are not the layout\'s'))
+NO_RESOURCE_LIMITS = layout.unsupported('max-servers, max-cores and '
+                                        'max-ram apply')
 
 
 class _OneOf(v.Any):
@@ -105,7 +118,8 @@ class _OneOf(v.Any):
     __repr__ = __str__
 
 
-CLOUD_IMAGE = v.Schema({
+#: a provider's ``cloud-images`` entry: an AMI and how its nodes are reached
+CLOUD_IMAGE = {
     v.Required(_OneOf('image-id', 'image-filters'),
                msg='is required'): object,
     v.Required('name'): str,
@@ -114,11 +128,14 @@ CLOUD_IMAGE = v.Schema({
     v.Exclusive('image-filters', 'image'): [{
         v.Required(v.Any('name', 'Name')): str,
         v.Required(v.Any('values', 'Values')): [str]}],
-    'connection-type': v.Any('ssh', 'network_cli', 'winrm'),
-    'connection-port': v.All(int, v.Range(min=1, max=65535)),
+    'connection-type': layout.CONNECTION_TYPE,
+    'connection-port': layout.PORT,
     'python-path': str,
     'shell-type': str,
-})
+}
+#: what a pool label takes from its cloud image unless it sets it itself
+IMAGE_LABEL_KEYS = ('username', 'python-path', 'shell-type',
+                    'connection-type', 'connection-port')
 
 
 def client_token(provider, node_id, attempt):
@@ -137,6 +154,11 @@ def quota_code(instance_type, spot=False):
     return None
 
 
+def _tags(item):
+    """An EC2 resource's tags as a dict."""
+    return {tag['Key']: tag['Value'] for tag in item.get('Tags') or ()}
+
+
 def _error_details(exc):
     """(code, message, HTTP status) of a botocore error."""
     response = getattr(exc, 'response', None) or {}
@@ -149,6 +171,7 @@ class AwsDriver(base.Driver):
     """Nodes as EC2 instances in one region.
 
     Provider keys: ``region-name``, ``profile-name``, ``cloud-images``,
+    ``rate`` (requests per second, as in nodepool's aws driver),
     ``public-ipv4``, ``public-ipv6``, ``use-internal-ip``, ``max-servers``,
     ``max-cores``, ``max-ram``. Pool keys: ``subnet-id``,
     ``security-group-id``, ``availability-zone``, ``public-ipv4`` (or
@@ -169,6 +192,14 @@ class AwsDriver(base.Driver):
         'max-servers': NON_NEGATIVE,
         'max-cores': NON_NEGATIVE,
         'max-ram': NON_NEGATIVE,
+        'max-resources': NO_RESOURCE_LIMITS,
+        'host-key-checking': layout.unsupported(
+            'set host-key-checking on the pools'),
+        'diskimages': layout.NO_BUILDER,
+        'image-format': layout.NO_BUILDER,
+        'image-import-timeout': layout.NO_BUILDER,
+        'object-storage': layout.NO_BUILDER,
+        'post-upload-hook': layout.NO_BUILDER,
     }
     pool_schema = {
         'subnet-id': str,
@@ -178,6 +209,7 @@ class AwsDriver(base.Driver):
         'public-ip-address': bool,
         'public-ipv6': bool,
         'use-internal-ip': bool,
+        'max-resources': NO_RESOURCE_LIMITS,
     }
     label_schema = {
         v.Required('cloud-image'): str,
@@ -188,34 +220,63 @@ class AwsDriver(base.Driver):
         'volume-type': str,
         'iops': POSITIVE,
         'throughput': POSITIVE,
-        'userdata': str,
+        'userdata': v.All(str, v.Length(max=MAX_USERDATA)),
         'iam-instance-profile': v.All(
             {v.Exclusive('name', 'profile'): str,
              v.Exclusive('arn', 'profile'): str},
             v.Length(min=1, msg='needs name or arn')),
-        'tags': {TAG_KEY: v.All(v.Coerce(str), v.Length(max=256))},
+        'tags': v.All({TAG_KEY: v.All(v.Coerce(str), v.Length(max=256))},
+                      v.Length(max=MAX_LABEL_TAGS)),
         'use-spot': bool,
         'imdsv2': v.Any(None, 'required', 'optional'),
+        'diskimage': layout.NO_BUILDER,
+        'fleet': layout.unsupported('it launches the one instance-type of '
+                                    'a label'),
+        'dedicated-host': layout.unsupported('it does not allocate '
+                                             'dedicated hosts'),
+        'dynamic-tags': layout.unsupported('it has no request variables to '
+                                           'fill them from'),
     }
+
+    @classmethod
+    def complete_labels(cls, provider, pool):
+        """Each label with its cloud image's username, port and so on.
+
+        ``cloud-image`` names an entry of the provider's ``cloud-images``.
+        """
+        images = {image['name']: image
+                  for image in provider.get('cloud-images', [])}
+        problems = []
+        labels = []
+        for index, label in enumerate(pool['labels']):
+            image = images.get(label['cloud-image'])
+            if image is None:
+                problems.append(v.Invalid(
+                    'no cloud-image %r in the provider'
+                    % label['cloud-image'],
+                    ['labels', index, 'cloud-image']))
+                continue
+            labels.append({**{key: image[key] for key in IMAGE_LABEL_KEYS
+                              if key in image}, **label})
+        if problems:
+            raise v.MultipleInvalid(problems)
+        return labels
 
     def __init__(self, provider, conf):
         super().__init__(provider, conf)
         self.region_name = provider['region-name']
         self.profile_name = provider.get('profile-name')
-        self.limiter = ratelimit.RateLimiter(provider.get('rate', 0))
+        # as in nodepool's aws driver, ``rate`` is in requests per second
+        # (not seconds between calls), and reads may go ten times as fast
+        rate = provider.get('rate') or 0
+        self.limiter = ratelimit.RateLimiter(1.0 / rate if rate else 0)
+        self.read_limiter = ratelimit.RateLimiter(
+            1.0 / (READ_RATE_FACTOR * rate) if rate else 0)
         self.page_size = PAGE_SIZE
         self._images = {image['name']: image
                         for image in provider.get('cloud-images', [])}
         self._pools = {pool['name']: pool
                        for pool in provider.get('pools', [])}
-        for pool in self._pools.values():
-            for label in pool['labels']:
-                if label['cloud-image'] not in self._images:
-                    raise exceptions.ConfigError(
-                        'provider %s pool %s label %s: no cloud-image %r '
-                        'in the provider' % (self.name, pool['name'],
-                                             label['name'],
-                                             label['cloud-image']))
         self._lock = threading.Lock()
         self._clients = {}
         self._image_cache = {}
@@ -288,7 +349,8 @@ class AwsDriver(base.Driver):
         """One API call, rate limited, with errors translated."""
         import botocore.exceptions
         client = self._client(service)
-        with self.limiter:
+        reading = operation.startswith(('describe_', 'get_'))
+        with self.read_limiter if reading else self.limiter:
             try:
                 result = getattr(client, operation)(**params)
             except (botocore.exceptions.BotoCoreError,
@@ -303,13 +365,15 @@ class AwsDriver(base.Driver):
     def _pages(self, what, operation, key, **params):
         """Every item of a paginated EC2 listing, page after page."""
         items = []
-        while True:
+        for _ in range(MAX_PAGES):
             page = self._call('ec2', what, operation, **params)
             items.extend(page.get(key) or ())
             token = page.get('NextToken')
             if not token:
                 return items
             params['NextToken'] = token
+        raise base.DriverError('provider %s: %s: more than %d pages'
+                               % (self.name, what, MAX_PAGES))
 
     # -- lookups -------------------------------------------------------------
 
@@ -365,6 +429,10 @@ class AwsDriver(base.Driver):
                 return label
         return {}
 
+    def _owned_filter(self):
+        """The EC2 filter of what carries this provider's tag."""
+        return {'Name': 'tag:' + base.META_PROVIDER, 'Values': [self.name]}
+
     def _setting(self, pool, key, default):
         """A pool's setting, else the provider's, else the default."""
         if key == 'public-ipv4' and 'public-ip-address' in pool:
@@ -378,11 +446,11 @@ class AwsDriver(base.Driver):
 
         None is an instance that is gone: terminated through the API.
         """
-        tags = {tag['Key']: tag['Value'] for tag in data.get('Tags') or ()}
+        tags = _tags(data)
         state_name = (data.get('State') or {}).get('Name')
         reason = data.get('StateReason') or {}
         fault = kind = None
-        if state_name in ('shutting-down', 'terminated') and \
+        if state_name in ENDED_STATES and \
                 reason.get('Code') in (None, USER_SHUTDOWN):
             if state_name == 'terminated':
                 return None
@@ -400,7 +468,6 @@ class AwsDriver(base.Driver):
         pool = self._pools.get(tags.get(base.META_POOL)) or {}
         label = self._pool_label(tags.get(base.META_POOL),
                                  tags.get(META_LABEL))
-        image = self._images.get(label.get('cloud-image')) or {}
         public4 = data.get('PublicIpAddress')
         private4 = data.get('PrivateIpAddress')
         public6 = next((address['Ipv6Address']
@@ -421,11 +488,9 @@ class AwsDriver(base.Driver):
             public_ipv4=public4,
             private_ipv4=private4,
             public_ipv6=public6,
-            connection_port=image.get('connection-port',
-                                      label.get('connection-port', 22)),
-            connection_type=image.get('connection-type',
-                                      label.get('connection-type', 'ssh')),
-            username=label.get('username') or image.get('username'),
+            connection_port=label.get('connection-port', 22),
+            connection_type=label.get('connection-type', 'ssh'),
+            username=label.get('username'),
             az=(data.get('Placement') or {}).get('AvailabilityZone'),
             region=self.region_name,
             fault=fault,
@@ -438,12 +503,14 @@ class AwsDriver(base.Driver):
         return [data for reservation in reservations
                 for data in reservation.get('Instances') or ()]
 
-    def _describe_one(self, external_id):
+    def _get(self, external_id):
+        """(DescribeInstances' dict, :class:`base.Instance`), or NotFound."""
         found = self._describe('get instance %s' % external_id,
                                InstanceIds=[external_id])
-        if not found:
+        instance = self._instance(found[0]) if found else None
+        if instance is None:
             raise base.NotFound('get instance %s: not found' % external_id)
-        return found[0]
+        return found[0], instance
 
     def create_instance(self, node_id, pool, label, metadata):
         image = self._image(label['cloud-image'])
@@ -521,30 +588,25 @@ class AwsDriver(base.Driver):
         return self._instance(data)
 
     def get_instance(self, external_id):
-        instance = self._instance(self._describe_one(external_id))
-        if instance is None:
-            raise base.NotFound('instance %s is terminated' % external_id)
-        return instance
+        return self._get(external_id)[1]
 
     def list_instances(self):
-        found = self._describe(
-            'list instances',
-            Filters=[{'Name': 'tag:' + base.META_PROVIDER,
-                      'Values': [self.name]}],
-            MaxResults=self.page_size)
+        found = self._describe('list instances',
+                               Filters=[self._owned_filter()],
+                               MaxResults=self.page_size)
         return [instance for instance in map(self._instance, found)
                 if instance is not None]
 
     def delete_instance(self, external_id):
-        instance = self.get_instance(external_id)
+        data, instance = self._get(external_id)
         if instance.state == base.ERROR and \
-                instance.fault.startswith(('shutting-down', 'terminated')):
+                data['State']['Name'] in ENDED_STATES:
             # EC2 ended it already; untagged, it leaves the listing
             self._call('ec2', 'untag instance %s' % external_id,
                        'delete_tags', Resources=[external_id],
                        Tags=[{'Key': base.META_PROVIDER}])
-            LOG.info('Provider %s: instance %s was terminated by EC2',
-                     self.name, external_id)
+            LOG.info('Provider %s: instance %s was ended by EC2 (%s)',
+                     self.name, external_id, instance.fault)
             return
         self._call('ec2', 'delete instance %s' % external_id,
                    'terminate_instances', InstanceIds=[external_id])
@@ -556,13 +618,11 @@ class AwsDriver(base.Driver):
     def list_resources(self):
         volumes = self._pages(
             'list volumes', 'describe_volumes', 'Volumes',
-            Filters=[{'Name': 'tag:' + base.META_PROVIDER,
-                      'Values': [self.name]},
+            Filters=[self._owned_filter(),
                      {'Name': 'status', 'Values': ['available']}],
             MaxResults=self.page_size)
         return [base.Resource(RESOURCE_VOLUME, volume['VolumeId'],
-                              {tag['Key']: tag['Value']
-                               for tag in volume.get('Tags') or ()})
+                              _tags(volume))
                 for volume in volumes]
 
     def delete_resource(self, resource):
@@ -577,7 +637,11 @@ class AwsDriver(base.Driver):
     # -- quota ---------------------------------------------------------------
 
     def _vcpu_limit(self, code):
-        """The account's vCPU limit of a Service Quotas code (cached)."""
+        """The account's vCPU limit of a Service Quotas code (cached).
+
+        None when the credentials may not read Service Quotas: EC2's own
+        refusals (``VcpuLimitExceeded``) still hold launches back.
+        """
         now = time.time()
         with self._lock:
             cached = self._quota_cache.get(code)
@@ -585,14 +649,22 @@ class AwsDriver(base.Driver):
             return cached[0]
         what = 'get service quota ec2/%s' % code
         try:
-            quota = self._call('service-quotas', what, 'get_service_quota',
-                               ServiceCode='ec2', QuotaCode=code)
-        except base.NotFound:
-            # never changed for this account: the default applies
-            quota = self._call('service-quotas', what,
-                               'get_aws_default_service_quota',
-                               ServiceCode='ec2', QuotaCode=code)
-        value = quota['Quota']['Value']
+            try:
+                quota = self._call('service-quotas', what,
+                                   'get_service_quota',
+                                   ServiceCode='ec2', QuotaCode=code)
+            except base.NotFound:
+                # never changed for this account: the default applies
+                quota = self._call('service-quotas', what,
+                                   'get_aws_default_service_quota',
+                                   ServiceCode='ec2', QuotaCode=code)
+            value = int(quota['Quota']['Value'])
+        except base.DriverError as e:
+            if e.aws_code not in ACCESS_DENIED_CODES:
+                raise
+            LOG.warning('Provider %s: no vCPU limit from Service Quotas '
+                        '(%s); EC2\'s refusals will tell', self.name, e)
+            value = None
         with self._lock:
             self._quota_cache[code] = (value, now + QUOTA_CACHE_TTL)
         return value
@@ -611,14 +683,16 @@ class AwsDriver(base.Driver):
         managed by this provider hold under that limit. ``max-servers``,
         ``max-cores`` and ``max-ram`` of the provider cap it further.
         """
-        codes = self._label_codes()
+        limits = {code: self._vcpu_limit(code)
+                  for code in self._label_codes()}
+        limits = {code: limit for code, limit in limits.items()
+                  if limit is not None}
         cores = None
-        if codes:
+        if limits:
             used = self._unmanaged_vcpus()
-            cores = min(max(0, int(self._vcpu_limit(code)) - used.get(code, 0))
-                        for code in codes)
-        limits = base.Quota(cores=cores)
-        return limits.least(base.Quota(
+            cores = min(max(0, limit - used.get(code, 0))
+                        for code, limit in limits.items())
+        return base.Quota(cores=cores).least(base.Quota(
             instances=self.provider.get('max-servers'),
             cores=self.provider.get('max-cores'),
             ram=self.provider.get('max-ram')))
@@ -631,7 +705,7 @@ class AwsDriver(base.Driver):
                 Filters=[{'Name': 'instance-state-name',
                           'Values': ['pending', 'running']}],
                 MaxResults=self.page_size):
-            tags = {tag['Key']: tag['Value'] for tag in data.get('Tags') or ()}
+            tags = _tags(data)
             if self.owned_metadata(tags):
                 continue
             code = quota_code(data.get('InstanceType'),

@@ -228,7 +228,8 @@ class Driver(abc.ABC):
         :param node_id: the node this instance is for.
         :param pool: the pool's layout entry.
         :param label: the pool label's layout entry.
-        :param metadata: the tags to set on it (node id, pool, provider).
+        :param metadata: the tags to set on it (node id, pool, provider,
+            launch attempt).
         :returns: :class:`Instance`
         """
 

@@ -266,7 +266,7 @@ class OpenStackDriver(base.Driver):
     keys: ``cloud`` (a clouds.yaml entry), ``region-name``,
     ``cloud-images``. Pool keys: ``networks``, ``security-groups``,
     ``availability-zones``, ``auto-floating-ip``, ``floating-ip-network``,
-    ``use-internal-ip``, ``ignore-provider-quota``. Label keys:
+    ``use-internal-ip``. Label keys:
     ``flavor-name`` and/or ``min-ram``, ``cloud-image``, ``key-name``,
     ``userdata``, ``boot-from-volume``, ``volume-size``, ``networks``,
     ``instance-properties``.
@@ -291,7 +291,6 @@ class OpenStackDriver(base.Driver):
         'auto-floating-ip': bool,
         'floating-ip-network': str,
         'use-internal-ip': bool,
-        'ignore-provider-quota': bool,
         'max-volumes': NO_VOLUME_LIMITS,
         'max-volume-gb': NO_VOLUME_LIMITS,
     }

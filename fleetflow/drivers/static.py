@@ -172,12 +172,12 @@ class StaticDriver(base.Driver):
 
     def __init__(self, provider, conf):
         super().__init__(provider, conf)
-        if not provider.get('state-path') and (
-                os.path.basename(self.name) != self.name
-                or self.name in ('', '.', '..') or '\0' in self.name):
+        if not provider.get('state-path') and \
+                not layout.NAME_RE.fullmatch(self.name):
             raise exceptions.ConfigError(
                 'provider %r: a static provider\'s name names its state '
-                'directory: it must not contain "/"' % (self.name,))
+                'directory: it must be a safe name (letters, digits, ".", '
+                '"_" and "-")' % (self.name,))
         self.state_path = os.path.abspath(os.path.expanduser(
             provider.get('state-path')
             or os.path.join(_state_path(conf), 'static-%s' % self.name)))

@@ -5,6 +5,7 @@ import time
 from taskflow.types import failure as tf_failure
 import tenacity
 
+from fleetflow.db import models
 from fleetflow.drivers import base as driver_base
 from fleetflow import exceptions
 from fleetflow import instance_cache
@@ -59,7 +60,10 @@ class CreateInstance(base.FleetflowTask):
     after a crash), the instance is looked up by its tag first, so a
     resumed launch never makes a second one.
 
-    Revert: delete the instance and wait until it is gone.
+    Revert: delete the instance and wait until it is gone; unless the node
+    has left the building state: then another run of the same launch (a
+    conductor that took the flow over from one that froze past its claim)
+    finished it, and the instance is the node's now.
     """
 
     def execute(self, node_id, provider, pool, label, attempt):
@@ -89,6 +93,12 @@ class CreateInstance(base.FleetflowTask):
         cloud = self.ctx.provider(provider)
         external_id = result['external_id']
         log = self.log(node_id)
+        node = self.ctx.store.find_node(node_id)
+        if node is not None and node['state'] != models.BUILDING:
+            log.warning('Not deleting instance %s: the node is %s, another '
+                        'run of its launch finished it', external_id,
+                        node['state'])
+            return
         # The next attempt must not start while this instance lives: a
         # failed delete is tried again until delete_timeout.
         deadline = time.time() + self.ctx.conf.launcher.delete_timeout

@@ -39,7 +39,8 @@ class MarkNodeBuilding(base.FleetflowTask):
 class UpdateNodeFromInstance(base.FleetflowTask):
     """Copy the instance's addresses, ids, az and region onto the node.
 
-    Revert: clear them again.
+    Revert: clear them again, while the node is building (a node that
+    another run of its launch readied is not this run's to undo).
     """
 
     def execute(self, node_id, instance):
@@ -50,20 +51,24 @@ class UpdateNodeFromInstance(base.FleetflowTask):
     def revert(self, node_id, result, **kwargs):
         if isinstance(result, tf_failure.Failure):
             return
-        self.ctx.store.update_node(node_id, **{
+        self.ctx.store.update_node(node_id, expected=[models.BUILDING], **{
             field: None for field in ADDRESS_FIELDS
             if field not in ('connection_port', 'connection_type')})
 
 
 class SaveHostKeys(base.FleetflowTask):
-    """Record the scanned SSH host keys on the node. Revert: forget them."""
+    """Record the scanned SSH host keys on the node.
+
+    Revert: forget them, while the node is building.
+    """
 
     def execute(self, node_id, host_keys):
         self.ctx.store.update_node(node_id, host_keys=host_keys)
 
     def revert(self, node_id, result, **kwargs):
         if not isinstance(result, tf_failure.Failure):
-            self.ctx.store.update_node(node_id, host_keys=[])
+            self.ctx.store.update_node(node_id, expected=[models.BUILDING],
+                                       host_keys=[])
 
 
 class MarkNodeReady(base.FleetflowTask):

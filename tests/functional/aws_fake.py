@@ -65,8 +65,7 @@ class MotoServer:
         self.process = subprocess.Popen(
             [sys.executable, '-m', 'moto.server', '-H', '127.0.0.1',
              '-p', str(self.port)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-            start_new_session=True)
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + START_TIMEOUT
         while True:
             if self.process.poll() is not None:
@@ -137,8 +136,8 @@ class FaultProxy:
         self.hidden = {}
         #: (StateReason code, message) of instances EC2 ended, by id
         self.ended = {}
-        #: (code, message): EC2 ends every instance made from now on
-        self.end_new_instances = None
+        #: (code, message) each: EC2 ends the next instances made, one each
+        self.end_new_instances = []
         self._answers = {}
         self._hold = None
         self.held = threading.Event()
@@ -323,10 +322,13 @@ class FaultProxy:
         status, content_type, data = self._forward(handler, body)
         if action == 'DescribeInstances' and status == 200:
             data = self._rewrite_listing(data)
-        if action == 'RunInstances' and status == 200 and \
-                self.end_new_instances:
+        if action == 'RunInstances' and status == 200:
             for instance_id in _instance_ids(data):
-                self.end_instance(instance_id, *self.end_new_instances)
+                with self.lock:
+                    reason = self.end_new_instances and \
+                        self.end_new_instances.pop(0)
+                if reason:
+                    self.end_instance(instance_id, *reason)
         if token and status == 200:
             with self.lock:
                 self._answers[token] = (status, content_type, data)

@@ -371,10 +371,12 @@ class FakeCloud:
             'user_id': 'fleetflow-user-id', 'tenant_id': PROJECT_ID,
             'created': _now_iso(now), 'updated': _now_iso(now),
             'hostId': '', 'accessIPv4': '', 'accessIPv6': '',
-            'config_drive': '', 'progress': 0, 'locked': False,
+            'config_drive': 'True' if body.get('config_drive') else '',
+            'progress': 0, 'locked': False,
             'description': None, 'tags': [],
             'os-extended-volumes:volumes_attached': [],
-            'security_groups': [{'name': 'default'}],
+            'security_groups': (body.get('security_groups')
+                                or [{'name': 'default'}]),
             'links': [{'rel': 'self', 'href': self.url +
                        '/compute/v2.1/servers/' + server_id}],
             '_ready_at': now + self.build_delay, '_seq': next(self._seq),

@@ -3,11 +3,17 @@
 The real driver and the real boto3 talk HTTP to a
 :class:`tests.functional.aws_fake.FaultProxy` in front of moto running in
 server mode (a subprocess); nothing of boto3 or moto is mocked. The proxy
-adds what moto lacks: the error answers EC2 gives (throttling, capacity,
-instance, vCPU and spot limits), ClientToken idempotency, a lagging
-listing, instances EC2 ends on its own, and EC2's Service Quotas.
+adds what moto lacks: the error answers EC2 gives and moto never does
+(``RequestLimitExceeded``, ``Throttling``, ``InsufficientInstanceCapacity``,
+``InstanceLimitExceeded``, ``VcpuLimitExceeded``,
+``MaxSpotInstanceCountExceeded``), ClientToken idempotency (moto makes a
+new instance for a repeated token), a listing that lags behind a create,
+instances EC2 ends on its own (a StateReason moto never sets), and EC2's
+vCPU quotas in Service Quotas (moto has only VPC's). Not found answers
+(``InvalidInstanceID.NotFound``, ``InvalidAMIID.NotFound``) are moto's own.
 """
 
+import ipaddress
 import os
 import signal
 import subprocess
@@ -217,6 +223,31 @@ class TestInstances(AwsTestCase):
         self.assertEqual(('ec2-user', 2222),
                          (active.username, active.connection_port))
 
+    def test_pool_network_settings(self):
+        subnet = self.ec2.describe_subnets(Filters=[
+            {'Name': 'availability-zone', 'Values': ['us-east-1b']},
+            {'Name': 'default-for-az', 'Values': ['true']}])['Subnets'][0]
+        group = self.ec2.describe_security_groups(
+            GroupNames=['default'])['SecurityGroups'][0]
+        self.pool().update({'subnet-id': subnet['SubnetId'],
+                            'security-group-id': group['GroupId'],
+                            'availability-zone': 'us-east-1b',
+                            'public-ip-address': False})
+        instance = self.create()
+        [call] = self.proxy.calls('RunInstances')
+        self.assertEqual(
+            (subnet['SubnetId'], group['GroupId'], 'us-east-1b', 'false'),
+            (call['NetworkInterface.1.SubnetId'],
+             call['NetworkInterface.1.SecurityGroupId.1'],
+             call['Placement.AvailabilityZone'],
+             call['NetworkInterface.1.AssociatePublicIpAddress']))
+        active = self.wait_state(instance.external_id, driver_base.ACTIVE)
+        self.assertEqual(('us-east-1b', None),
+                         (active.az, active.public_ipv4))
+        self.assertEqual(active.private_ipv4, active.interface_ip)
+        self.assertIn(ipaddress.ip_address(active.private_ipv4),
+                      ipaddress.ip_network(subnet['CidrBlock']))
+
     def test_not_found(self):
         missing = 'i-0123456789abcdef0'
         self.assertRaises(driver_base.NotFound, self.driver.get_instance,
@@ -336,6 +367,21 @@ class TestErrors(AwsTestCase):
             self.assertNotIn('fleetflow-test-key', text)
 
 
+class TestRate(AwsTestCase):
+
+    def test_changes_spaced_by_the_rate(self):
+        data = layout_data()
+        data['providers'][0]['rate'] = 4
+        driver = self.make_driver(ff_layout.Layout(data).providers[PROVIDER])
+        self.driver = driver
+        start = time.monotonic()
+        for _ in range(3):
+            self.create()
+        # three RunInstances at 4 a second: the third 0.5 s after the first
+        self.assertGreaterEqual(time.monotonic() - start, 0.5)
+        self.assertEqual(3, len(driver.list_instances()))
+
+
 class TestListing(AwsTestCase):
 
     def test_pages_followed_and_filtered_by_tag(self):
@@ -409,15 +455,33 @@ class TestFlows(FlowTestCase):
         self.assertEqual(1, len(self.moto_instances(node['id'])))
 
     def test_instance_ended_during_launch_aborts_the_node(self):
-        self.proxy.end_new_instances = (
+        self.proxy.end_new_instances = [(
             'Server.InsufficientInstanceCapacity',
-            'Server.InsufficientInstanceCapacity: Insufficient capacity.')
+            'Server.InsufficientInstanceCapacity: Insufficient capacity.')]
         node, run = self.ff.launch(label='small', provider=PROVIDER,
                                    timeout=WAIT)
         # no room: the node is aborted after one attempt, not retried
+        self.assertEqual(models.ABORTED, node['state'])
         self.assertEqual(1, len(self.proxy.calls('RunInstances')))
         self.assertIn('Insufficient capacity', str(run.error))
         self.assertEqual([], self.driver.list_instances())
+
+    def test_instance_ended_during_launch_fails_the_attempt(self):
+        self.proxy.end_new_instances = [(
+            'Server.InternalError', 'Server.InternalError: Internal error')]
+        node, run = self.ff.launch(label='small', provider=PROVIDER,
+                                   timeout=WAIT)
+        self.assertEqual('SUCCESS', run.state, run.error)
+        self.assertEqual((models.READY, 2),
+                         (node['state'], node['launch_attempts']))
+        # a new attempt, a new token
+        self.assertEqual(
+            [aws.client_token(PROVIDER, node['id'], attempt)
+             for attempt in (1, 2)],
+            [c['ClientToken'] for c in self.proxy.calls('RunInstances')])
+        self.assertEqual([node['external_id']],
+                         [i.external_id for i in
+                          self.driver.list_instances()])
 
 
 class TestLeaks(FlowTestCase):
@@ -487,6 +551,18 @@ class TestQuota(AwsTestCase):
                          self.driver.get_quota_limits())
         # the limits themselves are cached
         self.assertEqual(2, len(self.proxy.calls('GetServiceQuota')))
+
+    def test_service_quotas_denied(self):
+        self.proxy.inject('GetServiceQuota', 'AccessDeniedException',
+                          'not allowed', times=2)
+        self.assertEqual(driver_base.Quota(),
+                         self.driver.get_quota_limits())
+        self.assertIn('no vCPU limit from Service Quotas',
+                      self.logger.output)
+        # other refusals are errors
+        self.proxy.inject('GetServiceQuota', 'ServiceException', 'down')
+        self.assertRaises(driver_base.DriverError,
+                          self.make_driver().get_quota_limits)
 
     def test_provider_caps(self):
         self.proxy.quotas = {'L-1216C47A': 64, 'L-34B43A08': 8}

@@ -187,7 +187,7 @@ class TestLayout(OpenStackTestCase):
         data = yaml.safe_load(LAYOUT)
         del data['providers'][0]['pools'][0]['labels'][0]['flavor-name']
         e = self.assertRaises(exceptions.ConfigError, ff_layout.Layout, data)
-        self.assertIn('labels[0].flavor-name or min-ram: is required',
+        self.assertIn('labels[0]: flavor-name or min-ram is required',
                       str(e))
 
     def test_cloud_required(self):
@@ -305,7 +305,7 @@ class TestInstances(OpenStackTestCase):
         self.assertIn('no flavor with at least 1000000 MiB', str(e))
 
     def test_missing_image(self):
-        self.label('small')['cloud-image'] = 'no-such-image'
+        self.label('small')['image'] = 'no-such-image'
         e = self.assertRaises(base.DriverError, self.create, 'small')
         self.assertNotIsInstance(e, base.NotFound)
         self.assertIn("no image 'no-such-image'", str(e))
@@ -613,6 +613,37 @@ class TestFloatingIpsAndVolumes(OpenStackTestCase):
         self.assertEqual([], self.driver.list_resources())
         self.assertRaises(base.NotFound, self.driver.delete_resource,
                           resources[0])
+
+    def test_nodepool_cloud_images_and_pool_keys(self):
+        data = yaml.safe_load(LAYOUT)
+        data['labels'].append({'name': 'noble'})
+        provider = data['providers'][0]
+        provider['cloud-images'] = [{
+            'name': 'noble', 'image-name': 'cirros', 'username': 'ubuntu',
+            'config-drive': True, 'connection-port': 2022}]
+        provider['pools'].append({
+            'name': 'grouped', 'networks': ['public'],
+            'security-groups': ['zuul-ssh', 'default'],
+            'labels': [{'name': 'noble', 'cloud-image': 'noble',
+                        'flavor-name': 'm1.small',
+                        'networks': ['private']}]})
+        self.layout = ff_layout.Layout(data)
+        driver = self.make_driver()
+        instance = self.create('noble', pool='grouped', driver=driver)
+        server = self.cloud.servers[instance.external_id]
+        self.assertEqual([{'name': 'zuul-ssh'}, {'name': 'default'}],
+                         server['security_groups'])
+        self.assertEqual('True', server['config_drive'])
+        [cirros] = [image['id'] for image in self.cloud.images.values()
+                    if image['name'] == 'cirros']
+        self.assertEqual({'id': cirros}, server['image'])
+        # the label's networks, not the pool's
+        self.assertEqual([self.cloud.network_by_name('private')['id']],
+                         [nic['network_id'] for nic in server['_nics']])
+        active = self.wait_state(instance.external_id, base.ACTIVE,
+                                 driver=driver)
+        self.assertEqual(('ubuntu', 2022),
+                         (active.username, active.connection_port))
 
     def test_boot_from_volume(self):
         instance = self.create('volume')

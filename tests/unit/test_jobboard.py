@@ -7,14 +7,17 @@ and are skipped without them, failed in CI (``CI=true``).
 
 import collections
 import contextlib
+import datetime
 import os
 import subprocess
 import sys
 import threading
 import time
 from unittest import mock
+import uuid
 
 import fixtures
+from taskflow import exceptions as tf_exceptions
 from taskflow.persistence import models as tf_models
 from taskflow import states
 
@@ -80,6 +83,19 @@ class TestBoardConfig(base.TestCase):
         self.assertEqual(('fleet', 's3cret', True, '/etc/ssl/ca.pem'),
                          (options['username'], options['password'],
                           options['ssl'], options['ssl_ca_certs']))
+        # redis-py checks the server certificate's hostname.
+        self.assertEqual((True, 'required'), (options['ssl_check_hostname'],
+                                              options['ssl_cert_reqs']))
+        board = jobboard.Board(self.jobboard_conf(
+            hosts=['10.0.0.5'], tls=True, tls_ca_file='/etc/ssl/ca.pem'))
+        self.assertTrue(board._client.connection_pool.connection_kwargs[
+            'ssl_check_hostname'])
+
+    def test_zookeeper_tls_needs_its_ca(self):
+        e = self.assertRaises(exceptions.ConfigError, jobboard.board_config,
+                              self.jobboard_conf(backend='zookeeper',
+                                                 tls=True))
+        self.assertIn('[jobboard] tls_ca_file: required', str(e))
 
     def test_redis_takes_one_host(self):
         e = self.assertRaises(exceptions.ConfigError, jobboard.board_config,
@@ -146,6 +162,23 @@ with lock.hold():
     print('held', flush=True)
     time.sleep(float(sys.argv[2]))
 '''
+
+
+class TestBoardJobs(base.TestCase):
+
+    def test_jobs_that_left_the_board_sort_last(self):
+        """A job consumed while the board is listed has no creation time."""
+        board = jobboard.Board(base.make_conf(
+            '/tmp/unused', overrides=jobboard_overrides(self)))
+        times = [datetime.datetime(2026, 1, 1, 0, minute)
+                 for minute in (2, 1)]
+        jobs = [mock.Mock(created_on=created)
+                for created in (times[0], None, times[1], None)]
+        with mock.patch.object(board.jobboard, 'iterjobs',
+                               return_value=jobs):
+            listed = board.jobs()
+        self.assertEqual([times[1], times[0], None, None],
+                         [job.created_on for job in listed])
 
 
 class PassLockTests:
@@ -602,6 +635,91 @@ class TestZooKeeperBoard(BoardTests, base.TestCase):
     backend = 'zookeeper'
     # ZooKeeper's shortest session with its default tick (2 s).
     claim_expiry = 4
+
+
+class TestZooKeeperAccess(base.TestCase):
+    """Who can use the jobboard's znodes, and how it talks to ZooKeeper."""
+
+    def board(self, where, **options):
+        # Dropped on cleanup through the plain port.
+        namespace = board_servers.namespace(
+            self, 'zookeeper', board_servers.address(self, 'zookeeper'))
+        conf = base.make_conf('/tmp/unused', overrides=jobboard_overrides(
+            self, enabled=True, backend='zookeeper', hosts=[where],
+            namespace=namespace, claim_expiry=4, **options))
+        board = jobboard.Board(conf)
+        self.addCleanup(board.close)
+        return board
+
+    def post(self, board):
+        book = tf_models.LogBook('node', uuid=str(uuid.uuid4()))
+        return board.jobboard.post('launch-%s' % book.uuid, book=book,
+                                   details={'node_id': book.uuid,
+                                            'flow_uuid': 'f'})
+
+    def test_znodes_are_the_configured_identity_s_only(self):
+        from kazoo import client as kazoo_client
+        from kazoo import exceptions as kazoo_exceptions
+        where = board_servers.address(self, 'zookeeper')
+        board = self.board(where, username='fleet', password='s3cret')
+        board.connect()
+        job = self.post(board)
+        # The namespace is removed with the identity's rights.
+        self.addCleanup(board._client.delete, '/fleetflow/%s'
+                        % board.namespace, recursive=True)
+        acls, _stat = board._client.get_acls(job.path)
+        self.assertEqual([('digest', 'fleet')],
+                         [(acl.id.scheme, acl.id.id.split(':')[0])
+                          for acl in acls])
+        anonymous = kazoo_client.KazooClient(hosts=where)
+        anonymous.start(timeout=10)
+        self.addCleanup(anonymous.close)
+        self.addCleanup(anonymous.stop)
+        jobs_path = board.options['path']
+        for attempt in (lambda: anonymous.set(job.path, b'{}'),
+                        lambda: anonymous.delete(job.path),
+                        lambda: anonymous.get(job.path),
+                        lambda: anonymous.create(jobs_path + '/forged',
+                                                 b'{}')):
+            self.assertRaises(kazoo_exceptions.NoAuthError, attempt)
+        self.assertEqual([job.uuid], [j.uuid for j in board.jobs()])
+
+    def tls_board(self, host='localhost', ca_file=None):
+        where = board_servers.address(self, 'zookeeper-tls')
+        port = where.rsplit(':', 1)[1]
+        tls = board_servers.TLS_DIR
+        return self.board('%s:%s' % (host, port), tls=True,
+                          tls_ca_file=ca_file or os.path.join(tls, 'ca.pem'),
+                          tls_cert_file=os.path.join(tls, 'client.pem'),
+                          tls_key_file=os.path.join(tls, 'client.key'))
+
+    def test_tls_with_the_configured_ca(self):
+        board = self.tls_board()
+        board.connect()
+        job = self.post(board)
+        self.assertEqual([job.uuid], [j.uuid for j in board.jobs()])
+        # Only the configured CA is trusted, not the system's.
+        context = board._client.handler.context
+        self.assertEqual([((('commonName', 'fleetflow test CA'),),)],
+                         [ca['subject'] for ca in context.get_ca_certs()])
+
+    def test_tls_refuses_a_host_its_certificate_does_not_name(self):
+        # 127.0.0.2 reaches the same server, whose certificate names
+        # 127.0.0.1, ::1 and localhost only.
+        board = self.tls_board(host='127.0.0.2')
+        self.assertRaises(tf_exceptions.JobFailure, board.connect)
+        self.assertIn("IP address mismatch, certificate is not valid for "
+                      "'127.0.0.2'", self.logger.output)
+
+    def test_tls_refuses_a_server_of_another_ca(self):
+        other = self.useFixture(fixtures.TempDir()).path
+        subprocess.run([os.path.join(os.path.dirname(__file__), '..', '..',
+                                     'tools', 'test-tls'), other],
+                       check=True, capture_output=True)
+        board = self.tls_board(ca_file=os.path.join(other, 'ca.pem'))
+        self.assertRaises(tf_exceptions.JobFailure, board.connect)
+        self.assertIn('certificate verify failed: unable to get local '
+                      'issuer certificate', self.logger.output)
 
 
 class TestFleetLauncherPass(base.TestCase):

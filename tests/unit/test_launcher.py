@@ -2,8 +2,13 @@
 
 import time
 
+from taskflow import states
+
 from fleetflow.db import models
+from fleetflow import flowinfo
 from fleetflow import launcher as ff_launcher
+from fleetflow import quota as ff_quota
+from fleetflow import runner as ff_runner
 from tests import base
 from tests import db_urls
 
@@ -35,6 +40,56 @@ class TestFulfilWhenReady(base.TestCase):
         launcher._wake.clear()
         launcher._flow_done(None)
         self.assertTrue(launcher._wake.is_set())
+
+
+class TestFailingDeletes(base.TestCase):
+
+    def test_deletes_of_a_node_back_off(self):
+        ff = self.useFixture(base.FleetflowFixture(runner=False))
+        launcher = ff_launcher.Launcher(ff.ctx)
+        self.addCleanup(launcher.runner.stop)
+        started = []
+        launcher.runner.delete = started.append
+        node = ff.create_node()
+        ff.store.set_node_state(node['id'], models.DELETING)
+        # [launcher] delete_retry_initial = 1, delete_retry_interval = 30.
+        waits = []
+        for _ in range(8):
+            # The node was last marked deleting ``age`` seconds ago.
+            for age in range(0, 40):
+                ff.store.update_node(node['id'],
+                                     state_time=time.time() - age - 0.01)
+                launcher._handle_nodes(ff.store.list_nodes())
+                if started:
+                    waits.append(age)
+                    started.clear()
+                    break
+        self.assertEqual([1, 2, 4, 8, 16, 30, 30, 30], waits)
+        # A node that is gone is forgotten.
+        ff.store.delete_node(node['id'])
+        launcher._handle_nodes(ff.store.list_nodes())
+        self.assertEqual({}, launcher._delete_tries)
+
+    def test_logbook_stays_bounded_while_a_delete_keeps_failing(self):
+        ff = self.useFixture(base.FleetflowFixture())
+        node, run = ff.launch()
+        ff.script_faults('delete-error', [True] * 9)
+        for attempt in range(9):
+            run = ff.delete(ff.node(node['id']))
+            self.assertEqual(states.REVERTED, run.state)
+            flows = flowinfo.describe_flows(ff.ctx, node['id'])
+            self.assertEqual(min(attempt + 2, ff_runner.FLOWS_KEPT + 1),
+                             len(flows))
+        # The newest ones are kept: the last failures, not the launch.
+        self.assertNotIn('launch-%s' % node['id'],
+                         {flow['name'] for flow in flows})
+        self.assertEqual(models.DELETING, ff.node(node['id'])['state'])
+        self.assertEqual(states.SUCCESS,
+                         ff.delete(ff.node(node['id'])).state)
+        self.assertIsNone(ff.node(node['id']))
+        self.assertEqual([], flowinfo.describe_flows(ff.ctx, node['id']))
+        self.assertEqual([], [i for i in ff.instances()
+                              if i.node_id == node['id']])
 
 
 class RequestBoundsTests:
@@ -160,3 +215,63 @@ class TestIdleLauncher(base.TestCase):
         request = self.ff.store.create_request(['small'])
         self.ff.wait_for(lambda: self.ff.store.list_nodes(
             request_id=request['id']), timeout=30)
+
+
+class TestLayoutKeys(base.TestCase):
+    """nodepool's layout keys that change what a pass does."""
+
+    def launcher(self, provider=None, pools=None, **layout):
+        entry = base.fake_provider(quota={'instances': 10})
+        entry.update(provider or {})
+        for pool in pools or ():
+            entry['pools'].append(pool)
+        ff = self.useFixture(base.FleetflowFixture(
+            layout={'labels': [{'name': 'small'}],
+                    'providers': [entry], **layout},
+            runner=False))
+        launcher = ff_launcher.Launcher(ff.ctx)
+        self.addCleanup(launcher.runner.stop)
+        return ff, launcher
+
+    def test_max_concurrency_bounds_the_requests_served_at_once(self):
+        ff, launcher = self.launcher({'create-latency': 30,
+                                      'max-concurrency': 2})
+        requests = [ff.store.create_request(['small']) for _ in range(3)]
+        launcher.run_pass()
+        launcher.run_pass()
+        self.assertEqual(
+            [models.PENDING, models.PENDING, models.REQUESTED],
+            [ff.store.get_request(r['id'])['state'] for r in requests])
+
+    def test_priority_picks_the_pool(self):
+        ff, launcher = self.launcher(
+            {'create-latency': 30, 'priority': 50},
+            pools=[{'name': 'first', 'priority': 10,
+                    'labels': [{'name': 'small'}]}])
+        request = ff.store.create_request(['small'])
+        launcher.run_pass()
+        self.assertEqual('first', ff.store.get_request(request['id'])['pool'])
+
+    def test_max_hold_age_ends_a_hold(self):
+        ff, launcher = self.launcher(**{'max-hold-age': 60})
+        forever = ff.create_node(state=models.HOLD)
+        old = ff.create_node(state=models.HOLD)
+        ff.store.update_node(old['id'], state_time=time.time() - 61)
+        launcher.run_pass()
+        self.assertEqual(models.HOLD, ff.node(forever['id'])['state'])
+        self.assertIn(ff.node(old['id'])['state'],
+                      (models.USED, models.DELETING, None))
+
+    def test_ignore_provider_quota(self):
+        pool = {'name': 'own', 'max-servers': 5,
+                'labels': [{'name': 'small'}]}
+        ff, launcher = self.launcher({'quota': {'instances': 1}},
+                                     pools=[pool])
+        usage = ff_quota.Usage(ff.ctx, [])
+        self.assertEqual(1, usage.available('fake-1', 'own').instances)
+        pool['ignore-provider-quota'] = True
+        ff, launcher = self.launcher({'quota': {'instances': 1}},
+                                     pools=[pool])
+        usage = ff_quota.Usage(ff.ctx, [])
+        self.assertEqual(5, usage.available('fake-1', 'own').instances)
+        self.assertEqual(5, usage.total('fake-1', 'own').instances)

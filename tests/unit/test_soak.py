@@ -57,6 +57,14 @@ class TestPureChecks(testtools.TestCase):
                      self.instance('gone', 'i7')]
         self.assertEqual(['i6', 'i7'], soak.unowned(instances, nodes))
 
+    def test_instance_lost(self):
+        nodes = [{'id': 'a', 'state': models.IN_USE, 'external_id': 'i1'},
+                 {'id': 'b', 'state': models.READY, 'external_id': 'i2'},
+                 {'id': 'c', 'state': models.READY, 'external_id': 'i3'},
+                 {'id': 'd', 'state': models.BUILDING, 'external_id': 'i4'}]
+        self.assertEqual(['a', 'c'], [n['id'] for n in soak.instance_lost(
+            nodes, [self.instance('b', 'i2')])])
+
     def test_overdue(self):
         now = 1000
         nodes = [{'id': 'a', 'state': models.BUILDING, 'state_time': 800},
@@ -66,6 +74,17 @@ class TestPureChecks(testtools.TestCase):
         limits = {models.BUILDING: 100, models.DELETING: 50}
         self.assertEqual(['a', 'c'], [n['id'] for n in soak.overdue(
             nodes, now, limits)])
+
+    def test_postgresql_cluster_of_the_url_port(self):
+        clusters = ('15 main 5432 online postgres /var/lib/15/main log\n'
+                    '15 soak 5433 online postgres /var/lib/15/soak log\n')
+        url = 'postgresql+psycopg2://u:p@127.0.0.1%s/db'
+        self.assertEqual(('15', 'main'),
+                         soak.postgresql_cluster(url % '', clusters))
+        self.assertEqual(('15', 'soak'),
+                         soak.postgresql_cluster(url % ':5433', clusters))
+        self.assertRaises(SystemExit, soak.postgresql_cluster,
+                          url % ':6000', clusters)
 
     def test_memory_growth_of_each_life_after_its_warm_up(self):
         samples = [dict(pid=1, peak_rss_mb=mb) for mb in (80, 90, 91, 95)]
@@ -146,6 +165,17 @@ class TestChecker(base.TestCase):
         self.assertEqual('two-instances', e.evidence['kind'])
         self.assertEqual(2, len(e.evidence['instances']))
 
+    def test_instance_of_an_in_use_node_deleted(self):
+        node = self.ff.create_node()
+        instance = self.launch(node)
+        self.ff.store.update_node(node['id'], state=models.IN_USE,
+                                  external_id=instance.external_id)
+        self.check()
+        self.ff.driver.delete_instance(instance.external_id)
+        e = self.assertRaises(soak.Violation, self.check)
+        self.assertEqual('instance-lost', e.evidence['kind'])
+        self.assertEqual(instance.external_id, e.evidence['instance'])
+
     def test_stuck_node(self):
         self.ff.create_node()
         e = self.assertRaises(soak.Violation, self.check, time.time() + 61)
@@ -167,6 +197,8 @@ class TestChecker(base.TestCase):
     def test_node_handed_to_two_requests(self):
         first = self.track()
         node = self.ff.create_node()
+        self.ff.store.update_node(
+            node['id'], external_id=self.launch(node).external_id)
         self.fulfil(first, node)
         self.check()
         # The node goes to a second request, its first one still held.

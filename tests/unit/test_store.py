@@ -32,15 +32,15 @@ class StoreTests:
     def test_migrations_create_everything(self):
         self.assertTrue(TABLES <= set(sa.inspect(self.engine)
                                       .get_table_names()))
-        self.assertEqual('0002', migration.current_revision(self.engine))
+        self.assertEqual('0003', migration.current_revision(self.engine))
         migration.upgrade(self.engine)
-        self.assertEqual('0002', migration.current_revision(self.engine))
+        self.assertEqual('0003', migration.current_revision(self.engine))
 
     def test_taskflow_keeps_its_own_version_table(self):
         with self.engine.connect() as conn:
             own = conn.execute(sa.text(
                 'SELECT version_num FROM fleetflow_alembic_version')).all()
-        self.assertEqual([('0002',)], own)
+        self.assertEqual([('0003',)], own)
 
     def test_node_fields_round_trip(self):
         node = self.store.create_node('small', 'p', 'main',
@@ -63,6 +63,15 @@ class StoreTests:
                           models.IN_USE, expected=[models.READY])
         self.assertEqual(models.BUILDING,
                          self.store.get_node(node['id'])['state'])
+
+    def test_update_only_in_expected_states(self):
+        node = self.store.create_node('small', 'p', 'main')
+        self.assertTrue(self.store.update_node(
+            node['id'], expected=[models.BUILDING], external_id='i-1'))
+        self.store.set_node_state(node['id'], models.READY)
+        self.assertFalse(self.store.update_node(
+            node['id'], expected=[models.BUILDING], external_id=None))
+        self.assertEqual('i-1', self.store.get_node(node['id'])['external_id'])
 
     def test_only_one_thread_takes_a_node(self):
         nodes = [self.store.create_node('small', 'p', 'main',

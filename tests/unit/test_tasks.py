@@ -51,7 +51,8 @@ class TaskTestCase(base.TestCase):
         self.ctx.conf.launcher.delete_timeout = 30
         self.ctx.worker_backlog = 0
         self.store = self.ctx.store
-        self.store.find_node.return_value = {'id': NODE, 'request_id': None}
+        self.store.find_node.return_value = {'id': NODE, 'request_id': None,
+                                             'state': models.BUILDING}
         self.cloud = mock.Mock(name='provider')
         self.ctx.provider.return_value = self.cloud
         self.driver = self.cloud.driver
@@ -132,6 +133,21 @@ class TestCreateInstance(TaskTestCase):
         self.driver.delete_instance.assert_called_once_with('i-1')
         self.cache.wait_gone.assert_called_once_with('i-1', mock.ANY)
         self.assertLessEqual(self.cache.wait_gone.call_args[0][1], 30)
+
+    def test_revert_leaves_the_instance_of_a_node_another_run_readied(self):
+        # A conductor frozen past its claim wakes up and reverts its copy
+        # of a launch that another conductor finished meanwhile.
+        for state in (models.READY, models.IN_USE):
+            self.store.find_node.return_value = {'id': NODE,
+                                                 'state': state}
+            self.revert({'external_id': 'i-1', 'created_at': 1.0})
+        self.driver.delete_instance.assert_not_called()
+        self.cache.wait_gone.assert_not_called()
+
+    def test_revert_deletes_the_instance_of_a_gone_node(self):
+        self.store.find_node.return_value = None
+        self.revert({'external_id': 'i-1', 'created_at': 1.0})
+        self.driver.delete_instance.assert_called_once_with('i-1')
 
     def test_revert_after_own_failure_does_nothing(self):
         self.revert(failure_of(driver_base.DriverError('create failed')))
@@ -356,7 +372,9 @@ class TestNodeTasks(TaskTestCase):
     def test_update_node_revert(self):
         task = nodes.UpdateNodeFromInstance()
         task.revert(NODE, result=None)
-        fields = self.store.update_node.call_args[1]
+        fields = dict(self.store.update_node.call_args[1])
+        # Only a node still building: not one another run readied.
+        self.assertEqual([models.BUILDING], fields.pop('expected'))
         self.assertEqual({f: None for f in fields}, fields)
         self.assertIn('external_id', fields)
         self.assertIn('interface_ip', fields)
@@ -371,7 +389,8 @@ class TestNodeTasks(TaskTestCase):
             NODE, host_keys=['ssh-ed25519 AAAA'])
         self.store.update_node.reset_mock()
         task.revert(NODE, result=None)
-        self.store.update_node.assert_called_once_with(NODE, host_keys=[])
+        self.store.update_node.assert_called_once_with(
+            NODE, expected=[models.BUILDING], host_keys=[])
         self.store.update_node.reset_mock()
         task.revert(NODE, result=failure_of(RuntimeError('x')))
         self.store.update_node.assert_not_called()
@@ -420,7 +439,8 @@ class TestScanHostKeys(TaskTestCase):
         keys = self.task.execute(NODE, self.instance, time.time() + 10)
         self.assertEqual(['ssh-ed25519 AAAA'], keys)
         self.scanner.scan.assert_called_once_with(
-            '192.0.2.10', 22, 'ssh', expected_keys=['ssh-ed25519 AAAA'])
+            '192.0.2.10', 22, 'ssh', expected_keys=['ssh-ed25519 AAAA'],
+            exact=False)
 
     def test_unreachable_is_still_waiting(self):
         self.scanner.scan.side_effect = exceptions.HostUnreachable('refused')

@@ -8,7 +8,8 @@ keys, value types, required marks and defaults come from the voluptuous
 schemas; the directive's content is a definition list of the keys'
 descriptions. A key of the schema with no description, or a description
 of a key the schema does not have, is a warning (an error with ``-W``),
-so the page cannot fall behind the code::
+so the page cannot fall behind the code; and a section of a registered
+driver (or a common one) that no directive documents is a warning too::
 
     .. fleetflow-layout:: pool
        :driver: openstack
@@ -27,10 +28,13 @@ from cliff import sphinxext as cliff_sphinxext
 from docutils import nodes
 from docutils.parsers.rst import Directive
 from docutils.parsers.rst import directives
+from sphinx.util import logging
 import voluptuous as v
 
 from fleetflow import drivers
 from fleetflow import layout
+
+LOG = logging.getLogger(__name__)
 
 SECTIONS = {
     'label': (layout.LABEL, None, 'label'),
@@ -45,18 +49,21 @@ TYPES = {str: 'string', int: 'integer', float: 'number', bool: 'boolean',
 
 def describe(schema):
     """A validator in words: ``integer >= 1``, ``list of string``..."""
-    if schema in TYPES:
+    if isinstance(schema, type) and schema in TYPES:
         return TYPES[schema]
     if isinstance(schema, list):
         return 'list of %s' % ' or '.join(describe(s) for s in schema)
     if isinstance(schema, dict):
-        keys = ', '.join(str(key) for key in schema)
+        keys = ', '.join(describe(getattr(key, 'schema', key))
+                         for key in schema)
         return 'mapping (%s)' % keys if keys else 'mapping'
     if isinstance(schema, str):
         return schema
     if isinstance(schema, v.All):
         return ', '.join(describe(s) for s in schema.validators)
     if isinstance(schema, v.Any):
+        if list(schema.validators) == [int, float]:
+            return 'number'
         if all(isinstance(s, str) for s in schema.validators):
             return 'one of %s' % ', '.join(schema.validators)
         return ' or '.join(describe(s) for s in schema.validators)
@@ -68,7 +75,9 @@ def describe(schema):
             bounds.append('<= %s' % schema.max)
         return ' and '.join(bounds)
     if isinstance(schema, v.Length):
-        return 'at least %s' % schema.min
+        return ' and '.join('%s %s' % (word, bound) for word, bound in (
+            ('at least', schema.min), ('at most', schema.max))
+            if bound is not None)
     if isinstance(schema, v.In):
         return 'one of %s' % ', '.join(str(c) for c in schema.container)
     if isinstance(schema, v.Coerce):
@@ -129,6 +138,11 @@ class LayoutKeys(Directive):
         return found
 
     def run(self):
+        env = self.state.document.settings.env
+        documented = getattr(env, 'fleetflow_layout', {})
+        env.fleetflow_layout = documented
+        documented.setdefault(env.docname, set()).add(
+            (self.options.get('driver'), self.arguments[0]))
         schema, defaults = self.schema()
         described = self.descriptions()
         problems = []
@@ -176,7 +190,7 @@ class LayoutKeys(Directive):
             value_text = value
             if required:
                 value_text += '; required'
-            if default is not None:
+            if default not in (None, []):
                 value_text += '; default %s' % (
                     str(default).lower() if isinstance(default, bool)
                     else default)
@@ -201,6 +215,7 @@ class CliffCommands(cliff_sphinxext.AutoprogramCliffDirective):
     """The ``fleetflow-commands`` directive: every command of an app."""
 
     def run(self):
+        self.env = self.state.document.settings.env
         app = self._load_app()
         if app is None:
             raise self.error('%s is not a cliff application'
@@ -212,8 +227,35 @@ class CliffCommands(cliff_sphinxext.AutoprogramCliffDirective):
         return self._generate_command_nodes(commands, app.NAME)
 
 
+def undocumented_sections(documented):
+    """``(driver, section)`` with layout keys that no directive showed."""
+    wanted = {(None, section) for section in SECTIONS}
+    for name in drivers.available_drivers():
+        driver_class = drivers.get_driver_class(name)
+        for section, (_common, attribute, _kind) in SECTIONS.items():
+            if attribute and getattr(driver_class, attribute):
+                wanted.add((name, section))
+    return sorted(wanted - documented, key=str)
+
+
+def _check_sections(app, env):
+    documented = set()
+    for sections in getattr(env, 'fleetflow_layout', {}).values():
+        documented |= sections
+    for driver, section in undocumented_sections(documented):
+        LOG.warning('the layout reference has no "fleetflow-layout:: %s"%s '
+                    'section', section,
+                    ' with ":driver: %s"' % driver if driver else '')
+
+
+def _purge(app, env, docname):
+    getattr(env, 'fleetflow_layout', {}).pop(docname, None)
+
+
 def setup(app):
     app.setup_extension('cliff.sphinxext')
     app.add_directive('fleetflow-layout', LayoutKeys)
     app.add_directive('fleetflow-commands', CliffCommands)
-    return {'parallel_read_safe': True, 'parallel_write_safe': True}
+    app.connect('env-check-consistency', _check_sections)
+    app.connect('env-purge-doc', _purge)
+    return {'parallel_read_safe': False, 'parallel_write_safe': True}

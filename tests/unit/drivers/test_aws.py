@@ -4,9 +4,11 @@ No cloud here: EC2's answers are the dicts (and botocore errors) boto3
 would give. The driver against moto is in tests/functional/test_aws.py.
 """
 
+import os
 import time
 
 from botocore import exceptions as boto_exceptions
+import fixtures
 import testtools
 import yaml
 
@@ -144,22 +146,63 @@ class TestLayout(testtools.TestCase):
         e = self.assertRaises(exceptions.ConfigError, self._layout, no_type)
         self.assertIn('labels[0].instance-type', str(e))
 
-        def fleet(provider):
-            provider['pools'][0]['labels'][0]['fleet'] = {}
-        e = self.assertRaises(exceptions.ConfigError, self._layout, fleet)
-        self.assertIn('labels[0].fleet', str(e))
+        def unknown(provider):
+            provider['pools'][0]['labels'][0]['instance-typ'] = 't3.large'
+        e = self.assertRaises(exceptions.ConfigError, self._layout, unknown)
+        self.assertIn('labels[0].instance-typ: extra keys not allowed',
+                      str(e))
 
         def aws_tag(provider):
             provider['pools'][0]['labels'][0]['tags'] = {'aws:x': 'y'}
         e = self.assertRaises(exceptions.ConfigError, self._layout, aws_tag)
         self.assertIn('aws:', str(e))
 
-    def test_label_names_a_provider_image(self):
+        def many_tags(provider):
+            provider['pools'][0]['labels'][0]['tags'] = {
+                't%d' % i: 'v' for i in range(aws.MAX_LABEL_TAGS + 1)}
+        e = self.assertRaises(exceptions.ConfigError, self._layout,
+                              many_tags)
+        self.assertIn('labels[0].tags', str(e))
+
+    def test_label_takes_its_cloud_image_values(self):
         layout = self._layout(lambda provider: provider['pools'][0][
-            'labels'][0].update({'cloud-image': 'focal'}))
-        e = self.assertRaises(exceptions.ConfigError, aws.AwsDriver,
-                              layout.providers[PROVIDER], None)
-        self.assertIn("label ubuntu-jammy: no cloud-image 'focal'", str(e))
+            'labels'][1].update({'username': 'zuul'}))
+        jammy, arm = layout.providers[PROVIDER]['pools'][0]['labels']
+        self.assertEqual(('ubuntu', '/usr/bin/python3', 22),
+                         (jammy['username'], jammy['python-path'],
+                          jammy['connection-port']))
+        self.assertEqual(('zuul', 'auto'),
+                         (arm['username'], arm['python-path']))
+
+    def test_label_names_a_provider_image(self):
+        e = self.assertRaises(
+            exceptions.ConfigError, self._layout,
+            lambda provider: provider['pools'][0]['labels'][0].update(
+                {'cloud-image': 'focal'}))
+        self.assertIn("providers[0].pools[0].labels[0].cloud-image: no "
+                      "cloud-image 'focal' in the provider", str(e))
+
+    def test_nodepool_keys_it_lacks_refused_by_name(self):
+        def lacking(provider):
+            provider['diskimages'] = [{'name': 'x'}]
+            provider['pools'][0]['max-resources'] = {'gpu': 1}
+            provider['pools'][0]['labels'][0]['dynamic-tags'] = {}
+            provider['pools'][0]['labels'][1]['dedicated-host'] = True
+        e = self.assertRaises(exceptions.ConfigError, self._layout, lacking)
+        for key in ('providers[0].diskimages', 'pools[0].max-resources',
+                    'labels[0].dynamic-tags', 'labels[1].dedicated-host'):
+            self.assertIn(key + ': not supported by fleetflow', str(e))
+
+    def test_rate_is_requests_per_second(self):
+        driver = aws.AwsDriver(ff_layout.Layout(_data()).providers[PROVIDER],
+                               None)
+        # rate: 2, as nodepool reads it: changes 0.5 s apart, reads 0.05 s
+        self.assertEqual((0.5, 0.05), (driver.limiter.delay,
+                                       driver.read_limiter.delay))
+        unlimited = self._layout(lambda provider: provider.pop('rate'))
+        driver = aws.AwsDriver(unlimited.providers[PROVIDER], None)
+        self.assertEqual((0, 0), (driver.limiter.delay,
+                                  driver.read_limiter.delay))
 
     def test_registered_as_entry_point(self):
         from fleetflow import drivers
@@ -311,3 +354,52 @@ class TestErrors(testtools.TestCase):
             expected = min(aws.BACKOFF_MAX, aws.BACKOFF_FIRST * 2 ** count)
             self.assertGreaterEqual(wait, expected)
             self.assertLessEqual(wait, expected * 1.5 + 0.1)
+
+
+class TestStart(testtools.TestCase):
+
+    def test_unknown_profile_is_a_config_error(self):
+        tmp = self.useFixture(fixtures.TempDir()).path
+        self.useFixture(fixtures.EnvironmentVariable(
+            'AWS_CONFIG_FILE', os.path.join(tmp, 'config')))
+        self.useFixture(fixtures.EnvironmentVariable(
+            'AWS_SHARED_CREDENTIALS_FILE', os.path.join(tmp, 'credentials')))
+        self.useFixture(fixtures.EnvironmentVariable('AWS_PROFILE'))
+        driver = aws.AwsDriver(
+            ff_layout.Layout(_data()).providers[PROVIDER], None)
+        e = self.assertRaises(exceptions.ConfigError, driver.start)
+        self.assertIn("cannot use AWS profile 'ci'", str(e))
+        self.assertRaises(base.DriverError, driver.list_instances)
+
+
+class TestPages(testtools.TestCase):
+
+    def test_listing_bounded(self):
+        driver = aws.AwsDriver(
+            ff_layout.Layout(_data()).providers[PROVIDER], None)
+        pages = []
+
+        def call(service, what, operation, **params):
+            pages.append(params.get('NextToken'))
+            return {'Volumes': [{'VolumeId': 'v'}], 'NextToken': 'again'}
+
+        self.useFixture(fixtures.MockPatchObject(driver, '_call', call))
+        self.useFixture(fixtures.MockPatchObject(aws, 'MAX_PAGES', 3))
+        e = self.assertRaises(base.DriverError, driver.list_resources)
+        self.assertIn('list volumes: more than 3 pages', str(e))
+        self.assertEqual([None, 'again', 'again'], pages)
+
+
+class TestReadme(testtools.TestCase):
+
+    def test_example_loads(self):
+        path = os.path.join(os.path.dirname(__file__), '..', '..', '..',
+                            'README.md')
+        with open(path) as f:
+            section = f.read().split('\n### aws\n', 1)[1]
+        example = section.split('```yaml\n', 1)[1].split('```', 1)[0]
+        layout = ff_layout.Layout(yaml.safe_load(example))
+        provider = layout.providers['ec2-us-east-2']
+        aws.AwsDriver(provider, None)
+        self.assertEqual('t3.large',
+                         provider['pools'][0]['labels'][0]['instance-type'])

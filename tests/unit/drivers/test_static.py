@@ -313,8 +313,8 @@ class TestStaticLayout(testtools.TestCase):
         conf.set_override('state_path', os.path.join(tmp, 'state'))
         self.addCleanup(conf.clear_override, 'state_path')
         data = self.layout({'name': 'h', 'labels': 'small'})
-        data['providers'][0]['name'] = '../../escaped'
-        provider = layout.Layout(data).providers['../../escaped']
+        provider = dict(layout.Layout(data).providers['hosts'],
+                        name='../../escaped')
         e = self.assertRaises(exceptions.ConfigError, static.StaticDriver,
                               provider, conf)
         self.assertIn("provider '../../escaped'", str(e))
@@ -329,3 +329,49 @@ class TestStaticLayout(testtools.TestCase):
         provider = layout.Layout(data).providers['hosts']
         self.assertRaises(exceptions.ConfigError, static.StaticDriver,
                           provider, conf)
+
+    def test_nodepools_pool_takes_its_labels_from_its_hosts(self):
+        data = self.layout({'name': 'h1', 'labels': 'small big',
+                            'username': 'admin', 'python-path': '/bin/py',
+                            'shell-type': 'sh', 'timeout': 13})
+        del data['providers'][0]['pools'][0]['labels']
+        data['labels'].append({'name': 'big'})
+        checked = layout.Layout(data)
+        pool = checked.get_pool('hosts', 'main')
+        self.assertEqual(['small', 'big'],
+                         [label['name'] for label in pool['labels']])
+        big = checked.pool_label(pool, 'big')
+        self.assertEqual(('admin', '/bin/py', 'sh', True),
+                         (big['username'], big['python-path'],
+                          big['shell-type'], big['host-key-checking']))
+        self.assertEqual([('hosts', 'main')],
+                         [(p['name'], pl['name'])
+                          for p, pl in checked.pools_serving(['big'])])
+
+    def test_host_timeout_is_its_check_timeout(self):
+        conf = cfg.ConfigOpts()
+        fleetflow_conf.register_opts(conf)
+        conf([])
+        conf.set_override('state_path', self.useFixture(
+            fixtures.TempDir()).path)
+        data = self.layout({'name': '127.0.0.1', 'labels': 'small',
+                            'timeout': 0.5})
+        driver = static.StaticDriver(
+            layout.Layout(data).providers['hosts'], conf)
+        checked = []
+        self.useFixture(fixtures.MonkeyPatch(
+            'fleetflow.keyscan.check_port',
+            lambda host, port, timeout: checked.append(timeout)))
+        driver.check_hosts()
+        self.assertEqual([0.5], checked)
+
+    def test_host_key_checking_off_only_when_every_host_has_it_off(self):
+        data = self.layout({'name': 'h1', 'labels': 'small',
+                            'host-key-checking': False})
+        del data['providers'][0]['pools'][0]['labels']
+        pool = layout.Layout(data).get_pool('hosts', 'main')
+        self.assertFalse(pool['labels'][0]['host-key-checking'])
+        data['providers'][0]['pools'][0]['nodes'].append(
+            {'name': 'h2', 'labels': ['small']})
+        pool = layout.Layout(data).get_pool('hosts', 'main')
+        self.assertTrue(pool['labels'][0]['host-key-checking'])

@@ -1,0 +1,90 @@
+"""One launcher per database without a jobboard: real launcher processes.
+
+A second ``fleetflow-launcher`` on the same configuration would resume
+the first one's unfinished flows beside it. It must refuse to start,
+naming the holder's host and pid, and leave the first one's work alone;
+a holder killed with SIGKILL must not keep a new launcher from starting.
+"""
+
+import os
+import socket
+
+from fleetflow import client as ff_client
+from tests import base
+from tests import db_urls
+from tests.functional import test_launcher
+
+wait_for = test_launcher.wait_for
+
+
+class OneLauncherTests:
+
+    def db_url(self):
+        return None
+
+    def start_fleet(self, create_latency):
+        url = self.db_url()
+        conf = {'database': {'connection': url}} if url else None
+        self.start(create_latency=create_latency, conf=conf)
+        if url:
+            # The client on the same database as the launchers.
+            client_conf = base.make_conf(self.env.state_path, db_url=url)
+            self.addCleanup(client_conf.clear_override, 'connection',
+                            'database')
+            self.client = ff_client.Client(client_conf, poll_interval=0.1)
+            self.addCleanup(self.client.close)
+
+    def test_second_launcher_refuses_to_start(self):
+        self.start_fleet(create_latency=2.0)
+        request = self.client.create_request(['small', 'small'])
+        wait_for(lambda: len(self.history()) == 2,
+                 message='the first launcher created no instances')
+        second = self.start_launcher('launcher-2')
+        self.assertEqual(1, second.proc.wait(60))
+        self.assertIn(
+            'fleetflow-launcher: error: another launcher runs the flows of '
+            'this database: %s pid %d' % (socket.gethostname(),
+                                          self.launcher.proc.pid),
+            second.read_log())
+        # The first one's flows were left to it: one instance per node,
+        # one launch flow each, and it goes on serving.
+        done = self.client.wait_for_request(request['id'], timeout=60)
+        self.assertEqual('fulfilled', done['state'], done)
+        self.assertEqual(2, self.creates())
+        for node_id in done['nodes']:
+            self.assertEqual({'launch-%s' % node_id: 'SUCCESS'},
+                             self.flow_states(node_id))
+        self.assertIsNone(self.launcher.proc.poll())
+
+    def test_killed_holder_does_not_block_a_restart(self):
+        self.start_fleet(create_latency=1.0)
+        request = self.client.create_request(['small'])
+        wait_for(lambda: len(self.history()) == 1,
+                 message='the first launcher created no instance')
+        self.launcher.proc.kill()
+        self.launcher.proc.wait()
+        second = self.start_launcher('launcher-2')
+        done = self.client.wait_for_request(request['id'], timeout=60)
+        self.assertEqual('fulfilled', done['state'], done)
+        self.assertIsNone(second.proc.poll())
+        self.assertEqual(1, self.creates())
+
+
+class TestOneLauncherSQLite(OneLauncherTests,
+                            test_launcher.LauncherTestCase):
+
+    def test_lock_file_is_beside_the_database(self):
+        self.start_fleet(create_latency=0.2)
+        database = os.path.join(self.env.state_path, 'fleetflow.sqlite')
+        wait_for(lambda: os.path.exists(database + '.launcher.lock.holder'))
+        with open(database + '.launcher.lock.holder') as f:
+            self.assertEqual('%s pid %d' % (socket.gethostname(),
+                                            self.launcher.proc.pid),
+                             f.read())
+
+
+class TestOneLauncherPostgres(OneLauncherTests,
+                              test_launcher.LauncherTestCase):
+
+    def db_url(self):
+        return db_urls.postgres_url(self)
