@@ -293,6 +293,25 @@ class TestZooKeeperFake(ZooKeeperTestCase):
         self.wait_gone(zuul, data['nodes'])
         wait_for(lambda: not self.alive(), message='instances left')
 
+    def test_restarted_launcher_leaves_the_nodes_zuul_holds(self):
+        self.start_zk()
+        zuul = self.zuul()
+        request_id, _ = self.fulfilled(zuul, ['small'])
+        [node] = zuul.call('accept', id=request_id)
+        zuul.call('use', nodes=[node['id']])
+        self.launcher.proc.kill()
+        self.launcher.proc.wait()
+        self.start_launcher('launcher-2')
+        # The new launcher's passes and cleanups (every 0.5 s) run while a
+        # second request is served.
+        self.fulfilled(zuul, ['large'])
+        self.assertEqual('in-use', self.store_node(node)['state'])
+        self.assertEqual('in-use', zuul.call('node', id=node['id'])['state'])
+        self.assertEqual(1, len(self.alive(self.cloud).get(
+            node['driver_data']['fleetflow-node'], [])))
+        zuul.call('give_back', nodes=[node['id']])
+        self.wait_gone(zuul, [node['id']])
+
     def test_zookeeper_and_api_requests_share_a_pool_quota(self):
         self.start_zk(max_servers=2)
         api_request = self.client.create_request(['small', 'small'])
