@@ -16,6 +16,7 @@ the ZooKeeper tests and ``fleetflow-bench launcher --zookeeper`` use it.
 import argparse
 import json
 import os
+import select
 import subprocess
 import sys
 import time
@@ -47,9 +48,19 @@ class Requester:
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr,
             text=True)
 
-    def call(self, op, **args):
+    def call(self, op, answer_within=None, **args):
+        """The child's answer to ``op``.
+
+        :param answer_within: seconds; a child that does not answer in
+            time is killed (its session ends) and RequesterError raised.
+        """
         self.proc.stdin.write(json.dumps(dict(args, op=op)) + '\n')
         self.proc.stdin.flush()
+        if answer_within is not None and not select.select(
+                [self.proc.stdout], [], [], answer_within)[0]:
+            self.kill()
+            raise RequesterError('%s: no answer in %s s' % (op,
+                                                            answer_within))
         line = self.proc.stdout.readline()
         if not line:
             raise RequesterError('the requester died (exit %s)'
