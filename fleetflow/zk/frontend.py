@@ -29,6 +29,7 @@ once older than ``[zookeeper] stale_lock_age``.
 """
 
 from concurrent import futures
+import functools
 import logging
 import threading
 import time
@@ -95,7 +96,6 @@ class Frontend:
         self._thread = None
         self._workers = futures.ThreadPoolExecutor(
             WORKERS, thread_name_prefix='zookeeper')
-        self.passes = 0
 
     # Life
 
@@ -107,8 +107,15 @@ class Frontend:
         self.registry.register()
         for root in (connection.REQUESTS, connection.NODES):
             cache = kazoo_cache.TreeCache(self.client, root)
-            cache.listen(lambda event: self._wake.set())
+            loaded = threading.Event()
+            cache.listen(functools.partial(self._cache_event, loaded))
             cache.start()
+            # The first pass takes up the requests of an earlier life:
+            # it must see them all.
+            if not loaded.wait(self.settings['timeout']):
+                raise exceptions.ConfigError(
+                    'zookeeper-servers: %s not read within %ss'
+                    % (root, self.settings['timeout']))
             self._caches[root] = cache
         self.launcher.on_settled = self._wake.set
         self._thread = threading.Thread(target=self._run,
@@ -132,6 +139,11 @@ class Frontend:
             self.client.stop()
             self.client.close()
         self.store.engine.dispose()
+
+    def _cache_event(self, loaded, event):
+        if event.event_type == kazoo_cache.TreeEvent.INITIALIZED:
+            loaded.set()
+        self._wake.set()
 
     def _session_state(self, state):
         if state == kazoo_states.KazooState.LOST:
@@ -185,7 +197,6 @@ class Frontend:
             if locked is not None:
                 self._take(request_id, *locked, linked.get(request_id))
         self._mirror_nodes(requests)
-        self.passes += 1
 
     def _each(self, function, items):
         """``function`` of each item, several at once.
