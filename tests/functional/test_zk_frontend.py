@@ -234,7 +234,7 @@ class TestZooKeeperFake(ZooKeeperTestCase):
         [node] = zuul.call('accept', id=request_id)
         zuul.call('use', nodes=[node['id']])
         zuul.call('give_back', nodes=[node['id']], state='hold',
-                  expiration=3, comment='debug the failure')
+                  expiration=10, comment='debug the failure')
         held = wait_for(lambda: self.store_node(node)['state'] == 'hold'
                         and self.store_node(node),
                         message='the node is not held in the store')
