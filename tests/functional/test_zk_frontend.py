@@ -239,8 +239,10 @@ class TestZooKeeperFake(ZooKeeperTestCase):
                         and self.store_node(node),
                         message='the node is not held in the store')
         self.assertEqual('debug the failure', held['hold_reason'])
-        self.assertIsNotNone(held['hold_expires'])
-        self.assertEqual('hold', zuul.call('node', id=node['id'])['state'])
+        znode = zuul.call('node', id=node['id'])
+        self.assertEqual('hold', znode['state'])
+        self.assertAlmostEqual(znode['state_time'] + 10,
+                               held['hold_expires'], places=3)
         self.wait_gone(zuul, [node['id']])
         self.client.wait_node_gone(held['id'], timeout=60)
         [row] = self.history(held['id'])
