@@ -647,13 +647,13 @@ class Frontend:
         """
         state = data.get('state')
         if row is None:
-            return self._remove_node, ()
+            return self._remove_node, (data,)
         if row['zk_node'] is None:
             return self._link_node, (row,)
         if row['zk_node'] != node_id:
             LOG.warning('Node %s names node %s, which is node %s: removing '
                         'it', node_id, row['id'], row['zk_node'])
-            return self._remove_node, ()
+            return self._remove_node, (data,)
         if state == records.DELETING and node_id in self.node_locks and \
                 row['state'] in DOOMED:
             return None
@@ -730,17 +730,19 @@ class Frontend:
                  else time.strftime('%Y-%m-%d %H:%M:%S', time.gmtime(
                      expires)))
 
-    def _remove_node(self, node_id):
-        """Remove a Node znode whose node is gone (nodepool's order)."""
+    def _remove_node(self, node_id, data):
+        """Remove a Node znode whose node is gone, as nodepool does.
+
+        Locked, it is marked ``deleted`` (from ``data``, as cached: nobody
+        else changes it under the lock), then removed with its lock.
+        """
         if self._lock_node(node_id) is None:
             return
-        data, _ = connection.read(self.client, self._node_path(node_id))
-        if data is not None:
-            data.update(state=records.DELETED, state_time=time.time())
+        data = dict(data, state=records.DELETED, state_time=time.time())
+        try:
             self.client.set(self._node_path(node_id), connection.encode(data))
-            try:
-                self.client.delete(self._node_path(node_id), recursive=True)
-            except kze.NoNodeError:
-                pass
+            self.client.delete(self._node_path(node_id), recursive=True)
+        except kze.NoNodeError:
+            pass
         self.node_locks.pop(node_id, None)
         LOG.info('Node %s removed: its node is deleted', node_id)
