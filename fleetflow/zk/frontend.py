@@ -29,6 +29,7 @@ once older than ``[zookeeper] stale_lock_age``.
 """
 
 from concurrent import futures
+import functools
 import logging
 import threading
 import time
@@ -95,7 +96,6 @@ class Frontend:
         self._thread = None
         self._workers = futures.ThreadPoolExecutor(
             WORKERS, thread_name_prefix='zookeeper')
-        self.passes = 0
 
     # Life
 
@@ -107,8 +107,15 @@ class Frontend:
         self.registry.register()
         for root in (connection.REQUESTS, connection.NODES):
             cache = kazoo_cache.TreeCache(self.client, root)
-            cache.listen(lambda event: self._wake.set())
+            loaded = threading.Event()
+            cache.listen(functools.partial(self._cache_event, loaded))
             cache.start()
+            # The first pass takes up the requests of an earlier life:
+            # it must see them all.
+            if not loaded.wait(self.settings['timeout']):
+                raise exceptions.ConfigError(
+                    'zookeeper-servers: %s not read within %ss'
+                    % (root, self.settings['timeout']))
             self._caches[root] = cache
         self.launcher.on_settled = self._wake.set
         self._thread = threading.Thread(target=self._run,
@@ -132,6 +139,11 @@ class Frontend:
             self.client.stop()
             self.client.close()
         self.store.engine.dispose()
+
+    def _cache_event(self, loaded, event):
+        if event.event_type == kazoo_cache.TreeEvent.INITIALIZED:
+            loaded.set()
+        self._wake.set()
 
     def _session_state(self, state):
         if state == kazoo_states.KazooState.LOST:
@@ -185,7 +197,6 @@ class Frontend:
             if locked is not None:
                 self._take(request_id, *locked, linked.get(request_id))
         self._mirror_nodes(requests)
-        self.passes += 1
 
     def _each(self, function, items):
         """``function`` of each item, several at once.
@@ -636,13 +647,13 @@ class Frontend:
         """
         state = data.get('state')
         if row is None:
-            return self._remove_node, ()
+            return self._remove_node, (data,)
         if row['zk_node'] is None:
             return self._link_node, (row,)
         if row['zk_node'] != node_id:
             LOG.warning('Node %s names node %s, which is node %s: removing '
                         'it', node_id, row['id'], row['zk_node'])
-            return self._remove_node, ()
+            return self._remove_node, (data,)
         if state == records.DELETING and node_id in self.node_locks and \
                 row['state'] in DOOMED:
             return None
@@ -719,17 +730,19 @@ class Frontend:
                  else time.strftime('%Y-%m-%d %H:%M:%S', time.gmtime(
                      expires)))
 
-    def _remove_node(self, node_id):
-        """Remove a Node znode whose node is gone (nodepool's order)."""
+    def _remove_node(self, node_id, data):
+        """Remove a Node znode whose node is gone, as nodepool does.
+
+        Locked, it is marked ``deleted`` (from ``data``, as cached: nobody
+        else changes it under the lock), then removed with its lock.
+        """
         if self._lock_node(node_id) is None:
             return
-        data, _ = connection.read(self.client, self._node_path(node_id))
-        if data is not None:
-            data.update(state=records.DELETED, state_time=time.time())
+        data = dict(data, state=records.DELETED, state_time=time.time())
+        try:
             self.client.set(self._node_path(node_id), connection.encode(data))
-            try:
-                self.client.delete(self._node_path(node_id), recursive=True)
-            except kze.NoNodeError:
-                pass
+            self.client.delete(self._node_path(node_id), recursive=True)
+        except kze.NoNodeError:
+            pass
         self.node_locks.pop(node_id, None)
         LOG.info('Node %s removed: its node is deleted', node_id)

@@ -234,13 +234,15 @@ class TestZooKeeperFake(ZooKeeperTestCase):
         [node] = zuul.call('accept', id=request_id)
         zuul.call('use', nodes=[node['id']])
         zuul.call('give_back', nodes=[node['id']], state='hold',
-                  expiration=3, comment='debug the failure')
+                  expiration=10, comment='debug the failure')
         held = wait_for(lambda: self.store_node(node)['state'] == 'hold'
                         and self.store_node(node),
                         message='the node is not held in the store')
         self.assertEqual('debug the failure', held['hold_reason'])
-        self.assertIsNotNone(held['hold_expires'])
-        self.assertEqual('hold', zuul.call('node', id=node['id'])['state'])
+        znode = zuul.call('node', id=node['id'])
+        self.assertEqual('hold', znode['state'])
+        self.assertAlmostEqual(znode['state_time'] + 10,
+                               held['hold_expires'], places=3)
         self.wait_gone(zuul, [node['id']])
         self.client.wait_node_gone(held['id'], timeout=60)
         [row] = self.history(held['id'])
@@ -292,6 +294,25 @@ class TestZooKeeperFake(ZooKeeperTestCase):
         zuul.call('give_back', nodes=data['nodes'])
         self.wait_gone(zuul, data['nodes'])
         wait_for(lambda: not self.alive(), message='instances left')
+
+    def test_restarted_launcher_leaves_the_nodes_zuul_holds(self):
+        self.start_zk()
+        zuul = self.zuul()
+        request_id, _ = self.fulfilled(zuul, ['small'])
+        [node] = zuul.call('accept', id=request_id)
+        zuul.call('use', nodes=[node['id']])
+        self.launcher.proc.kill()
+        self.launcher.proc.wait()
+        self.start_launcher('launcher-2')
+        # The new launcher's passes and cleanups (every 0.5 s) run while a
+        # second request is served.
+        self.fulfilled(zuul, ['large'])
+        self.assertEqual('in-use', self.store_node(node)['state'])
+        self.assertEqual('in-use', zuul.call('node', id=node['id'])['state'])
+        self.assertEqual(1, len(self.alive(self.cloud).get(
+            node['driver_data']['fleetflow-node'], [])))
+        zuul.call('give_back', nodes=[node['id']])
+        self.wait_gone(zuul, [node['id']])
 
     def test_zookeeper_and_api_requests_share_a_pool_quota(self):
         self.start_zk(max_servers=2)
