@@ -47,6 +47,7 @@ import yaml
 
 from fleetflow.bench import launcher as bench
 from fleetflow.bench import zk_requester
+from fleetflow import cmd
 from fleetflow import conf as ff_conf
 from fleetflow import context as ff_context
 from fleetflow.db import migration
@@ -58,6 +59,8 @@ PROVIDER = 'fake-1'
 #: seconds after a server restart that a launcher may fail to reach it
 SERVER_GRACE = 30
 LIVE_NODE = (models.BUILDING, models.DELETING)
+#: where tools/test-servers keeps the URL of its PostgreSQL test role
+TEST_POSTGRES_URL_FILE = '~/.config/fleetflow/test-postgres-url'
 #: the process and infrastructure faults, and the modes they apply to
 PROCESS_FAULTS = {
     'sigkill': ('single', 'redis', 'zookeeper', 'frontend'),
@@ -78,9 +81,22 @@ CHROOT = '/soak'
 TLS_DIR = '/etc/zookeeper/fleetflow-test-tls'
 
 
+def _test_database():
+    """The test PostgreSQL URL, or None."""
+    url = os.environ.get('FLEETFLOW_TEST_POSTGRES_URL')
+    if url:
+        return url
+    try:
+        with open(os.path.expanduser(TEST_POSTGRES_URL_FILE)) as f:
+            return f.read().strip() or None
+    except OSError:
+        return None
+
+
 def parse_args(argv):
     parser = argparse.ArgumentParser(
         prog='fleetflow-bench soak', description=__doc__.split('\n')[0])
+    cmd.add_version_argument(parser)
     parser.add_argument('--mode', choices=('single', 'redis', 'zookeeper',
                                            'frontend'),
                         default='single',
@@ -124,10 +140,11 @@ def parse_args(argv):
     parser.add_argument('--restart-postgresql', action='store_true',
                         help='allow restarting the local PostgreSQL '
                              'cluster (root only; it serves everyone)')
-    parser.add_argument('--database', default=os.environ.get(
-        'FLEETFLOW_TEST_POSTGRES_URL'),
-        help='PostgreSQL URL of the jobboard modes, where the soak makes '
-             'a schema of its own (default: $FLEETFLOW_TEST_POSTGRES_URL)')
+    parser.add_argument(
+        '--database', default=_test_database(),
+        help='PostgreSQL URL of the jobboard modes (a new schema is used; '
+             'default: $FLEETFLOW_TEST_POSTGRES_URL, else the one '
+             'tools/test-servers keeps in %s)' % TEST_POSTGRES_URL_FILE)
     parser.add_argument('--claim-expiry', type=int, default=4)
     parser.add_argument('--cleanup-interval', type=float, default=5)
     parser.add_argument('--check-interval', type=float, default=2)

@@ -68,6 +68,7 @@ QUOTA_CODES = frozenset((
     'InstanceLimitExceeded', 'VcpuLimitExceeded',
     'MaxSpotInstanceCountExceeded', 'VolumeLimitExceeded',
     'AddressLimitExceeded'))
+ACCESS_DENIED_CODES = frozenset(('AccessDeniedException', 'AccessDenied'))
 NOT_FOUND_CODES = frozenset((
     'InvalidInstanceID.NotFound', 'InvalidVolume.NotFound',
     'NoSuchResourceException'))
@@ -636,7 +637,11 @@ class AwsDriver(base.Driver):
     # -- quota ---------------------------------------------------------------
 
     def _vcpu_limit(self, code):
-        """The account's vCPU limit of a Service Quotas code (cached)."""
+        """The account's vCPU limit of a Service Quotas code (cached).
+
+        None when the credentials may not read Service Quotas: EC2's own
+        refusals (``VcpuLimitExceeded``) still hold launches back.
+        """
         now = time.time()
         with self._lock:
             cached = self._quota_cache.get(code)
@@ -644,14 +649,22 @@ class AwsDriver(base.Driver):
             return cached[0]
         what = 'get service quota ec2/%s' % code
         try:
-            quota = self._call('service-quotas', what, 'get_service_quota',
-                               ServiceCode='ec2', QuotaCode=code)
-        except base.NotFound:
-            # never changed for this account: the default applies
-            quota = self._call('service-quotas', what,
-                               'get_aws_default_service_quota',
-                               ServiceCode='ec2', QuotaCode=code)
-        value = quota['Quota']['Value']
+            try:
+                quota = self._call('service-quotas', what,
+                                   'get_service_quota',
+                                   ServiceCode='ec2', QuotaCode=code)
+            except base.NotFound:
+                # never changed for this account: the default applies
+                quota = self._call('service-quotas', what,
+                                   'get_aws_default_service_quota',
+                                   ServiceCode='ec2', QuotaCode=code)
+            value = int(quota['Quota']['Value'])
+        except base.DriverError as e:
+            if e.aws_code not in ACCESS_DENIED_CODES:
+                raise
+            LOG.warning('Provider %s: no vCPU limit from Service Quotas '
+                        '(%s); EC2\'s refusals will tell', self.name, e)
+            value = None
         with self._lock:
             self._quota_cache[code] = (value, now + QUOTA_CACHE_TTL)
         return value
@@ -670,14 +683,16 @@ class AwsDriver(base.Driver):
         managed by this provider hold under that limit. ``max-servers``,
         ``max-cores`` and ``max-ram`` of the provider cap it further.
         """
-        codes = self._label_codes()
+        limits = {code: self._vcpu_limit(code)
+                  for code in self._label_codes()}
+        limits = {code: limit for code, limit in limits.items()
+                  if limit is not None}
         cores = None
-        if codes:
+        if limits:
             used = self._unmanaged_vcpus()
-            cores = min(max(0, int(self._vcpu_limit(code)) - used.get(code, 0))
-                        for code in codes)
-        limits = base.Quota(cores=cores)
-        return limits.least(base.Quota(
+            cores = min(max(0, limit - used.get(code, 0))
+                        for code, limit in limits.items())
+        return base.Quota(cores=cores).least(base.Quota(
             instances=self.provider.get('max-servers'),
             cores=self.provider.get('max-cores'),
             ram=self.provider.get('max-ram')))

@@ -13,6 +13,7 @@ vCPU quotas in Service Quotas (moto has only VPC's). Not found answers
 (``InvalidInstanceID.NotFound``, ``InvalidAMIID.NotFound``) are moto's own.
 """
 
+import ipaddress
 import os
 import signal
 import subprocess
@@ -221,6 +222,31 @@ class TestInstances(AwsTestCase):
         active = self.wait_state(instance.external_id, driver_base.ACTIVE)
         self.assertEqual(('ec2-user', 2222),
                          (active.username, active.connection_port))
+
+    def test_pool_network_settings(self):
+        subnet = self.ec2.describe_subnets(Filters=[
+            {'Name': 'availability-zone', 'Values': ['us-east-1b']},
+            {'Name': 'default-for-az', 'Values': ['true']}])['Subnets'][0]
+        group = self.ec2.describe_security_groups(
+            GroupNames=['default'])['SecurityGroups'][0]
+        self.pool().update({'subnet-id': subnet['SubnetId'],
+                            'security-group-id': group['GroupId'],
+                            'availability-zone': 'us-east-1b',
+                            'public-ip-address': False})
+        instance = self.create()
+        [call] = self.proxy.calls('RunInstances')
+        self.assertEqual(
+            (subnet['SubnetId'], group['GroupId'], 'us-east-1b', 'false'),
+            (call['NetworkInterface.1.SubnetId'],
+             call['NetworkInterface.1.SecurityGroupId.1'],
+             call['Placement.AvailabilityZone'],
+             call['NetworkInterface.1.AssociatePublicIpAddress']))
+        active = self.wait_state(instance.external_id, driver_base.ACTIVE)
+        self.assertEqual(('us-east-1b', None),
+                         (active.az, active.public_ipv4))
+        self.assertEqual(active.private_ipv4, active.interface_ip)
+        self.assertIn(ipaddress.ip_address(active.private_ipv4),
+                      ipaddress.ip_network(subnet['CidrBlock']))
 
     def test_not_found(self):
         missing = 'i-0123456789abcdef0'
@@ -525,6 +551,18 @@ class TestQuota(AwsTestCase):
                          self.driver.get_quota_limits())
         # the limits themselves are cached
         self.assertEqual(2, len(self.proxy.calls('GetServiceQuota')))
+
+    def test_service_quotas_denied(self):
+        self.proxy.inject('GetServiceQuota', 'AccessDeniedException',
+                          'not allowed', times=2)
+        self.assertEqual(driver_base.Quota(),
+                         self.driver.get_quota_limits())
+        self.assertIn('no vCPU limit from Service Quotas',
+                      self.logger.output)
+        # other refusals are errors
+        self.proxy.inject('GetServiceQuota', 'ServiceException', 'down')
+        self.assertRaises(driver_base.DriverError,
+                          self.make_driver().get_quota_limits)
 
     def test_provider_caps(self):
         self.proxy.quotas = {'L-1216C47A': 64, 'L-34B43A08': 8}
