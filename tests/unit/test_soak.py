@@ -132,6 +132,8 @@ class TestArgs(testtools.TestCase):
     def test_unknown_fault_named(self):
         self.useFixture(fixtures.EnvironmentVariable(
             'FLEETFLOW_TEST_POSTGRES_URL'))
+        self.useFixture(fixtures.MonkeyPatch(
+            'fleetflow.bench.soak.TEST_POSTGRES_URL_FILE', '/nonexistent'))
         for argv, named in ((['--fault', 'bogus=1'], "'bogus'"),
                             (['--process-faults', 'nope'], 'nope'),
                             (['--mode', 'redis'], '--database')):
