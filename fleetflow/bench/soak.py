@@ -854,8 +854,11 @@ class Soak:
         attempt = self.launch_timeout + self.boot_timeout
         self.checker = Checker(
             self.ctx, self.cloud,
-            {models.BUILDING: 3 * attempt + args.slack,
-             models.DELETING: 30 + 5 + args.slack},
+            dict({models.BUILDING: 3 * attempt + args.slack,
+                  models.DELETING: 30 + 5 + args.slack},
+                 # What waits for its delete flow to start.
+                 **dict.fromkeys((models.USED, models.FAILED,
+                                  models.ABORTED), 30 + args.slack)),
             leak_grace=2 * args.cleanup_interval + args.slack,
             max_logbook_rows=args.max_logbook_rows)
         self.kinds = [kind for kind in args.process_faults
