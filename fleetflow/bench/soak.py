@@ -1,12 +1,12 @@
 """Soak real launchers under faults and check that nothing is lost.
 
-``fleetflow-bench soak --mode single|redis|zookeeper --duration S`` runs
-real ``fleetflow-launcher`` processes against the fake cloud (which
-injects every fault kind at ``--fault KIND=RATE``) for S seconds, under a
-steady stream of requests (``--rate`` a second, 1 to ``--max-size``
-nodes of random ``--labels``, released after a random hold), and injects
-process and infrastructure faults at random times (``--seed``; the seed
-is printed):
+``fleetflow-bench soak --mode single|redis|zookeeper|frontend --duration
+S`` runs real ``fleetflow-launcher`` processes against the fake cloud
+(which injects every fault kind at ``--fault KIND=RATE``) for S seconds,
+under a steady stream of requests (``--rate`` a second, 1 to
+``--max-size`` nodes of random ``--labels``, released after a random
+hold), and injects process and infrastructure faults at random times
+(``--seed``; the seed is printed):
 
 - every mode: SIGKILL and SIGTERM of a launcher, restarted afterwards;
 - ``redis`` and ``zookeeper`` (``--launchers`` processes on PostgreSQL,
@@ -14,7 +14,10 @@ is printed):
   then SIGCONT; the jobboard server restarted (the soak runs its own
   redis-server or ZooKeeper on a free loopback port); PostgreSQL
   restarted with ``pg_ctlcluster`` when ``--restart-postgresql`` is given
-  and the soak runs as root.
+  and the soak runs as root;
+- ``frontend`` (one launcher on SQLite serving Zuul through the ZooKeeper
+  front end; Zuul is nodepool's own client, :class:`ZuulRequests`):
+  ZooKeeper (the soak's own, on TLS) restarted, and Zuul's session lost.
 
 It checks the invariants every ``--check-interval`` seconds and at the
 end, against the fake cloud's history of every instance and the database
@@ -196,7 +199,11 @@ def _wait_port(port, timeout=60):
 
 
 class Server:
-    """A jobboard server process of the soak's own, on a free port."""
+    """A server of the soak's own on a free loopback port, to restart.
+
+    Redis or ZooKeeper for a jobboard; ZooKeeper on TLS (``tls_dir``: the
+    certificates) for the front end.
+    """
 
     def __init__(self, kind, tmp, tls_dir=None):
         self.kind = kind
