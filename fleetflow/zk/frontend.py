@@ -132,6 +132,7 @@ class Frontend:
         self._stopping = threading.Event()
         self._session_lost = False
         self._last_cleanup = 0.0
+        self._started = time.time()
         self._thread = None
         self._workers = futures.ThreadPoolExecutor(
             WORKERS, thread_name_prefix='zookeeper')
@@ -223,7 +224,12 @@ class Frontend:
         now = time.time()
         if now - self._last_cleanup >= self.conf.cleanup_interval:
             self._last_cleanup = now
-            self._take_lost(requests, linked)
+            if self._take_lost(requests, linked) and \
+                    now - self._started < 3 * self.settings['timeout']:
+                # Locked still by the session of this fleet's launcher
+                # that died (its locks go once its session expires):
+                # look again in a second.
+                self._last_cleanup = now - self.conf.cleanup_interval + 1
             self._remove_stale_locks(requests)
             self._forget_requests(requests, linked)
         wanted = [request_id for request_id, data in requests
@@ -525,7 +531,12 @@ class Frontend:
                 if fleetflow_id}
 
     def _take_lost(self, requests, linked):
-        """Take the ``pending`` requests whose launcher's lock is gone."""
+        """Take the ``pending`` requests whose launcher's lock is gone.
+
+        :returns: whether a pending request of this fleet's is locked by
+            someone else.
+        """
+        locked = False
         for request_id, data in requests:
             if data.get('state') != records.PENDING or \
                     request_id in self.held:
@@ -533,6 +544,7 @@ class Frontend:
             lock = connection.try_lock(self.client, '%s/%s' % (
                 connection.REQUEST_LOCKS, request_id))
             if lock is None:
+                locked = locked or request_id in linked
                 continue
             data, _ = connection.read(self.client,
                                       self._request_path(request_id))
@@ -548,6 +560,7 @@ class Frontend:
             else:
                 self._reset_lost(request_id, data)
                 connection.release(lock)
+        return locked
 
     def _reset_lost(self, request_id, data):
         """A request its launcher left ``pending``: ``requested`` again.
