@@ -57,6 +57,45 @@ WORKERS = 8
 DOOMED = (models.USED, models.DELETING, models.FAILED, models.ABORTED)
 
 
+# What a Node of fleetflow's needs (node_action)
+REMOVE = 'remove'
+LINK = 'link'
+RETIRE = 'retire'
+HOLD = 'hold'
+
+
+def node_action(node_id, data, row, requests, locked_here):
+    """What a Node of fleetflow's that nobody else holds needs, or None.
+
+    ``data`` is the Node, ``row`` its node in the store (None: deleted),
+    ``requests`` the ids of the NodeRequests that exist, ``locked_here``
+    whether this process holds the Node's lock.
+
+    - :data:`REMOVE` its znode: its node is deleted, or the node has
+      another Node (made twice);
+    - :data:`LINK` it to its node (made before a crash, not yet linked);
+    - :data:`RETIRE` it (``deleting``, its node ``used``): Zuul used it,
+      or its lock vanished while in use, or it is ready for a request that
+      is gone, or its node is on its way out;
+    - :data:`HOLD` its node as Zuul held it.
+    """
+    state = data.get('state')
+    if row is None or (row['zk_node'] not in (None, node_id)):
+        return REMOVE
+    if row['zk_node'] is None:
+        return LINK
+    if state == records.DELETING and locked_here and row['state'] in DOOMED:
+        return None
+    if state in (records.USED, records.IN_USE, records.DELETING) or (
+            state == records.READY
+            and data.get('allocated_to') not in requests) or \
+            row['state'] in DOOMED:
+        return RETIRE
+    if state == records.HOLD and row['state'] != models.HOLD:
+        return HOLD
+    return None
+
+
 def start_for(ctx, service):
     """The started front end of ``service`` when ZooKeeper is set, or None.
 
@@ -93,6 +132,7 @@ class Frontend:
         self._stopping = threading.Event()
         self._session_lost = False
         self._last_cleanup = 0.0
+        self._started = time.time()
         self._thread = None
         self._workers = futures.ThreadPoolExecutor(
             WORKERS, thread_name_prefix='zookeeper')
@@ -184,7 +224,12 @@ class Frontend:
         now = time.time()
         if now - self._last_cleanup >= self.conf.cleanup_interval:
             self._last_cleanup = now
-            self._take_lost(requests, linked)
+            if self._take_lost(requests, linked) and \
+                    now - self._started < 3 * self.settings['timeout']:
+                # Locked still by the session of this fleet's launcher
+                # that died (its locks go once its session expires):
+                # look again in a second.
+                self._last_cleanup = now - self.conf.cleanup_interval + 1
             self._remove_stale_locks(requests)
             self._forget_requests(requests, linked)
         wanted = [request_id for request_id, data in requests
@@ -486,7 +531,12 @@ class Frontend:
                 if fleetflow_id}
 
     def _take_lost(self, requests, linked):
-        """Take the ``pending`` requests whose launcher's lock is gone."""
+        """Take the ``pending`` requests whose launcher's lock is gone.
+
+        :returns: whether a pending request of this fleet's is locked by
+            someone else.
+        """
+        locked = False
         for request_id, data in requests:
             if data.get('state') != records.PENDING or \
                     request_id in self.held:
@@ -494,6 +544,7 @@ class Frontend:
             lock = connection.try_lock(self.client, '%s/%s' % (
                 connection.REQUEST_LOCKS, request_id))
             if lock is None:
+                locked = locked or request_id in linked
                 continue
             data, _ = connection.read(self.client,
                                       self._request_path(request_id))
@@ -509,6 +560,7 @@ class Frontend:
             else:
                 self._reset_lost(request_id, data)
                 connection.release(lock)
+        return locked
 
     def _reset_lost(self, request_id, data):
         """A request its launcher left ``pending``: ``requested`` again.
@@ -619,57 +671,36 @@ class Frontend:
     def _mirror_nodes(self, requests):
         existing = {request_id for request_id, _ in requests}
         rows = {row['id']: row for row in self.store.list_nodes()}
-        actions = []
+        methods = {REMOVE: self._remove_node, LINK: self._link_node,
+                   RETIRE: self._retire, HOLD: self._hold}
+        work = []
         for node_id, data in self._nodes():
             fleetflow_id = records.fleetflow_node(data)
             if fleetflow_id is None or self._locked_by_others(node_id):
                 continue
-            action = self._node_action(node_id, data,
-                                       rows.get(fleetflow_id), existing)
+            row = rows.get(fleetflow_id)
+            action = node_action(node_id, data, row, existing,
+                                 node_id in self.node_locks)
+            if action == REMOVE and row is not None:
+                LOG.warning('Node %s names node %s, which is node %s: '
+                            'removing it', node_id, row['id'],
+                            row['zk_node'])
             if action is not None:
-                actions.append((node_id, action))
-        self._each(self._act_on_node, actions)
+                work.append((methods[action], node_id, data, row))
+        self._each(self._act_on_node, work)
 
     def _act_on_node(self, item):
-        node_id, (method, args) = item
+        method, node_id, data, row = item
         try:
-            method(node_id, *args)
+            method(node_id, data, row)
         except (kze.KazooException, exceptions.FleetflowError) as e:
             LOG.warning('Node %s: %s; trying again at the next pass',
                         node_id, e)
 
-    def _node_action(self, node_id, data, row, requests):
-        """What a Node of fleetflow's needs, or None.
-
-        That is a method and its arguments after the Node's id. ``row`` is
-        its node (None: deleted), ``requests`` the ids of the NodeRequests
-        that exist.
-        """
-        state = data.get('state')
-        if row is None:
-            return self._remove_node, (data,)
-        if row['zk_node'] is None:
-            return self._link_node, (row,)
-        if row['zk_node'] != node_id:
-            LOG.warning('Node %s names node %s, which is node %s: removing '
-                        'it', node_id, row['id'], row['zk_node'])
-            return self._remove_node, (data,)
-        if state == records.DELETING and node_id in self.node_locks and \
-                row['state'] in DOOMED:
-            return None
-        if state in (records.USED, records.IN_USE, records.DELETING) or (
-                state == records.READY
-                and data.get('allocated_to') not in requests) or \
-                row['state'] in DOOMED:
-            return self._retire, (row,)
-        if state == records.HOLD and row['state'] != models.HOLD:
-            return self._hold, (row,)
-        return None
-
-    def _link_node(self, node_id, row):
+    def _link_node(self, node_id, data, row):
         self.store.update_node(row['id'], zk_node=node_id)
 
-    def _retire(self, node_id, row):
+    def _retire(self, node_id, data, row):
         """Lock the Node, mark it ``deleting``, its node ``used``.
 
         The lock is kept until the node is deleted and its znode removed.
@@ -709,7 +740,7 @@ class Frontend:
         return state in (records.USED, records.IN_USE, records.DELETING) \
             or row['state'] in DOOMED
 
-    def _hold(self, node_id, row):
+    def _hold(self, node_id, data, row):
         """Zuul held the node: hold it in the store, until it expires."""
         data, _ = connection.read(self.client, self._node_path(node_id))
         if data is None or data.get('state') != records.HOLD:
@@ -730,7 +761,7 @@ class Frontend:
                  else time.strftime('%Y-%m-%d %H:%M:%S', time.gmtime(
                      expires)))
 
-    def _remove_node(self, node_id, data):
+    def _remove_node(self, node_id, data, row):
         """Remove a Node znode whose node is gone, as nodepool does.
 
         Locked, it is marked ``deleted`` (from ``data``, as cached: nobody

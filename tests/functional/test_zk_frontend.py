@@ -266,7 +266,9 @@ class TestZooKeeperFake(ZooKeeperTestCase):
                                    timeout=60)
 
     def test_sigkilled_launcher_restarted_mid_request(self):
-        self.start_zk(create_latency=3)
+        # nodepool's cleanup interval: the new launcher takes the request
+        # up once the old session's lock is gone, not at the next cleanup.
+        self.start_zk(create_latency=3, conf={'cleanup_interval': 30})
         zuul = self.zuul()
         request_id = zuul.call('request', labels=['small', 'large'])
         wait_for(lambda: len(self.cloud.instance_history()) == 2,

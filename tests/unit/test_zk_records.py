@@ -1,10 +1,11 @@
-"""What the ZooKeeper front end reads from znodes, and what it writes."""
+"""What the ZooKeeper front end reads from znodes, writes, and decides."""
 
 import testtools
 
 from fleetflow.drivers import base as driver_base
 from fleetflow import exceptions
 from fleetflow.zk import connection
+from fleetflow.zk import frontend
 from fleetflow.zk import records
 
 
@@ -118,3 +119,47 @@ class TestConnection(testtools.TestCase):
         for raw in (b'[1]', b'\xff', b'nope'):
             self.assertRaises(connection.BadZnode, connection.decode, raw,
                               '/p')
+
+
+class TestNodeAction(testtools.TestCase):
+    """What the front end does with a Node nobody else holds."""
+
+    REQUESTS = {'100-0000000001'}
+
+    def action(self, state, row_state='in-use', zk_node='0000000007',
+               allocated_to='100-0000000001', locked_here=False,
+               row=True):
+        data = {'state': state, 'allocated_to': allocated_to}
+        row = {'id': 'n', 'state': row_state, 'zk_node': zk_node} \
+            if row else None
+        return frontend.node_action('0000000007', data, row, self.REQUESTS,
+                                    locked_here)
+
+    def test_used_or_abandoned_in_use_nodes_are_retired(self):
+        self.assertEqual(frontend.RETIRE, self.action('used'))
+        self.assertEqual(frontend.RETIRE, self.action('in-use'))
+
+    def test_ready_node_of_a_request_that_is_gone_is_retired(self):
+        self.assertIsNone(self.action('ready'))
+        self.assertEqual(frontend.RETIRE, self.action(
+            'ready', allocated_to='100-0000000002'))
+
+    def test_hold(self):
+        self.assertEqual(frontend.HOLD, self.action('hold'))
+        self.assertIsNone(self.action('hold', row_state='hold'))
+        # expired (or released) in the store
+        self.assertEqual(frontend.RETIRE, self.action('hold',
+                                                      row_state='used'))
+
+    def test_deleting(self):
+        self.assertEqual(frontend.RETIRE, self.action('deleting'))
+        self.assertIsNone(self.action('deleting', row_state='deleting',
+                                      locked_here=True))
+
+    def test_node_gone_or_made_twice_removes_the_znode(self):
+        self.assertEqual(frontend.REMOVE, self.action('in-use', row=False))
+        self.assertEqual(frontend.REMOVE, self.action(
+            'ready', zk_node='0000000003'))
+
+    def test_unlinked_node_is_linked(self):
+        self.assertEqual(frontend.LINK, self.action('ready', zk_node=None))
