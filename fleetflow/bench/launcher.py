@@ -307,7 +307,7 @@ def measure(args, conf, cloud, procs, ports):
         peak['threads'] = max(peak['threads'], _sum_stats(procs)['threads'])
 
     if args.zookeeper:
-        figures = _through_zookeeper(args, sample)
+        figures = through_zookeeper(args, sample)
     else:
         figures = _through_client(args, conf, sample)
     end = _sum_stats(procs)
@@ -315,8 +315,7 @@ def measure(args, conf, cloud, procs, ports):
     transactions -= transactions0
     parks -= parks0
     calls = cloud.call_counts()
-    latencies = figures.pop('latencies')
-    return {
+    return dict({
         'launchers': args.launchers,
         'jobboard': args.jobboard,
         'database': 'postgresql' if (args.database or '').startswith(
@@ -326,22 +325,28 @@ def measure(args, conf, cloud, procs, ports):
         'create_latency': args.create_latency,
         'persistence': args.persistence,
         'keyscan': args.keyscan,
-        'fulfilled': len(latencies),
-        'failed': args.nodes - len(latencies),
-        'median_fulfilled_s': round(statistics.median(latencies), 3)
-        if latencies else None,
-        'p95_fulfilled_s': round(latencies[int(0.95 * (len(latencies) - 1))],
-                                 3) if latencies else None,
-        'all_fulfilled_s': round(figures['all_fulfilled_s'], 3),
-        'all_deleted_s': round(figures['all_deleted_s'], 3),
-        'launches_per_s': round(len(latencies)
-                                / figures['all_fulfilled_s'], 1),
+    }, **latency_figures(args.nodes, **figures), **{
         'launcher_cpu_s': round(end['cpu'] - start['cpu'], 3),
         'peak_rss_mb': round(end['peak_rss_mb'], 1),
         'peak_threads': peak['threads'],
         'cloud_calls': calls,
         'db_transactions_per_node': round(transactions / args.nodes, 1),
         'flow_parks_per_node': round(parks / args.nodes, 1),
+    })
+
+
+def latency_figures(nodes, latencies, all_fulfilled_s, all_deleted_s):
+    """What a run's times say: fulfilled, failed, median, p95..."""
+    return {
+        'fulfilled': len(latencies),
+        'failed': nodes - len(latencies),
+        'median_fulfilled_s': round(statistics.median(latencies), 3)
+        if latencies else None,
+        'p95_fulfilled_s': round(latencies[int(0.95 * (len(latencies) - 1))],
+                                 3) if latencies else None,
+        'all_fulfilled_s': round(all_fulfilled_s, 3),
+        'all_deleted_s': round(all_deleted_s, 3),
+        'launches_per_s': round(len(latencies) / all_fulfilled_s, 1),
     }
 
 
@@ -373,7 +378,7 @@ def _through_client(args, conf, sample):
             'all_deleted_s': time.time() - released}
 
 
-def _through_zookeeper(args, sample):
+def through_zookeeper(args, sample):
     """NodeRequests by nodepool's client; nodes returned as Zuul does."""
     figures = zk_requester.run_bench(
         args.nodepool_client, args.zookeeper + args.zookeeper_chroot,

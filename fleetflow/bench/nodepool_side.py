@@ -1,27 +1,27 @@
 """The same workload on nodepool 11.0.0, for a side-by-side benchmark.
 
-``run(args)`` (in fleetflow's environment) starts nodepool's launcher from
-its own virtualenv (``tools/nodepool-venv``) with nodepool's ``fake``
-driver (an instance is active 0.1 s after its create; its quota raised to
-twice the load, see :func:`launcher`), keyscan off, on a
-ZooKeeper of its own (the Debian ``zookeeper`` package's, on a free
-loopback port; or ``--zookeeper-hosts``, under a chroot of its own); then
-runs this file as a
-script with the virtualenv's Python: the requester, which submits N
-one-node requests at once through nodepool's ZooKeeper client, returns
-every node (locked, set ``used``, as Zuul does) once all are fulfilled,
-and waits until they are deleted. The launcher's CPU, peak RSS and threads
-are read from /proc, as for fleetflow.
+``run(args)`` starts nodepool's launcher from its own virtualenv
+(``tools/nodepool-venv``) with nodepool's ``fake`` driver (an instance is
+active 0.1 s after its create; its quota raised to twice the load, see
+:func:`launcher`), keyscan off, on a ZooKeeper of its own (the Debian
+``zookeeper`` package's, on a free loopback port, with TLS, which nodepool
+requires; or ``--zookeeper``), under a chroot of its own. Then
+:mod:`fleetflow.bench.zk_requester`, run by the same virtualenv's Python,
+submits N one-node requests at once through nodepool's ZooKeeper client,
+returns every node once all are fulfilled, as Zuul does, and waits until
+they are deleted. The launcher's CPU, peak RSS and threads are read from
+/proc, as for fleetflow.
 
-As a script it imports only the standard library and nodepool.
+As a script (``launcher``) it imports only the standard library and
+nodepool.
 """
 
+import argparse
 import contextlib
 import json
 import os
 import shutil
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -33,7 +33,10 @@ LABEL = 'small'
 
 
 def _config(tmp, hosts, tls, nodes, chroot, webapp_port):
-    """nodepool.yaml and clouds.yaml in ``tmp``; their paths."""
+    """nodepool.yaml and clouds.yaml in ``tmp``; their paths.
+
+    ``tls``: the client's ``(cert, key, ca)``.
+    """
     servers = []
     for host in hosts.split(','):
         name, _, port = host.partition(':')
@@ -42,8 +45,7 @@ def _config(tmp, hosts, tls, nodes, chroot, webapp_port):
     config = {
         'webapp': {'port': webapp_port, 'listen_address': '127.0.0.1'},
         'zookeeper-servers': servers,
-        'zookeeper-tls': {'ca': tls['ca'], 'cert': tls['cert'],
-                          'key': tls['key']},
+        'zookeeper-tls': dict(zip(('cert', 'key', 'ca'), tls)),
         'labels': [{'name': LABEL, 'min-ready': 0}],
         'providers': [{
             'name': 'fake-1', 'driver': 'fake', 'cloud': 'fake',
@@ -81,9 +83,10 @@ ZOOKEEPER_CLASSPATH = ('/etc/zookeeper/conf:/usr/share/java/zookeeper.jar:'
 def _make_tls(tmp):
     """A CA, and a server and a client certificate it signed, in ``tmp``.
 
-    nodepool talks to ZooKeeper over TLS only. Returns the paths:
-    ``ca``, ``server`` (its key and certificate, ZooKeeper's PEM key
-    store), ``key`` and ``cert`` (the client's).
+    nodepool talks to ZooKeeper over TLS only. The files are named as
+    ``tools/test-tls`` names them: ``ca.pem``, ``client.pem`` and
+    ``client.key``, and ``server.pem`` (the server's key and certificate,
+    ZooKeeper's PEM key store).
     """
     import datetime
     import ipaddress
@@ -133,20 +136,17 @@ def _make_tls(tmp):
     server_key, client_key = new_key(), new_key()
     server = issue('localhost', server_key, ca_name, ca_key)
     client = issue('fleetflow-bench', client_key, ca_name, ca_key)
-    files = {'ca': pem(cert=ca), 'server': pem(server_key, server),
-             'key': pem(client_key), 'cert': pem(cert=client)}
-    paths = {}
+    files = {'ca.pem': pem(cert=ca), 'server.pem': pem(server_key, server),
+             'client.key': pem(client_key), 'client.pem': pem(cert=client)}
     for name, data in files.items():
-        paths[name] = os.path.join(tmp, '%s.pem' % name)
-        with open(paths[name], 'wb') as f:
+        with open(os.path.join(tmp, name), 'wb') as f:
             f.write(data)
-    return paths
 
 
-def _start_zookeeper(tmp, tls):
+def _start_zookeeper(tmp):
     """A ZooKeeper server on a free loopback port: ``(process, hosts)``.
 
-    Clients connect over TLS (``tls``: :func:`_make_tls`).
+    Clients connect over TLS (the files of :func:`_make_tls` in ``tmp``).
     """
     port = _free_port()
     data = os.path.join(tmp, 'zookeeper')
@@ -160,14 +160,23 @@ def _start_zookeeper(tmp, tls):
                 'NettyServerCnxnFactory\n'
                 'ssl.keyStore.location=%s\nssl.keyStore.type=PEM\n'
                 'ssl.trustStore.location=%s\nssl.trustStore.type=PEM\n'
-                % (data, port, tls['server'], tls['ca']))
+                % (data, port, os.path.join(tmp, 'server.pem'),
+                   os.path.join(tmp, 'ca.pem')))
     log = open(os.path.join(tmp, 'zookeeper.log'), 'w')
     process = subprocess.Popen(
         ['java', '-Xmx256m', '-cp', ZOOKEEPER_CLASSPATH,
          'org.apache.zookeeper.server.ZooKeeperServerMain', config],
         stdout=log, stderr=log)
     log.close()
-    return process, '127.0.0.1:%d' % port
+    deadline = time.time() + 60
+    while process.poll() is None and time.time() < deadline:
+        with socket.socket() as sock:
+            if sock.connect_ex(('127.0.0.1', port)) == 0:
+                return process, '127.0.0.1:%d' % port
+        time.sleep(0.1)
+    _stop(process)
+    raise SystemExit('benchmark: ZooKeeper did not start (%s)'
+                     % os.path.join(tmp, 'zookeeper.log'))
 
 
 def _stop(process):
@@ -199,24 +208,26 @@ def run(args):
                               file=sys.stderr)
         else:
             cleanups.callback(shutil.rmtree, tmp, ignore_errors=True)
-        hosts = args.zookeeper
-        if hosts is not None:
-            tls = dict(zip(('cert', 'key', 'ca'), bench.zk_tls(args)))
-        else:
-            tls = _make_tls(tmp)
-            server, hosts = _start_zookeeper(tmp, tls)
+        hosts, tls_dir = args.zookeeper, args.zookeeper_tls
+        if hosts is None:
+            tls_dir = tmp
+            _make_tls(tmp)
+            server, hosts = _start_zookeeper(tmp)
             cleanups.callback(_stop, server)
-        zk = kazoo_client.KazooClient(
-            hosts=hosts, use_ssl=True, ca=tls['ca'], keyfile=tls['key'],
-            certfile=tls['cert'])
+        chroot = '/fleetflow-bench-nodepool-%s' % uuid.uuid4().hex[:8]
+        args = argparse.Namespace(**dict(
+            vars(args), zookeeper=hosts, zookeeper_tls=tls_dir,
+            zookeeper_chroot=chroot, nodepool_client=python))
+        cert, key, ca = bench.zk_tls(args)
+        zk = kazoo_client.KazooClient(hosts=hosts, use_ssl=True, ca=ca,
+                                      keyfile=key, certfile=cert)
         zk.start(timeout=60)
         cleanups.callback(zk.close)
         cleanups.callback(zk.stop)
-        chroot = '/fleetflow-bench-nodepool-%s' % uuid.uuid4().hex[:8]
         zk.ensure_path(chroot)
         cleanups.callback(zk.delete, chroot, recursive=True)
-        config, clouds = _config(tmp, hosts, tls, args.nodes, chroot,
-                                 _free_port())
+        config, clouds = _config(tmp, hosts, (cert, key, ca), args.nodes,
+                                 chroot, _free_port())
         with open(os.path.join(tmp, 'nodepool-launcher.log'), 'w') as log:
             launcher = subprocess.Popen(
                 [python, os.path.abspath(__file__), 'launcher',
@@ -224,117 +235,27 @@ def run(args):
                 stdout=log, stderr=log,
                 env=dict(os.environ, OS_CLIENT_CONFIG_FILE=clouds))
         cleanups.callback(_stop, launcher)
-        requester = subprocess.Popen(
-            [python, os.path.abspath(__file__), json.dumps({
-                'hosts': '%s%s' % (hosts, chroot), 'tls': tls,
-                'nodes': args.nodes, 'timeout': args.timeout})],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-        cleanups.callback(_stop, requester)
-        if requester.stdout.readline().strip() != 'ready':
-            raise SystemExit('benchmark: the nodepool requester failed')
+        bench.wait(lambda: all(zk.exists('%s/nodepool/components/%s'
+                                         % (chroot, kind))
+                               and zk.get_children(
+                                   '%s/nodepool/components/%s'
+                                   % (chroot, kind))
+                               for kind in ('launcher', 'pool')),
+                   120, 'nodepool\'s launcher to start')
         start = bench.proc_stats(launcher.pid)
-        peak_threads = start['threads']
-        requester.stdin.write('go\n')
-        requester.stdin.flush()
-        while requester.poll() is None:
-            peak_threads = max(peak_threads,
-                               bench.proc_stats(launcher.pid)['threads'])
-            time.sleep(0.02)
+        peak = {'threads': start['threads']}
+
+        def sample():
+            peak['threads'] = max(peak['threads'],
+                                  bench.proc_stats(launcher.pid)['threads'])
+
+        figures = bench.through_zookeeper(args, sample)
         end = bench.proc_stats(launcher.pid)
-        result = json.loads(requester.stdout.read())
-    return dict(result, **{
-        'system': 'nodepool 11.0.0',
-        'launcher_cpu_s': round(end['cpu'] - start['cpu'], 3),
-        'peak_rss_mb': round(end['peak_rss_mb'], 1),
-        'peak_threads': peak_threads,
-    })
-
-
-# The requester, run with nodepool's Python
-
-
-def _wait(predicate, timeout, what):
-    deadline = time.time() + timeout
-    while not predicate():
-        if time.time() > deadline:
-            raise SystemExit('nodepool requester: timed out waiting for %s'
-                             % what)
-        time.sleep(0.02)
-
-
-def request_and_return(params):
-    """Submit, wait, return the nodes, wait; print the figures as JSON."""
-    from nodepool.zk import zookeeper as zk_model
-    from nodepool.zk import ZooKeeperClient
-
-    tls = params['tls']
-    client = ZooKeeperClient(params['hosts'], timeout=30,
-                             tls_cert=tls['cert'], tls_key=tls['key'],
-                             tls_ca=tls['ca'])
-    client.connect()
-    zk = zk_model.ZooKeeper(client, enable_cache=False)
-    kazoo = client.client
-    _wait(lambda: kazoo.exists('/nodepool/components/launcher')
-          and kazoo.get_children('/nodepool/components/launcher'), 120,
-          'the launcher to start')
-    print('ready', flush=True)
-    sys.stdin.readline()
-
-    submitted = time.time()
-    requests = []
-    for _ in range(params['nodes']):
-        request = zk_model.NodeRequest()
-        request.state = zk_model.REQUESTED
-        request.node_types = [LABEL]
-        request.requestor = 'fleetflow-bench'
-        request.reuse = False
-        request.created_time = time.time()
-        zk.storeNodeRequest(request)
-        requests.append(request)
-    created = {request.id: request.created_time for request in requests}
-    done = {}
-
-    def settled():
-        for request in requests:
-            if request.id in done:
-                continue
-            current = zk.getNodeRequest(request.id)
-            if current.state in (zk_model.FULFILLED, zk_model.FAILED):
-                done[request.id] = current
-        return len(done) == len(requests)
-
-    _wait(settled, params['timeout'], 'requests to be fulfilled')
-    all_fulfilled = time.time() - submitted
-    fulfilled = [r for r in done.values() if r.state == zk_model.FULFILLED]
-    latencies = sorted(r.state_time - created[r.id] for r in fulfilled)
-
-    released = time.time()
-    node_ids = []
-    for request in done.values():
-        for node_id in request.nodes:
-            node = zk.getNode(node_id)
-            zk.lockNode(node, blocking=True, timeout=60)
-            node.state = zk_model.USED
-            zk.storeNode(node)
-            zk.unlockNode(node)
-            node_ids.append(node_id)
-        zk.deleteNodeRequest(request)
-    _wait(lambda: not any(zk.getNode(i) for i in node_ids),
-          params['timeout'], 'released nodes to be deleted')
-    deleted = time.time() - released
-    client.disconnect()
-    print(json.dumps({
-        'nodes': params['nodes'],
-        'fulfilled': len(fulfilled),
-        'failed': params['nodes'] - len(fulfilled),
-        'median_fulfilled_s': round(statistics.median(latencies), 3)
-        if latencies else None,
-        'p95_fulfilled_s': round(latencies[int(0.95 * (len(latencies) - 1))],
-                                 3) if latencies else None,
-        'all_fulfilled_s': round(all_fulfilled, 3),
-        'all_deleted_s': round(deleted, 3),
-        'launches_per_s': round(len(fulfilled) / all_fulfilled, 1),
-    }))
+    return dict({'system': 'nodepool 11.0.0', 'nodes': args.nodes},
+                **bench.latency_figures(args.nodes, **figures), **{
+                    'launcher_cpu_s': round(end['cpu'] - start['cpu'], 3),
+                    'peak_rss_mb': round(end['peak_rss_mb'], 1),
+                    'peak_threads': peak['threads']})
 
 
 def launcher(instances, argv):
@@ -354,6 +275,4 @@ def launcher(instances, argv):
 
 
 if __name__ == '__main__':
-    if sys.argv[1] == 'launcher':
-        launcher(int(sys.argv[2]), sys.argv[3:])
-    request_and_return(json.loads(sys.argv[1]))
+    launcher(int(sys.argv[2]), sys.argv[3:])

@@ -92,6 +92,14 @@ class Database:
         self.statements = 0
         self._compiled = {}
         self._lock = threading.Lock()
+        # SQLite runs one transaction at a time, on the engine's one
+        # connection (fleetflow.db.api.create_engine). The flows' threads
+        # queue here, on a plain lock, rather than in the pool's queue,
+        # whose condition variable cost more CPU than the transactions
+        # (16 threads: 55 against 33 us of CPU a transaction).
+        self._turn = threading.Lock() \
+            if engine.url.get_backend_name() == 'sqlite' \
+            else contextlib.nullcontext()
 
     def statement(self, key, build, columns=None):
         compiled = self._compiled.get(key)
