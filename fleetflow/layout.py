@@ -42,8 +42,11 @@ NAME = v.All(str, _safe_name)
 
 def unsupported(why):
     """The schema value of a key fleetflow refuses: it lacks the feature."""
+    message = 'not supported by fleetflow (%s)' % why
+
     def refuse(value):
-        raise v.Invalid('not supported by fleetflow (%s)' % why)
+        raise v.Invalid(message)
+    refuse.__doc__ = message
     return refuse
 
 
@@ -232,6 +235,9 @@ class Layout:
 
     def _provider(self, entry, path, problems):
         driver_name = entry.get('driver', 'openstack')
+        if not isinstance(driver_name, str):
+            problems.add(path + ['driver'], 'expected str')
+            return None
         try:
             driver_class = drivers.get_driver_class(driver_name)
         except exceptions.ConfigError as e:

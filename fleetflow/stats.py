@@ -19,6 +19,9 @@ from fleetflow import exceptions
 
 LOG = logging.getLogger(__name__)
 
+#: the requestor of spares' launches (nodepool's min-ready requests')
+MIN_READY_REQUESTOR = 'NodePool:min-ready'
+
 #: Launch errors with a stat key, the most specific classes first.
 STAT_ERRORS = (exceptions.KeyscanError, exceptions.LaunchTimeout,
                exceptions.InstanceErrorState, driver_base.QuotaError,
@@ -36,7 +39,8 @@ class Stats:
 
     Launches: ``launch.<result>``, ``launch.provider.<p>.<result>``,
     ``launch.provider.<p>.<az>.<result>`` and
-    ``launch.requestor.<r>.<result>`` (timer and counter; results are
+    ``launch.requestor.<r>.<result>`` (``NodePool_min-ready`` for
+    spares; timer and counter; results are
     nodepool's: ``ready``, ``error.quota``, ``error.capacity``,
     ``error.status``, ``error.servercreatetimeout``, ``error.keyscan``,
     ``error.unknown``). Leaks: ``provider.<p>.leaked.<kind>s``. Gauges each
@@ -157,12 +161,13 @@ class LaunchResults(listener_base.Listener):
                 storage.get_execute_failures().values())
             store = self._ctx.store
             node = store.find_node(storage.fetch('node_id')) or {}
-            request = {}
+            # a spare is launched for min-ready, as nodepool names it
+            request = {'requestor': MIN_READY_REQUESTOR}
             if node.get('request_id'):
                 try:
                     request = store.get_request(node['request_id'])
                 except exceptions.FleetflowError:
-                    pass
+                    request = {}
             seconds = (time.time() - node['created_at']
                        if node else None)
             self._ctx.stats.launch_result(

@@ -1,12 +1,12 @@
 """Soak real launchers under faults and check that nothing is lost.
 
-``fleetflow-bench soak --mode single|redis|zookeeper --duration S`` runs
-real ``fleetflow-launcher`` processes against the fake cloud (which
-injects every fault kind at ``--fault KIND=RATE``) for S seconds, under a
-steady stream of requests (``--rate`` a second, 1 to ``--max-size``
-nodes of random ``--labels``, released after a random hold), and injects
-process and infrastructure faults at random times (``--seed``; the seed
-is printed):
+``fleetflow-bench soak --mode single|redis|zookeeper|frontend --duration
+S`` runs real ``fleetflow-launcher`` processes against the fake cloud
+(which injects every fault kind at ``--fault KIND=RATE``) for S seconds,
+under a steady stream of requests (``--rate`` a second, 1 to
+``--max-size`` nodes of random ``--labels``, released after a random
+hold), and injects process and infrastructure faults at random times
+(``--seed``; the seed is printed):
 
 - every mode: SIGKILL and SIGTERM of a launcher, restarted afterwards;
 - ``redis`` and ``zookeeper`` (``--launchers`` processes on PostgreSQL,
@@ -14,7 +14,10 @@ is printed):
   then SIGCONT; the jobboard server restarted (the soak runs its own
   redis-server or ZooKeeper on a free loopback port); PostgreSQL
   restarted with ``pg_ctlcluster`` when ``--restart-postgresql`` is given
-  and the soak runs as root.
+  and the soak runs as root;
+- ``frontend`` (one launcher on SQLite serving Zuul through the ZooKeeper
+  front end; Zuul is nodepool's own client, :class:`ZuulRequests`):
+  ZooKeeper (the soak's own, on TLS) restarted, and Zuul's session lost.
 
 It checks the invariants every ``--check-interval`` seconds and at the
 end, against the fake cloud's history of every instance and the database
@@ -43,6 +46,8 @@ import sqlalchemy as sa
 import yaml
 
 from fleetflow.bench import launcher as bench
+from fleetflow.bench import zk_requester
+from fleetflow import cmd
 from fleetflow import conf as ff_conf
 from fleetflow import context as ff_context
 from fleetflow.db import migration
@@ -54,27 +59,57 @@ PROVIDER = 'fake-1'
 #: seconds after a server restart that a launcher may fail to reach it
 SERVER_GRACE = 30
 LIVE_NODE = (models.BUILDING, models.DELETING)
-DEFAULT_POSTGRES = ('postgresql+psycopg2://fleetflow:fleetflow@127.0.0.1/'
-                    'fleetflow_test')
+#: where tools/test-servers keeps the URL of its PostgreSQL test role
+TEST_POSTGRES_URL_FILE = '~/.config/fleetflow/test-postgres-url'
 #: the process and infrastructure faults, and the modes they apply to
 PROCESS_FAULTS = {
-    'sigkill': ('single', 'redis', 'zookeeper'),
-    'sigterm': ('single', 'redis', 'zookeeper'),
+    'sigkill': ('single', 'redis', 'zookeeper', 'frontend'),
+    'sigterm': ('single', 'redis', 'zookeeper', 'frontend'),
     'sigstop': ('redis', 'zookeeper'),
     'board-restart': ('redis', 'zookeeper'),
     'postgresql-restart': ('redis', 'zookeeper'),
-    # The ZooKeeper front end (``fleetflow.zk``) adds its faults here:
-    # the requester's session lost, ZooKeeper restarted under it.
+    # The ZooKeeper front end's: its server restarted, and the requester
+    # (Zuul) losing its session, with its requests and node locks.
+    'zookeeper-restart': ('frontend',),
+    'session-loss': ('frontend',),
 }
+#: seconds the requester may take to answer
+CALL_TIMEOUT = 30
+#: the front end's ZooKeeper chroot
+CHROOT = '/soak'
+#: where tools/test-tls makes the test certificates
+TLS_DIR = '/etc/zookeeper/fleetflow-test-tls'
+
+
+def _test_database():
+    """The test PostgreSQL URL, or None."""
+    url = os.environ.get('FLEETFLOW_TEST_POSTGRES_URL')
+    if url:
+        return url
+    try:
+        with open(os.path.expanduser(TEST_POSTGRES_URL_FILE)) as f:
+            return f.read().strip() or None
+    except OSError:
+        return None
 
 
 def parse_args(argv):
     parser = argparse.ArgumentParser(
         prog='fleetflow-bench soak', description=__doc__.split('\n')[0])
-    parser.add_argument('--mode', choices=('single', 'redis', 'zookeeper'),
+    cmd.add_version_argument(parser)
+    parser.add_argument('--mode', choices=('single', 'redis', 'zookeeper',
+                                           'frontend'),
                         default='single',
-                        help='one launcher on SQLite, or --launchers on '
-                             'PostgreSQL and a jobboard')
+                        help='one launcher on SQLite; or --launchers on '
+                             'PostgreSQL and a jobboard; or one launcher '
+                             'serving Zuul through the ZooKeeper front end')
+    parser.add_argument('--nodepool-client', default=os.environ.get(
+        'FLEETFLOW_TEST_NODEPOOL_CLIENT', '.nodepool-client'),
+        help='frontend: the virtualenv of nodepool\'s ZooKeeper client '
+             '(tools/nodepool-client-venv) that plays Zuul')
+    parser.add_argument('--tls-dir', default=os.environ.get(
+        'FLEETFLOW_TEST_ZK_TLS', TLS_DIR),
+        help='frontend: the ZooKeeper certificates (tools/test-tls)')
     parser.add_argument('--duration', type=float, default=300,
                         help='seconds of requests and faults')
     parser.add_argument('--seed', type=int,
@@ -105,9 +140,11 @@ def parse_args(argv):
     parser.add_argument('--restart-postgresql', action='store_true',
                         help='allow restarting the local PostgreSQL '
                              'cluster (root only; it serves everyone)')
-    parser.add_argument('--database', default=os.environ.get(
-        'FLEETFLOW_TEST_POSTGRES_URL', DEFAULT_POSTGRES),
-        help='PostgreSQL URL of the jobboard modes (a new schema is used)')
+    parser.add_argument(
+        '--database', default=_test_database(),
+        help='PostgreSQL URL of the jobboard modes (a new schema is used; '
+             'default: $FLEETFLOW_TEST_POSTGRES_URL, else the one '
+             'tools/test-servers keeps in %s)' % TEST_POSTGRES_URL_FILE)
     parser.add_argument('--claim-expiry', type=int, default=4)
     parser.add_argument('--cleanup-interval', type=float, default=5)
     parser.add_argument('--check-interval', type=float, default=2)
@@ -140,8 +177,10 @@ def parse_args(argv):
                          % (kind, ', '.join(fake.FAULTS)))
         faults[kind] = float(rate)
     args.fault = faults
-    if args.mode == 'single':
+    if args.mode in ('single', 'frontend'):
         args.launchers = 1
+    elif not args.database:
+        parser.error('--mode %s needs --database' % args.mode)
     return args
 
 
@@ -160,10 +199,15 @@ def _wait_port(port, timeout=60):
 
 
 class Server:
-    """A jobboard server process of the soak's own, on a free port."""
+    """A server of the soak's own on a free loopback port, to restart.
 
-    def __init__(self, kind, tmp):
+    Redis or ZooKeeper for a jobboard; ZooKeeper on TLS (``tls_dir``: the
+    certificates) for the front end.
+    """
+
+    def __init__(self, kind, tmp, tls_dir=None):
         self.kind = kind
+        self.tls_dir = tls_dir
         self.port = bench.free_port()
         self.dir = os.path.join(tmp, kind)
         os.makedirs(self.dir)
@@ -183,12 +227,29 @@ class Server:
                     str(self.port), '--dir', self.dir, '--save', '',
                     '--appendonly', 'yes']
         config = os.path.join(self.dir, 'zoo.cfg')
+        classpath = ['/etc/zookeeper/conf', '/usr/share/java/zookeeper.jar']
         with open(config, 'w') as f:
-            f.write('tickTime=2000\ndataDir=%s\nclientPort=%d\n'
-                    'clientPortAddress=127.0.0.1\nmaxClientCnxns=0\n'
-                    'admin.enableServer=false\n' % (self.dir, self.port))
-        return ['java', '-Xmx256m', '-cp',
-                '/etc/zookeeper/conf:/usr/share/java/zookeeper.jar',
+            f.write('tickTime=2000\ndataDir=%s\nmaxClientCnxns=0\n'
+                    'admin.enableServer=false\n' % self.dir)
+            if self.tls_dir is None:
+                f.write('clientPort=%d\nclientPortAddress=127.0.0.1\n'
+                        % self.port)
+            else:
+                # As tools/test-servers: TLS only, clients show a
+                # certificate of the test CA; Netty, with the jars
+                # Debian leaves off ZooKeeper's class path.
+                f.write('secureClientPort=%d\n'
+                        'secureClientPortAddress=127.0.0.1\n'
+                        'serverCnxnFactory=org.apache.zookeeper.server.'
+                        'NettyServerCnxnFactory\n'
+                        'ssl.keyStore.location=%s/server-keystore.pem\n'
+                        'ssl.keyStore.type=PEM\n'
+                        'ssl.trustStore.location=%s/ca.pem\n'
+                        'ssl.trustStore.type=PEM\n'
+                        % (self.port, self.tls_dir, self.tls_dir))
+                classpath += ['/usr/share/java/netty-codec.jar',
+                              '/usr/share/java/netty-resolver.jar']
+        return ['java', '-Xmx256m', '-cp', ':'.join(classpath),
                 'org.apache.zookeeper.server.ZooKeeperServerMain', config]
 
     @property
@@ -467,25 +528,11 @@ class Checker:
             if node['request_id']:
                 by_request[node['request_id']].append(node)
         for request in requests.newly(models.FULFILLED):
-            self._count()
-            given = by_request[request['id']]
-            labels = sorted(n['label'] for n in given)
-            if labels != sorted(request['labels']) or any(
-                    n['state'] != models.IN_USE for n in given):
-                raise Violation('fulfilled-wrong', 'request %s fulfilled '
-                                'with %s' % (request['id'], [
-                                    (n['id'], n['label'], n['state'])
-                                    for n in given]),
-                                node=given[0]['id'] if given else None,
-                                request=request)
-            for node in given:
-                other = self.handed.setdefault(node['id'], request['id'])
-                if other != request['id']:
-                    raise Violation('handed-twice', 'node %s handed to '
-                                    'requests %s and %s' % (
-                                        node['id'], other, request['id']),
-                                    node=node['id'],
-                                    instance=node['external_id'])
+            given = request.get('given')
+            if given is None:
+                given = [(n['id'], n['label'], n['state'] == models.IN_USE)
+                         for n in by_request[request['id']]]
+            self.handed_over(request, given)
         for request in requests.newly(models.REQUEST_FAILED):
             self._count()
             if not request['reason']:
@@ -495,6 +542,27 @@ class Checker:
         for request_id in requests.lost:
             raise Violation('request-lost', 'request %s is gone, and was '
                             'not released' % request_id, request=request_id)
+
+    def handed_over(self, request, given):
+        """A fulfilled request has a node of each label, its own alone.
+
+        :param given: ``(node id, label, in the state it should be)`` of
+            each node the request was given.
+        """
+        self._count()
+        if sorted(label for _, label, _ in given) != sorted(
+                request['labels']) or not all(ok for _, _, ok in given):
+            raise Violation('fulfilled-wrong', 'request %s fulfilled with '
+                            '%s' % (request['id'], given),
+                            node=given[0][0] if given else None,
+                            request=request)
+        for node_id, _label, _ok in given:
+            other = self.handed.setdefault(node_id, request['id'])
+            if other != request['id']:
+                raise Violation('handed-twice', 'node %s handed to '
+                                'requests %s and %s' % (
+                                    node_id, other, request['id']),
+                                node=node_id)
 
     def _logbooks(self):
         with self.ctx.engine.connect() as conn:
@@ -547,16 +615,19 @@ class Requests:
             size = self.rng.randint(1, self.args.max_size)
             labels = [self.rng.choice(self.args.labels)
                       for _ in range(size)]
-            request = self.store.create_request(labels, requestor='soak')
+            request = self.create(labels)
             self.mine[request['id']] = request
             self.outcomes['submitted'] += 1
             self._next += self.rng.expovariate(self.args.rate)
+
+    def create(self, labels):
+        return self.store.create_request(labels, requestor='soak')
 
     def stop_submitting(self):
         self._next = float('inf')
 
     def refresh(self, now):
-        """Read the requests; note what changed; release the held ones."""
+        """Read the requests; note what changed."""
         rows = {r['id']: r for r in self.store.list_requests()}
         for request_id, old in list(self.mine.items()):
             row = rows.get(request_id)
@@ -564,14 +635,18 @@ class Requests:
                 self.lost.append(request_id)
                 del self.mine[request_id]
                 continue
-            if row['state'] != old['state'] and row['state'] in (
-                    models.FULFILLED, models.REQUEST_FAILED):
-                self._new[row['state']].append(row)
-                self.outcomes[row['state']] += 1
-                hold = self.rng.uniform(*self.args.hold) \
-                    if row['state'] == models.FULFILLED else 0
-                self.release_at[request_id] = now + hold
+            if row['state'] != old['state']:
+                self.settled(row, now)
             self.mine[request_id] = row
+
+    def settled(self, row, now):
+        """Note a request that reached ``row['state']``; hold it."""
+        if row['state'] in (models.FULFILLED, models.REQUEST_FAILED):
+            self._new[row['state']].append(row)
+            self.outcomes[row['state']] += 1
+            hold = self.rng.uniform(*self.args.hold) \
+                if row['state'] == models.FULFILLED else 0
+            self.release_at[row['id']] = now + hold
 
     def newly(self, state):
         """The requests that reached ``state`` since the last call."""
@@ -581,10 +656,13 @@ class Requests:
     def release_due(self, now):
         for request_id, when in list(self.release_at.items()):
             if when <= now:
-                self.store.release_request(request_id)
+                self.release(request_id)
                 del self.release_at[request_id]
                 del self.mine[request_id]
                 self.outcomes['released'] += 1
+
+    def release(self, request_id):
+        self.store.release_request(request_id)
 
     def release_all(self):
         for request_id in self.release_at:
@@ -593,6 +671,107 @@ class Requests:
     def unsettled(self):
         return [r for r in self.mine.values()
                 if r['state'] in (models.REQUESTED, models.PENDING)]
+
+
+class ZuulRequests(Requests):
+    """Requests made through the ZooKeeper front end, as Zuul makes them.
+
+    Nodepool's own client plays Zuul in a child process
+    (:class:`fleetflow.bench.zk_requester.Requester`): it writes each
+    NodeRequest; once fulfilled, it locks the nodes and deletes the
+    request (as Zuul's executor does); after the hold it marks them in
+    use, then used, and unlocks them. A failed request is deleted.
+
+    :param new_requester: makes a requester (a new ZooKeeper session).
+    """
+
+    def __init__(self, new_requester, rng, args):
+        super().__init__(None, rng, args)
+        self.new_requester = new_requester
+        self.zuul = new_requester()
+        #: request -> the node znodes it holds the lock of
+        self.held = {}
+        #: until when a request may vanish: its session may have ended
+        self.excused_until = 0
+        #: whether ZooKeeper is down: Zuul's side waits
+        self.paused = False
+
+    def call(self, op, **args):
+        return self.zuul.call(op, answer_within=CALL_TIMEOUT, **args)
+
+    def submit_due(self, now):
+        if not self.paused:
+            super().submit_due(now)
+
+    def release_due(self, now):
+        if not self.paused:
+            super().release_due(now)
+
+    def create(self, labels):
+        request_id = self.call('request', labels=labels, requestor='soak')
+        return {'id': request_id, 'labels': labels,
+                'state': models.REQUESTED}
+
+    def refresh(self, now):
+        if self.paused:
+            return
+        for request_id, old in list(self.mine.items()):
+            if request_id in self.release_at:
+                continue
+            data = self.call('request_data', id=request_id)
+            if data is None:
+                if now > self.excused_until:
+                    self.lost.append(request_id)
+                else:
+                    self.outcomes['abandoned'] += 1
+                del self.mine[request_id]
+                continue
+            row = dict(old, state=data['state'])
+            if data['state'] == models.FULFILLED:
+                nodes = self.call('accept', id=request_id)
+                self.held[request_id] = [node['id'] for node in nodes]
+                row['given'] = [
+                    (node['id'], _label(node['type']),
+                     node['state'] == 'ready'
+                     and node['allocated_to'] == request_id)
+                    for node in nodes]
+            elif data['state'] == models.REQUEST_FAILED:
+                self.call('accept', id=request_id)
+                row['reason'] = ', '.join(data.get('declined_by') or ())
+            if row['state'] != old['state']:
+                self.settled(row, now)
+            self.mine[request_id] = row
+
+    def release(self, request_id):
+        nodes = self.held.pop(request_id, [])
+        if nodes:
+            self.call('use', nodes=nodes)
+            self.call('give_back', nodes=nodes)
+
+    def lose_session(self):
+        """End the requester's session without a word.
+
+        Its requests and node locks vanish; a new requester takes its
+        place.
+        """
+        if self.zuul.proc.poll() is None:
+            with contextlib.suppress(zk_requester.RequesterError, OSError):
+                self.call('drop')
+        self.zuul.kill()
+        self.zuul.close()
+        self.zuul = self.new_requester()
+        self.outcomes['abandoned'] += len(self.mine)
+        self.mine.clear()
+        self.held.clear()
+        self.release_at.clear()
+
+    def close(self):
+        self.zuul.close()
+
+
+def _label(node_type):
+    """A node znode's label (nodepool writes a list of one)."""
+    return node_type[0] if isinstance(node_type, list) else node_type
 
 
 # The soak
@@ -622,9 +801,22 @@ class Soak:
 
     def setup(self):
         args = self.args
-        db_url = None
+        db_url = hosts = zookeeper = None
         namespace = 'soak-%s' % uuid.uuid4().hex[:8]
-        if args.mode != 'single':
+        if args.mode == 'frontend':
+            self.python = os.path.join(args.nodepool_client, 'bin', 'python')
+            if not os.path.exists(self.python):
+                raise SystemExit('soak: no nodepool client at %s (run '
+                                 'tools/nodepool-client-venv)'
+                                 % args.nodepool_client)
+            self.tls = tuple(os.path.join(args.tls_dir, name) for name in
+                             ('client.pem', 'client.key', 'ca.pem'))
+            self.server = Server('zookeeper', self.tmp, args.tls_dir)
+            self.server.start()
+            self.cleanups.append(self.server.stop)
+            zookeeper = zk_requester.layout_keys(self.server.hosts,
+                                                 self.tls, CHROOT)
+        elif args.mode != 'single':
             db_url, drop = bench.new_schema(args.database)
             self.cleanups.append(drop)
             if Server.available(args.mode):
@@ -638,7 +830,7 @@ class Soak:
                 self.cleanups.append(lambda: bench.drop_namespace(
                     argparse.Namespace(jobboard=args.mode,
                                        jobboard_hosts=hosts), namespace))
-        provider = self.write_layout()
+        provider = self.write_layout(zookeeper)
         names = ['soak-%d' % (i + 1) for i in range(args.launchers)]
         configs = {name: self.write_config(name, db_url, namespace,
                                            hosts if db_url else None)
@@ -649,7 +841,11 @@ class Soak:
         migration.upgrade(self.ctx.engine)
         self.cloud = fake.FakeDriver(provider, conf)
         self.launchers = Launchers(self.tmp, configs)
-        self.requests = Requests(self.ctx.store, self.rng, args)
+        if zookeeper:
+            self.requests = ZuulRequests(self.new_requester, self.rng, args)
+            self.cleanups.append(self.requests.close)
+        else:
+            self.requests = Requests(self.ctx.store, self.rng, args)
         attempt = self.launch_timeout + self.boot_timeout
         self.checker = Checker(
             self.ctx, self.cloud,
@@ -659,8 +855,10 @@ class Soak:
             max_logbook_rows=args.max_logbook_rows)
         self.kinds = [kind for kind in args.process_faults
                       if args.mode in PROCESS_FAULTS[kind]]
-        if 'board-restart' in self.kinds and self.server is None:
-            self.kinds.remove('board-restart')
+        if self.server is None:
+            self.kinds = [kind for kind in self.kinds
+                          if kind not in ('board-restart',
+                                          'zookeeper-restart')]
         if 'postgresql-restart' in self.kinds and not (
                 args.restart_postgresql and os.geteuid() == 0):
             self.kinds.remove('postgresql-restart')
@@ -670,7 +868,15 @@ class Soak:
     launch_timeout = 30
     boot_timeout = 10
 
-    def write_layout(self):
+    def new_requester(self):
+        """Zuul's side: nodepool's client in a child process."""
+        with open(os.path.join(self.tmp, 'requester.log'), 'a') as log:
+            return zk_requester.Requester(
+                self.python, self.server.hosts + CHROOT, self.tls,
+                timeout=10, stderr=log)
+
+    def write_layout(self, zookeeper=None):
+        """The layout; ``zookeeper``: the front end's keys."""
         args = self.args
         provider = {
             'name': PROVIDER, 'driver': 'fake',
@@ -685,9 +891,10 @@ class Soak:
                        'labels': [{'name': label}
                                   for label in args.labels]}]}
         with open(os.path.join(self.tmp, 'layout.yaml'), 'w') as f:
-            yaml.safe_dump({'labels': [{'name': label}
-                                       for label in args.labels],
-                            'providers': [provider]}, f)
+            yaml.safe_dump(dict({'labels': [{'name': label}
+                                            for label in args.labels],
+                                 'providers': [provider]},
+                                **(zookeeper or {})), f)
         return provider
 
     def write_config(self, name, db_url, namespace, hosts):
@@ -709,6 +916,9 @@ class Soak:
                       'namespace = %s' % namespace,
                       'claim_expiry = %d' % args.claim_expiry,
                       'conductor_workers = %d' % args.workers]
+        if args.mode == 'frontend':
+            lines += ['[zookeeper]', 'interval = 0.2',
+                      'cleanup_interval = 2']
         path = os.path.join(self.tmp, '%s.conf' % name)
         with open(path, 'w') as f:
             f.write('\n'.join(lines) + '\n')
@@ -741,14 +951,16 @@ class Soak:
             getattr(self, kind.replace('sig', 'do_sig'))(name)
         elif self.busy_server:
             return
-        elif kind == 'board-restart':
+        elif kind in ('board-restart', 'zookeeper-restart'):
             self.busy_server = True
-            self.servers_down_until = float('inf')
+            self.servers_down(float('inf'))
             self.server.stop()
             self.later(self.rng.uniform(1, 5), self.server_back)
         elif kind == 'postgresql-restart':
             restart_postgresql(self.args.database)
-            self.servers_down_until = time.time() + SERVER_GRACE
+            self.servers_down(time.time() + SERVER_GRACE)
+        elif kind == 'session-loss':
+            self.requests.lose_session()
         self.process_faults[kind] += 1
         self.log('fault %s' % kind)
 
@@ -758,7 +970,18 @@ class Soak:
         # The launchers reconnect when it answers; the soak goes on.
         self.server.start(wait=False)
         self.busy_server = False
-        self.servers_down_until = time.time() + SERVER_GRACE
+        self.servers_down(time.time() + SERVER_GRACE)
+
+    def servers_down(self, until):
+        """A server the soak restarts may not answer until ``until``.
+
+        Launchers may give up on it meanwhile, and requests made through
+        it may vanish with their requester's session.
+        """
+        self.servers_down_until = until
+        if isinstance(self.requests, ZuulRequests):
+            self.requests.excused_until = until
+            self.requests.paused = until == float('inf')
 
     #: until when a launcher may give up for a server the soak restarted
     servers_down_until = 0
@@ -805,7 +1028,7 @@ class Soak:
         """Remember the flows ``name`` has under way when it is hit."""
         nodes = self.ctx.store.list_nodes(states=list(LIVE_NODE))
         under_way = {n['id']: n['state'] for n in nodes
-                     if self.args.mode == 'single' or n['launcher'] == name}
+                     if self.args.launchers == 1 or n['launcher'] == name}
         self.recoveries.append((time.time(), name, under_way))
 
     def track_recoveries(self, nodes, now):
@@ -878,13 +1101,16 @@ class Soak:
                     if until(nodes):
                         return
                 db_down_since = None
-            except sa.exc.DBAPIError as e:
-                # A PostgreSQL restart; the launchers see it too.
+            except (sa.exc.DBAPIError, zk_requester.RequesterError) as e:
+                # A server restarted; the launchers see it too.
                 self.db_errors += 1
+                if isinstance(e, zk_requester.RequesterError) and \
+                        self.requests.zuul.proc.poll() is not None:
+                    self.requests.lose_session()
                 db_down_since = db_down_since or now
                 if now - db_down_since > 120:
-                    raise Violation('database', 'the database did not '
-                                    'answer for 120 s: %s' % e)
+                    raise Violation('server', 'the database or ZooKeeper '
+                                    'did not answer for 120 s: %s' % e)
             if now >= next_sample:
                 self.sample()
                 next_sample = now + self.args.window
@@ -931,6 +1157,7 @@ class Soak:
             'requests_submitted': outcomes['submitted'],
             'requests_fulfilled': outcomes[models.FULFILLED],
             'requests_failed': outcomes[models.REQUEST_FAILED],
+            'requests_abandoned': outcomes['abandoned'],
             'launches': len(self.cloud.instance_history()),
             'cloud_faults': self.cloud.fault_counts(),
             'process_faults': dict(self.process_faults),
@@ -942,7 +1169,7 @@ class Soak:
             'max_fault_to_flows_moved_on_s': round(
                 max(self.recovered), 1) if self.recovered else None,
             'faults_not_recovered': len(self.recoveries),
-            'database_errors': self.db_errors,
+            'server_errors': self.db_errors,
             'throughput': self.windows,
             'launcher_samples': dict(samples),
             'max_rss_growth_mb': max(

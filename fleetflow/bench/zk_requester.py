@@ -16,6 +16,7 @@ the ZooKeeper tests and ``fleetflow-bench launcher --zookeeper`` use it.
 import argparse
 import json
 import os
+import select
 import subprocess
 import sys
 import time
@@ -34,19 +35,32 @@ class Requester:
     :param python: the nodepool client virtualenv's python.
     :param hosts: kazoo's host string (``host:port/chroot``).
     :param tls: ``(cert, key, ca)`` file paths.
+    :param client: ``nodepool`` (nodepool's client) or ``zuul`` (Zuul's
+        ``ZooKeeperNodepool``, from the python of a virtualenv with zuul).
     """
 
-    def __init__(self, python, hosts, tls, timeout=10.0, stderr=None):
+    def __init__(self, python, hosts, tls, timeout=10.0, stderr=None,
+                 client='nodepool'):
         self.proc = subprocess.Popen(
             [python, os.path.abspath(__file__), 'serve', '--hosts', hosts,
              '--cert', tls[0], '--key', tls[1], '--ca', tls[2],
-             '--timeout', str(timeout)],
+             '--timeout', str(timeout), '--client', client],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr,
             text=True)
 
-    def call(self, op, **args):
+    def call(self, op, answer_within=None, **args):
+        """The child's answer to ``op``.
+
+        :param answer_within: seconds; a child that does not answer in
+            time is killed (its session ends) and RequesterError raised.
+        """
         self.proc.stdin.write(json.dumps(dict(args, op=op)) + '\n')
         self.proc.stdin.flush()
+        if answer_within is not None and not select.select(
+                [self.proc.stdout], [], [], answer_within)[0]:
+            self.kill()
+            raise RequesterError('%s: no answer in %s s' % (op,
+                                                            answer_within))
         line = self.proc.stdout.readline()
         if not line:
             raise RequesterError('the requester died (exit %s)'
@@ -221,6 +235,100 @@ class Zuul:
         self.client.client.close()
 
 
+class ZuulClient:
+    """The same part, with Zuul's own ``ZooKeeperNodepool``.
+
+    As Zuul's scheduler and executor call it: a request is a
+    ``zuul.model.NodeRequest``; a node is read with ``updateNode``, locked,
+    stored, unlocked.
+    """
+
+    def __init__(self, hosts, cert, key, ca, timeout):
+        import configparser
+
+        from zuul.lib import tracing
+        from zuul import model
+        from zuul.zk import nodepool
+        from zuul.zk import ZooKeeperClient
+        # As Zuul's services start: its spans need a tracer (disabled).
+        tracing.Tracing(configparser.ConfigParser())
+        self.model = model
+        self.client = ZooKeeperClient(hosts, timeout=timeout, tls_cert=cert,
+                                      tls_key=key, tls_ca=ca)
+        self.client.connect()
+        self.zk = nodepool.ZooKeeperNodepool(self.client)
+        self.locked = {}
+
+    def request(self, labels, priority='100', relative_priority=0,
+                requestor='fleetflow-test', provider=None):
+        request = self.model.NodeRequest(
+            requestor, 'build-set', 'tenant', 'check', 'job-uuid', 'job',
+            list(labels), provider, relative_priority)
+        self.zk.submitNodeRequest(request, priority)
+        return request.id
+
+    def request_data(self, id):
+        request = self.zk.getNodeRequest(id)
+        return None if request is None else dict(request.toDict(), id=id)
+
+    wait = Zuul.wait
+
+    def _node(self, id):
+        node = self.model.Node(None, None)
+        self.zk.updateNode(node, id)
+        return node
+
+    def accept(self, id, timeout=30):
+        request = self.zk.getNodeRequest(id)
+        nodes = []
+        for node_id in request.nodes:
+            node = self._node(node_id)
+            if node.allocated_to != id:
+                raise RuntimeError('node %s is allocated to %s, not %s'
+                                   % (node_id, node.allocated_to, id))
+            self.zk.lockNode(node, blocking=True, timeout=timeout)
+            self.zk.updateNode(node, node_id)
+            self.locked[node_id] = node
+            nodes.append(dict(node.toDict(), id=node_id))
+        self.zk.deleteNodeRequest(id)
+        return nodes
+
+    _store = Zuul._store
+
+    def use(self, nodes):
+        for node_id in nodes:
+            self._store(node_id, state='in-use', user_data={'zuul': 'test'})
+
+    def give_back(self, nodes, state='used', expiration=None, comment=None):
+        for node_id in nodes:
+            fields = dict(state=state)
+            if state == 'hold':
+                fields.update(hold_expiration=expiration, comment=comment,
+                              hold_job='test-job')
+            self.zk.unlockNode(self._store(node_id, **fields))
+            del self.locked[node_id]
+
+    def node(self, id):
+        from kazoo import exceptions
+        try:
+            return dict(self._node(id).toDict(), id=id)
+        except exceptions.NoNodeError:
+            return None
+
+    def nodes(self):
+        return [self.node(node_id) for node_id in self.zk.getNodes()]
+
+    def pools(self):
+        return [{'id': launcher.id,
+                 'supported_labels': sorted(launcher.supported_labels)}
+                for launcher in self.zk.getRegisteredLaunchers()]
+
+    drop = Zuul.drop
+
+
+CLIENTS = {'nodepool': Zuul, 'zuul': ZuulClient}
+
+
 def serve(zuul):
     for line in sys.stdin:
         command = json.loads(line)
@@ -291,12 +399,16 @@ def main(argv=None):
     parser.add_argument('--ca', required=True)
     parser.add_argument('--timeout', type=float, default=10.0,
                         help='ZooKeeper session timeout')
+    parser.add_argument('--client', choices=sorted(CLIENTS),
+                        default='nodepool',
+                        help="whose ZooKeeper client plays Zuul's part")
     parser.add_argument('-n', '--requests', type=int, default=10)
     parser.add_argument('--label', default='small')
     parser.add_argument('--wait', type=float, default=600,
                         help='bench: seconds to wait for it all')
     args = parser.parse_args(argv)
-    zuul = Zuul(args.hosts, args.cert, args.key, args.ca, args.timeout)
+    zuul = CLIENTS[args.client](args.hosts, args.cert, args.key, args.ca,
+                                args.timeout)
     if args.mode == 'serve':
         serve(zuul)
         return 0

@@ -24,7 +24,7 @@ def _engine(conf):
     if url.startswith('sqlite:///'):
         directory = os.path.dirname(os.path.abspath(
             url[len('sqlite:///'):]))
-        os.makedirs(directory, exist_ok=True)
+        os.makedirs(directory, mode=0o700, exist_ok=True)
     return db_api.create_engine(url, pool_size=1,
                                 busy_timeout=conf.database.busy_timeout)
 

@@ -52,17 +52,20 @@ def request_problem(labels, priority, max_nodes):
 
 
 def _private_sqlite_file(url):
-    """Create a SQLite database file 0600, in a directory made 0700.
+    """Create a SQLite database file 0600, if its directory exists.
 
     SQLite would create it with the umask's mode; its journal files take
-    the database file's mode.
+    the database file's mode. An existing file is never opened here:
+    closing any descriptor of a database file drops the POSIX locks that
+    this process's SQLite connections hold on it.
     """
     path = sa.engine.make_url(url).database
     if not path or path == ':memory:' or path.startswith('file:'):
         return
-    path = os.path.abspath(path)
-    os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
-    os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+    try:
+        os.close(os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600))
+    except (FileExistsError, FileNotFoundError):
+        pass  # there already; or no directory, which connecting reports
 
 
 def create_engine(url, pool_size=10, busy_timeout=30):

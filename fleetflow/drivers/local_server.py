@@ -323,16 +323,16 @@ class Listener:
             self._thread.join(5)
 
 
-def bind_loopback(port=0):
+def bind_loopback(port=0, reuse=False):
     """A TCP socket bound (not listening) on 127.0.0.1.
 
-    A new port (0: the kernel picks one) is bound without ``SO_REUSEADDR``,
-    so that no other socket, of any local user, can bind it too before
-    this one listens. A given port (a test server that answers again on
-    its old port) is rebound with it, past its closed connections.
+    Without ``reuse``, the port is bound without ``SO_REUSEADDR``, so that
+    no other socket, of any local user, can bind it too before this one
+    listens. ``reuse`` is for a test server that answers again on its old
+    port, past its closed connections.
     """
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    if port:
+    if reuse:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(('127.0.0.1', port))
     return sock

@@ -38,28 +38,52 @@ class Registry:
         self.client = client
         self.hostname = socket.gethostname()
         self.host = host
-        #: (provider name, pool name) -> this start's launcher id
-        self.ids = {(provider['name'], pool['name']):
-                    pool_id(host, provider['name'], pool['name'])
-                    for provider, pool in layout.pools()}
         self.layout = layout
+        #: (provider name, pool name) -> this start's launcher id, of every
+        #: pool the layout had since the start
+        self.ids = {}
+        #: (provider name, pool name) -> its component's path
+        self.paths = {}
 
     def register(self):
         """Create the components (again, after a lost session)."""
-        base = dict(hostname=self.hostname, state='running',
-                    version=version(), model_api=MODEL_API)
-        self._create('launcher', dict(base, kind='launcher'))
-        for provider, pool in self.layout.pools():
+        self._create('launcher', dict(self._base(), kind='launcher'))
+        self.paths.clear()
+        self.follow(self.layout)
+
+    def follow(self, layout):
+        """Register the pools of ``layout``, and only those.
+
+        A pool kept keeps its launcher id; its component is updated.
+        """
+        self.layout = layout
+        wanted = {}
+        for provider, pool in layout.pools():
             key = (provider['name'], pool['name'])
-            self._create('pool', dict(
-                base, kind='pool', id=self.ids[key], name=pool['name'],
-                provider_name=provider['name'],
+            self.ids.setdefault(key, pool_id(self.host, *key))
+            wanted[key] = dict(
+                self._base(), kind='pool', id=self.ids[key],
+                name=pool['name'], provider_name=provider['name'],
                 supported_labels=sorted(label['name']
                                         for label in pool['labels']),
-                priority=pool.get('priority', 100), paused=False))
+                priority=pool.get('priority', 100), paused=False)
+        for key in set(self.paths) - set(wanted):
+            try:
+                self.client.delete(self.paths.pop(key))
+            except kze.NoNodeError:
+                pass
+        for key, content in wanted.items():
+            if key in self.paths:
+                self.client.set(self.paths[key], connection.encode(content))
+            else:
+                self.paths[key] = self._create('pool', content)
+
+    def _base(self):
+        return dict(hostname=self.hostname, state='running',
+                    version=version(), model_api=MODEL_API)
 
     def _create(self, kind, content):
-        self.client.create(
+        return self.client.create(
             '%s/%s/%s' % (connection.COMPONENTS, kind, self.hostname),
             connection.encode(content), ephemeral=True, sequence=True,
             makepath=True)

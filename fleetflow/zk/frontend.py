@@ -28,6 +28,8 @@ to ``requested``; and it removes the locks of requests that are gone,
 once older than ``[zookeeper] stale_lock_age``.
 """
 
+from concurrent import futures
+import functools
 import logging
 import threading
 import time
@@ -45,6 +47,12 @@ from fleetflow.zk import records
 
 LOG = logging.getLogger(__name__)
 
+#: seconds between two passes at least, and their share of the time
+MIN_GAP = 0.02
+PASS_SHARE = 2
+#: ZooKeeper calls the front end makes at once (taking requests' locks,
+#: fulfilling them)
+WORKERS = 8
 #: store states of a node on its way out
 DOOMED = (models.USED, models.DELETING, models.FAILED, models.ABORTED)
 
@@ -86,7 +94,8 @@ class Frontend:
         self._session_lost = False
         self._last_cleanup = 0.0
         self._thread = None
-        self.passes = 0
+        self._workers = futures.ThreadPoolExecutor(
+            WORKERS, thread_name_prefix='zookeeper')
 
     # Life
 
@@ -98,8 +107,15 @@ class Frontend:
         self.registry.register()
         for root in (connection.REQUESTS, connection.NODES):
             cache = kazoo_cache.TreeCache(self.client, root)
-            cache.listen(lambda event: self._wake.set())
+            loaded = threading.Event()
+            cache.listen(functools.partial(self._cache_event, loaded))
             cache.start()
+            # The first pass takes up the requests of an earlier life:
+            # it must see them all.
+            if not loaded.wait(self.settings['timeout']):
+                raise exceptions.ConfigError(
+                    'zookeeper-servers: %s not read within %ss'
+                    % (root, self.settings['timeout']))
             self._caches[root] = cache
         self.launcher.on_settled = self._wake.set
         self._thread = threading.Thread(target=self._run,
@@ -116,12 +132,18 @@ class Frontend:
         self._wake.set()
         if self._thread is not None:
             self._thread.join(30)
+        self._workers.shutdown()
         for cache in self._caches.values():
             cache.close()
         if self.client is not None:
             self.client.stop()
             self.client.close()
         self.store.engine.dispose()
+
+    def _cache_event(self, loaded, event):
+        if event.event_type == kazoo_cache.TreeEvent.INITIALIZED:
+            loaded.set()
+        self._wake.set()
 
     def _session_state(self, state):
         if state == kazoo_states.KazooState.LOST:
@@ -131,37 +153,59 @@ class Frontend:
     def _run(self):
         while not self._stopping.is_set():
             self._wake.wait(self.conf.interval)
-            self._wake.clear()
             if self._stopping.is_set() or not self.client.connected:
                 continue
+            self._wake.clear()
+            began = time.monotonic()
             try:
                 self.run_pass()
             except Exception:
                 LOG.exception('ZooKeeper front end pass failed')
+            # A pass reads every request and node: the changes that come
+            # meanwhile (a burst of them) wait for one next pass.
+            self._stopping.wait(max(MIN_GAP, PASS_SHARE * (
+                time.monotonic() - began)))
 
     # The pass
 
     def run_pass(self):
         if self._session_lost:
             self._recover_session()
+        if self.ctx.layout is not self.registry.layout:
+            # The launcher reloaded it.
+            self.registry.follow(self.ctx.layout)
         requests = self._requests()
         linked = {row['zk_request']: row for row in self.store.zk_requests()}
         cached = dict(requests)
-        for request_id in list(self.held):
-            self._follow(request_id, cached.get(request_id),
-                         linked.get(request_id))
+        marked = self._marked_nodes() if self.held else {}
+        self._each(lambda request_id: self._follow(
+            request_id, cached.get(request_id), linked.get(request_id),
+            marked), list(self.held))
         now = time.time()
         if now - self._last_cleanup >= self.conf.cleanup_interval:
             self._last_cleanup = now
             self._take_lost(requests, linked)
             self._remove_stale_locks(requests)
             self._forget_requests(requests, linked)
-        for request_id, data in requests:
-            if request_id not in self.held and data.get('state') == \
-                    records.REQUESTED:
-                self._consider(request_id, data, linked.get(request_id))
+        wanted = [request_id for request_id, data in requests
+                  if request_id not in self.held
+                  and data.get('state') == records.REQUESTED
+                  and self._consider(request_id, data)]
+        # The locks are taken at once, the requests then taken in order.
+        for request_id, locked in zip(wanted, self._each(self._lock_request,
+                                                         wanted)):
+            if locked is not None:
+                self._take(request_id, *locked, linked.get(request_id))
         self._mirror_nodes(requests)
-        self.passes += 1
+
+    def _each(self, function, items):
+        """``function`` of each item, several at once.
+
+        Their ZooKeeper round trips overlap.
+        """
+        if len(items) < 2:
+            return [function(item) for item in items]
+        return list(self._workers.map(function, items))
 
     def _recover_session(self):
         """The session was lost with its locks: start again from ZooKeeper."""
@@ -200,11 +244,15 @@ class Frontend:
     def _request_path(request_id):
         return '%s/%s' % (connection.REQUESTS, request_id)
 
-    def _consider(self, request_id, data, row):
-        """Take, decline or leave a ``requested`` NodeRequest."""
+    def _consider(self, request_id, data):
+        """Whether to take a ``requested`` NodeRequest.
+
+        One that no pool of the layout serves is declined here, unless a
+        registered pool of someone else's may serve it.
+        """
         ours = set(self.registry.ids.values())
         if ours <= records.declined(data):
-            return
+            return False
         problem = records.request_problem(data,
                                           self.ctx.conf.requests.max_nodes)
         labels = data.get('node_types') if problem is None else []
@@ -212,24 +260,34 @@ class Frontend:
             if problem is None else []
         if not serving:
             if problem is None and self._others_serve(data):
-                return
+                return False
             self._locked_request(request_id, self._decline,
                                  problem or 'no pool serves all of %s'
                                  % ', '.join(labels))
-            return
-        if self._yields_to_provider(data):
-            return
+            return False
+        return not self._yields_to_provider(data)
+
+    def _lock_request(self, request_id):
+        """(lock, data) of a request still ``requested``, locked; or None."""
         lock = connection.try_lock(self.client, '%s/%s' % (
             connection.REQUEST_LOCKS, request_id))
         if lock is None:
-            return
+            return None
         try:
             data, _ = connection.read(self.client,
                                       self._request_path(request_id))
-            if data is None or data.get('state') != records.REQUESTED or \
-                    ours <= records.declined(data):
-                connection.release(lock)
-                return
+        except Exception:
+            connection.release(lock)
+            raise
+        if data is None or data.get('state') != records.REQUESTED or \
+                set(self.registry.ids.values()) <= records.declined(data):
+            connection.release(lock)
+            return None
+        return lock, data
+
+    def _take(self, request_id, lock, data, row):
+        """A store request for a locked NodeRequest, which goes pending."""
+        try:
             row = self._store_request(request_id, data, row)
             data.update(state=records.PENDING, state_time=time.time())
             data.setdefault('declined_by', [])
@@ -242,7 +300,7 @@ class Frontend:
             raise
         self.held[request_id] = (lock, row['id'])
         LOG.info('[request %s] Taking NodeRequest %s for %s', row['id'],
-                 request_id, ', '.join(labels))
+                 request_id, ', '.join(data['node_types']))
         self.launcher.wake()
 
     def _store_request(self, request_id, data, row):
@@ -327,11 +385,11 @@ class Frontend:
         LOG.info('NodeRequest %s declined (%s): %s', request_id, reason,
                  state)
 
-    def _follow(self, request_id, data, row):
+    def _follow(self, request_id, data, row, marked):
         """Mirror the store's outcome of a request this process holds.
 
         ``data`` is the request as cached (None: not seen there), ``row``
-        its store request.
+        its store request, ``marked`` :meth:`_marked_nodes`.
         """
         lock, row_id = self.held[request_id]
         if data is None or (row is not None and row['state'] in (
@@ -348,7 +406,7 @@ class Frontend:
             self._decline(request_id, data, 'its store request is gone')
             self._end(request_id)
         elif row['state'] == models.FULFILLED:
-            self._fulfil(request_id, data, row)
+            self._fulfil(request_id, data, row, marked)
         elif row['state'] == models.REQUEST_FAILED:
             self._decline(request_id, data, row['reason'])
             self._release_row(row_id)
@@ -364,18 +422,28 @@ class Frontend:
         lock, _ = self.held.pop(request_id)
         connection.release(lock)
 
-    def _fulfil(self, request_id, data, row):
-        """Write a Node znode for each node, then fulfil the request."""
+    def _fulfil(self, request_id, data, row, marked):
+        """Write a Node znode for each node, then fulfil the request.
+
+        A node that has one already (``marked``: made before a crash, not
+        yet linked) keeps it.
+        """
         nodes = self.store.list_nodes(request_id=row['id'])
         by_label = {}
         for node in nodes:
             by_label.setdefault(node['label'], []).append(node)
-        ordered = [by_label[label].pop(0) for label in data['node_types']]
-        existing = self._marked_nodes()
+        try:
+            ordered = [by_label[label].pop(0)
+                       for label in data['node_types']]
+        except (KeyError, IndexError, TypeError):
+            self._decline(request_id, data, 'its nodes are not its labels')
+            self._release_row(row['id'])
+            self._end(request_id)
+            return
         now = time.time()
         ids = []
         for node in ordered:
-            node_id = node['zk_node'] or existing.get(node['id'])
+            node_id = node['zk_node'] or marked.get(node['id'])
             if node_id is None:
                 node_id = self._create_node(node, request_id, data, now)
             elif node['zk_node'] is None:
@@ -551,37 +619,55 @@ class Frontend:
     def _mirror_nodes(self, requests):
         existing = {request_id for request_id, _ in requests}
         rows = {row['id']: row for row in self.store.list_nodes()}
+        actions = []
         for node_id, data in self._nodes():
             fleetflow_id = records.fleetflow_node(data)
             if fleetflow_id is None or self._locked_by_others(node_id):
                 continue
-            row = rows.get(fleetflow_id)
-            try:
-                self._mirror_node(node_id, data, row, existing)
-            except (kze.KazooException, exceptions.FleetflowError) as e:
-                LOG.warning('Node %s: %s; trying again at the next pass',
-                            node_id, e)
+            action = self._node_action(node_id, data,
+                                       rows.get(fleetflow_id), existing)
+            if action is not None:
+                actions.append((node_id, action))
+        self._each(self._act_on_node, actions)
 
-    def _mirror_node(self, node_id, data, row, requests):
+    def _act_on_node(self, item):
+        node_id, (method, args) = item
+        try:
+            method(node_id, *args)
+        except (kze.KazooException, exceptions.FleetflowError) as e:
+            LOG.warning('Node %s: %s; trying again at the next pass',
+                        node_id, e)
+
+    def _node_action(self, node_id, data, row, requests):
+        """What a Node of fleetflow's needs, or None.
+
+        That is a method and its arguments after the Node's id. ``row`` is
+        its node (None: deleted), ``requests`` the ids of the NodeRequests
+        that exist.
+        """
         state = data.get('state')
         if row is None:
-            # The node is deleted: its znode goes too.
-            self._remove_node(node_id)
-        elif row['zk_node'] is None:
-            self.store.update_node(row['id'], zk_node=node_id)
-        elif row['zk_node'] != node_id:
+            return self._remove_node, (data,)
+        if row['zk_node'] is None:
+            return self._link_node, (row,)
+        if row['zk_node'] != node_id:
             LOG.warning('Node %s names node %s, which is node %s: removing '
                         'it', node_id, row['id'], row['zk_node'])
-            self._remove_node(node_id)
-        elif state in (records.USED, records.IN_USE) or (
-                state == records.READY and data.get('allocated_to')
-                not in requests) or (row['state'] in DOOMED
-                                     and state != records.DELETING):
-            self._retire(node_id, row)
-        elif state == records.DELETING:
-            self._retire(node_id, row)
-        elif state == records.HOLD and row['state'] != models.HOLD:
-            self._hold(node_id, row)
+            return self._remove_node, (data,)
+        if state == records.DELETING and node_id in self.node_locks and \
+                row['state'] in DOOMED:
+            return None
+        if state in (records.USED, records.IN_USE, records.DELETING) or (
+                state == records.READY
+                and data.get('allocated_to') not in requests) or \
+                row['state'] in DOOMED:
+            return self._retire, (row,)
+        if state == records.HOLD and row['state'] != models.HOLD:
+            return self._hold, (row,)
+        return None
+
+    def _link_node(self, node_id, row):
+        self.store.update_node(row['id'], zk_node=node_id)
 
     def _retire(self, node_id, row):
         """Lock the Node, mark it ``deleting``, its node ``used``.
@@ -644,17 +730,19 @@ class Frontend:
                  else time.strftime('%Y-%m-%d %H:%M:%S', time.gmtime(
                      expires)))
 
-    def _remove_node(self, node_id):
-        """Remove a Node znode whose node is gone (nodepool's order)."""
+    def _remove_node(self, node_id, data):
+        """Remove a Node znode whose node is gone, as nodepool does.
+
+        Locked, it is marked ``deleted`` (from ``data``, as cached: nobody
+        else changes it under the lock), then removed with its lock.
+        """
         if self._lock_node(node_id) is None:
             return
-        data, _ = connection.read(self.client, self._node_path(node_id))
-        if data is not None:
-            data.update(state=records.DELETED, state_time=time.time())
+        data = dict(data, state=records.DELETED, state_time=time.time())
+        try:
             self.client.set(self._node_path(node_id), connection.encode(data))
-            try:
-                self.client.delete(self._node_path(node_id), recursive=True)
-            except kze.NoNodeError:
-                pass
+            self.client.delete(self._node_path(node_id), recursive=True)
+        except kze.NoNodeError:
+            pass
         self.node_locks.pop(node_id, None)
         LOG.info('Node %s removed: its node is deleted', node_id)

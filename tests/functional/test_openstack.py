@@ -271,9 +271,10 @@ class TestInstances(OpenStackTestCase):
 
     def test_private_network_and_deleting_state(self):
         self.cloud.delete_delay = 5
-        provider = self.layout.providers[PROVIDER]
-        self.pool()['networks'] = ['private']
-        driver = self.make_driver(provider)
+        data = yaml.safe_load(LAYOUT)
+        data['providers'][0]['pools'][0]['networks'] = ['private']
+        self.layout = ff_layout.Layout(data)
+        driver = self.make_driver()
         instance = self.create('small', driver=driver)
         active = self.wait_state(instance.external_id, base.ACTIVE,
                                  driver=driver)

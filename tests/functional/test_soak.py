@@ -60,5 +60,4 @@ class TestSoak(base.TestCase):
         # Skips (fails in CI) when PostgreSQL does not answer.
         db_urls.postgres_url(self)
         self.soak('--mode', 'redis', '--launchers', '2', '--database',
-                  os.environ.get('FLEETFLOW_TEST_POSTGRES_URL',
-                                 db_urls.DEFAULT_POSTGRES))
+                  db_urls._configured_url())

@@ -12,6 +12,7 @@ of its own.
 import getpass
 import json
 import os
+import signal
 import subprocess
 import uuid
 
@@ -30,8 +31,15 @@ TLS_DIR = os.environ.get('FLEETFLOW_TEST_ZK_TLS',
                          '/etc/zookeeper/fleetflow-test-tls')
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__))))
-NODEPOOL_CLIENT = os.environ.get('FLEETFLOW_TEST_NODEPOOL_CLIENT',
-                                 os.path.join(ROOT, '.nodepool-client'))
+#: the virtualenvs of Zuul's part: nodepool's client, and Zuul's
+CLIENTS = {
+    'nodepool': os.environ.get('FLEETFLOW_TEST_NODEPOOL_CLIENT',
+                               os.path.join(ROOT, '.nodepool-client')),
+    'zuul': os.environ.get('FLEETFLOW_TEST_ZUUL_CLIENT',
+                           os.path.join(ROOT, '.zuul-client')),
+}
+TOOLS = {'nodepool': 'tools/nodepool-client-venv',
+         'zuul': 'tools/zuul-client-venv'}
 #: what Zuul's executor is given of a node, and must find filled
 CONNECTION_FIELDS = ('interface_ip', 'connection_port', 'ssh_port',
                      'username', 'connection_type', 'host_keys',
@@ -48,16 +56,19 @@ def wait_for(predicate, timeout=60, message=None):
 class ZooKeeperTestCase(test_launcher.LauncherTestCase):
 
     TIMEOUT = 240
+    #: whose client plays Zuul's part (:data:`CLIENTS`)
+    CLIENT = 'nodepool'
 
     def setUp(self):
         super().setUp()
         self.address = board_servers.address(self, 'zookeeper-tls')
         self.tls = tuple(os.path.join(TLS_DIR, name)
                          for name in ('client.pem', 'client.key', 'ca.pem'))
-        self.python = os.path.join(NODEPOOL_CLIENT, 'bin', 'python')
+        venv = CLIENTS[self.CLIENT]
+        self.python = os.path.join(venv, 'bin', 'python')
         if not os.path.exists(self.python):
-            message = ('no nodepool client virtualenv at %s: run '
-                       'tools/nodepool-client-venv' % NODEPOOL_CLIENT)
+            message = ('no %s client virtualenv at %s: run %s'
+                       % (self.CLIENT, venv, TOOLS[self.CLIENT]))
             if os.environ.get('CI'):
                 self.fail(message)
             self.skipTest(message)
@@ -68,6 +79,7 @@ class ZooKeeperTestCase(test_launcher.LauncherTestCase):
         admin.start(timeout=30)
         self.addCleanup(admin.close)
         self.addCleanup(admin.stop)
+        admin.ensure_path(self.chroot)
         self.addCleanup(admin.delete, self.chroot, recursive=True)
         self.admin = admin
 
@@ -97,7 +109,8 @@ class ZooKeeperTestCase(test_launcher.LauncherTestCase):
     def zuul(self):
         """Zuul's side: nodepool's client in a child process."""
         requester = zk_requester.Requester(
-            self.python, self.address + self.chroot, self.tls, timeout=10)
+            self.python, self.address + self.chroot, self.tls, timeout=10,
+            client=self.CLIENT)
         self.addCleanup(requester.close)
         return requester
 
@@ -221,13 +234,15 @@ class TestZooKeeperFake(ZooKeeperTestCase):
         [node] = zuul.call('accept', id=request_id)
         zuul.call('use', nodes=[node['id']])
         zuul.call('give_back', nodes=[node['id']], state='hold',
-                  expiration=3, comment='debug the failure')
+                  expiration=10, comment='debug the failure')
         held = wait_for(lambda: self.store_node(node)['state'] == 'hold'
                         and self.store_node(node),
                         message='the node is not held in the store')
         self.assertEqual('debug the failure', held['hold_reason'])
-        self.assertIsNotNone(held['hold_expires'])
-        self.assertEqual('hold', zuul.call('node', id=node['id'])['state'])
+        znode = zuul.call('node', id=node['id'])
+        self.assertEqual('hold', znode['state'])
+        self.assertAlmostEqual(znode['state_time'] + 10,
+                               held['hold_expires'], places=3)
         self.wait_gone(zuul, [node['id']])
         self.client.wait_node_gone(held['id'], timeout=60)
         [row] = self.history(held['id'])
@@ -272,10 +287,32 @@ class TestZooKeeperFake(ZooKeeperTestCase):
         for node_id in store_ids:
             self.assertEqual(1, len(self.history(node_id)))
         self.assertEqual(2, len(self.history()))
+        [row] = self.client.list_requests()
+        self.assertEqual((request_id, 'fulfilled'),
+                         (row['zk_request'], row['state']))
         zuul.call('accept', id=request_id)
         zuul.call('give_back', nodes=data['nodes'])
         self.wait_gone(zuul, data['nodes'])
         wait_for(lambda: not self.alive(), message='instances left')
+
+    def test_restarted_launcher_leaves_the_nodes_zuul_holds(self):
+        self.start_zk()
+        zuul = self.zuul()
+        request_id, _ = self.fulfilled(zuul, ['small'])
+        [node] = zuul.call('accept', id=request_id)
+        zuul.call('use', nodes=[node['id']])
+        self.launcher.proc.kill()
+        self.launcher.proc.wait()
+        self.start_launcher('launcher-2')
+        # The new launcher's passes and cleanups (every 0.5 s) run while a
+        # second request is served.
+        self.fulfilled(zuul, ['large'])
+        self.assertEqual('in-use', self.store_node(node)['state'])
+        self.assertEqual('in-use', zuul.call('node', id=node['id'])['state'])
+        self.assertEqual(1, len(self.alive(self.cloud).get(
+            node['driver_data']['fleetflow-node'], [])))
+        zuul.call('give_back', nodes=[node['id']])
+        self.wait_gone(zuul, [node['id']])
 
     def test_zookeeper_and_api_requests_share_a_pool_quota(self):
         self.start_zk(max_servers=2)
@@ -294,6 +331,23 @@ class TestZooKeeperFake(ZooKeeperTestCase):
         self.assertEqual('fulfilled', data['state'])
         wait_for(lambda: len(self.alive()) == 1,
                  message='the API nodes were not deleted')
+
+    def test_pools_follow_a_reloaded_layout(self):
+        self.start_zk()
+        zuul = self.zuul()
+        [pool] = self.registered_pools(zuul)
+        self.assertEqual(['large', 'small'], pool['supported_labels'])
+        data = self.zookeeper_layout(test_launcher.layout())
+        data['labels'].append({'name': 'medium'})
+        data['providers'][0]['pools'][0]['labels'].append(
+            {'name': 'medium'})
+        self.env.write_layout(data)
+        self.launcher.proc.send_signal(signal.SIGHUP)
+        wait_for(lambda: [p['supported_labels'] for p in zuul.call('pools')]
+                 == [['large', 'medium', 'small']],
+                 message='the pool did not follow the layout')
+        self.assertEqual(pool['id'], zuul.call('pools')[0]['id'])
+        self.fulfilled(zuul, ['medium'])
 
     def test_pending_request_of_a_dead_launcher_is_served_again(self):
         self.start_zk(launch=False, conf={'stale_lock_age': 1})
@@ -315,6 +369,42 @@ class TestZooKeeperFake(ZooKeeperTestCase):
                  message='the stale request lock is still there')
         self.assertTrue(self.admin.exists(
             '%s/nodepool/requests-lock/%s' % (self.chroot, request_id)))
+
+
+class TestZooKeeperZuul(ZooKeeperTestCase):
+    """Zuul's own client, zuul.zk.nodepool.ZooKeeperNodepool."""
+
+    CLIENT = 'zuul'
+
+    def test_two_nodes_used_and_deleted(self):
+        self.start_zk()
+        zuul = self.zuul()
+        request_id, data = self.fulfilled(zuul, ['small', 'large'],
+                                          priority='200')
+        nodes = zuul.call('accept', id=request_id)
+        self.assertEqual([['small'], ['large']], [n['type'] for n in nodes])
+        self.assertEqual({'ready'}, {n['state'] for n in nodes})
+        self.assertEqual({request_id}, {n['allocated_to'] for n in nodes})
+        ids = [node['id'] for node in nodes]
+        zuul.call('use', nodes=ids)
+        store_ids = [node['driver_data']['fleetflow-node'] for node in nodes]
+        self.assertEqual(['in-use', 'in-use'],
+                         [self.client.get_node(i)['state']
+                          for i in store_ids])
+        zuul.call('give_back', nodes=ids)
+        self.wait_gone(zuul, ids)
+        for node_id in store_ids:
+            self.client.wait_node_gone(node_id, timeout=60)
+        wait_for(lambda: not self.alive(), message='instances left')
+
+    def test_unknown_label_fails(self):
+        self.start_zk()
+        zuul = self.zuul()
+        request_id = zuul.call('request', labels=['no-such-label'])
+        data = zuul.call('wait', id=request_id, timeout=60)
+        self.assertEqual('failed', data['state'])
+        self.assertEqual(sorted(p['id'] for p in zuul.call('pools')),
+                         sorted(data['declined_by']))
 
 
 class TestZooKeeperTLS(ZooKeeperTestCase):

@@ -96,7 +96,7 @@ class SSHServerFixture(fixtures.Fixture):
         return sorted(ssh.key_string(k) for k in self.host_keys)
 
     def _bind(self):
-        sock = local_server.bind_loopback(self.port or 0)
+        sock = local_server.bind_loopback(self.port or 0, reuse=True)
         self.port = sock.getsockname()[1]
         env = local_server.command_environment(self.directory,
                                                self.username)

@@ -7,6 +7,7 @@ import io
 import testtools
 
 from fleetflow import cmd
+from fleetflow.cmd import bench
 
 
 def console_scripts():
@@ -29,6 +30,18 @@ class TestVersion(testtools.TestCase):
             self.assertIn(rc, (0, None), script.name)
             self.assertEqual('%s %s' % (script.name, cmd.version()),
                              out.getvalue().strip(), script.name)
+
+    def test_every_benchmark(self):
+        for name in bench.BENCHMARKS:
+            out = io.StringIO()
+            with contextlib.redirect_stdout(out):
+                try:
+                    rc = bench.main([name, '--version'])
+                except SystemExit as e:
+                    rc = e.code
+            self.assertEqual(0, rc, name)
+            self.assertEqual('fleetflow-bench %s %s' % (name, cmd.version()),
+                             out.getvalue().strip())
 
     def test_version_is_the_installed_one(self):
         self.assertEqual(metadata.version('fleetflow'), cmd.version())

@@ -48,4 +48,6 @@ class TestExampleTree(testtools.TestCase):
         self.assertEqual(['--config-file', '/etc/fleetflow/fleetflow.conf'],
                          command[1:])
         self.assertEqual('SIGTERM', unit['Service']['KillSignal'])
+        self.assertEqual('/bin/kill -HUP $MAINPID',
+                         unit['Service']['ExecReload'])
         self.assertEqual('multi-user.target', unit['Install']['WantedBy'])

@@ -1,12 +1,16 @@
 """The launcher's pass and flow callbacks, without its process."""
 
+import copy
 import time
 
+import fixtures
 from taskflow import states
 
 from fleetflow.db import models
+from fleetflow import exceptions
 from fleetflow import flowinfo
 from fleetflow import launcher as ff_launcher
+from fleetflow import layout
 from fleetflow import quota as ff_quota
 from fleetflow import runner as ff_runner
 from tests import base
@@ -275,3 +279,67 @@ class TestLayoutKeys(base.TestCase):
         usage = ff_quota.Usage(ff.ctx, [])
         self.assertEqual(5, usage.available('fake-1', 'own').instances)
         self.assertEqual(5, usage.total('fake-1', 'own').instances)
+
+
+class TestApplyLayout(base.TestCase):
+    """A reloaded layout in the context: drivers made, kept and stopped."""
+
+    def setUp(self):
+        super().setUp()
+        self.data = {'labels': [{'name': 'small'}],
+                     'providers': [base.fake_provider(),
+                                   base.fake_provider(name='fake-2')]}
+        self.ff = self.useFixture(base.FleetflowFixture(
+            layout=copy.deepcopy(self.data), runner=False))
+        self.stopped = []
+        for provider in self.ff.ctx.providers.values():
+            self.watch_stop(provider)
+
+    def watch_stop(self, provider):
+        provider.driver.stop = lambda name=provider.name: \
+            self.stopped.append(name)
+
+    def reload(self, change):
+        data = copy.deepcopy(self.data)
+        change(data)
+        for provider in data['providers']:
+            provider.setdefault('state-path', self.ff.cloud_path)
+        self.ff.ctx.apply_layout(layout.Layout(data))
+
+    def test_unchanged_providers_keep_their_driver(self):
+        before = dict(self.ff.ctx.providers)
+
+        def lower(data):
+            data['providers'][1]['pools'][0]['max-servers'] = 1
+        self.reload(lower)
+        after = self.ff.ctx.providers
+        self.assertIs(before['fake-1'], after['fake-1'])
+        self.assertIsNot(before['fake-2'], after['fake-2'])
+        self.assertEqual(1, after['fake-2'].pool('main')['max-servers'])
+        # the replaced driver is stopped once nothing waits on it
+        self.assertEqual([], self.stopped)
+        self.ff.ctx.retire_providers(with_nodes={'fake-1', 'fake-2'})
+        self.assertEqual(['fake-2'], self.stopped)
+
+    def test_a_removed_provider_stays_while_it_has_nodes(self):
+        def remove(data):
+            del data['providers'][1]
+        self.reload(remove)
+        self.assertNotIn('fake-2', self.ff.ctx.layout.providers)
+        self.ff.ctx.retire_providers(with_nodes={'fake-2'})
+        self.assertIn('fake-2', self.ff.ctx.providers)
+        self.assertEqual([], self.stopped)
+        self.ff.ctx.retire_providers(with_nodes=set())
+        self.assertNotIn('fake-2', self.ff.ctx.providers)
+        self.assertEqual(['fake-2'], self.stopped)
+
+    def test_a_driver_that_does_not_start_changes_nothing(self):
+        before = (self.ff.ctx.layout, dict(self.ff.ctx.providers))
+
+        def add(data):
+            data['providers'].append({'name': 'os', 'cloud': 'no-such-cloud',
+                                      'pools': []})
+        self.useFixture(fixtures.EnvironmentVariable(
+            'OS_CLIENT_CONFIG_FILE', '/nonexistent/clouds.yaml'))
+        self.assertRaises(exceptions.ConfigError, self.reload, add)
+        self.assertEqual(before, (self.ff.ctx.layout, self.ff.ctx.providers))

@@ -93,6 +93,12 @@ class TestLayout(testtools.TestCase):
         self.assertIn('providers[0].pools[0].labels[0].name', error)
         self.assertIn("'huge'", error)
 
+    def test_driver_of_another_type_is_named(self):
+        def mutate(data):
+            data['providers'][0]['driver'] = ['fake']
+        self.assertIn('providers[0].driver: expected str',
+                      self._error(mutate))
+
     def test_unknown_driver_is_named(self):
         def mutate(data):
             data['providers'][0]['driver'] = 'nimbus'

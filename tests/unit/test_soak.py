@@ -2,13 +2,17 @@
 
 import io
 import random
+import subprocess
+import sys
 import time
+from unittest import mock
 import uuid
 
 import fixtures
 import testtools
 
 from fleetflow.bench import soak
+from fleetflow.bench import zk_requester
 from fleetflow.db import models
 from fleetflow.drivers import base as driver_base
 from fleetflow.flows import delete as delete_flows
@@ -92,6 +96,21 @@ class TestPureChecks(testtools.TestCase):
         self.assertEqual({1: 5}, soak.memory_growth(samples))
 
 
+class TestRequesterAnswer(testtools.TestCase):
+
+    def test_a_requester_that_does_not_answer_is_killed(self):
+        requester = zk_requester.Requester.__new__(zk_requester.Requester)
+        requester.proc = subprocess.Popen(
+            [sys.executable, '-c', 'import sys, time; sys.stdin.readline(); '
+             'time.sleep(60)'], stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE, text=True)
+        self.addCleanup(requester.close)
+        e = self.assertRaises(zk_requester.RequesterError, requester.call,
+                              'request_data', answer_within=0.5, id='1')
+        self.assertIn('no answer in 0.5 s', str(e))
+        self.assertIsNotNone(requester.proc.poll())
+
+
 class TestArgs(testtools.TestCase):
 
     def test_defaults_inject_every_cloud_fault(self):
@@ -103,8 +122,11 @@ class TestArgs(testtools.TestCase):
         self.assertEqual(['small', 'large'], args.labels)
 
     def test_unknown_fault_named(self):
+        self.useFixture(fixtures.EnvironmentVariable(
+            'FLEETFLOW_TEST_POSTGRES_URL'))
         for argv, named in ((['--fault', 'bogus=1'], "'bogus'"),
-                            (['--process-faults', 'nope'], 'nope')):
+                            (['--process-faults', 'nope'], 'nope'),
+                            (['--mode', 'redis'], '--database')):
             stderr = self.useFixture(fixtures.MonkeyPatch(
                 'sys.stderr', io.StringIO())).new_value
             e = self.assertRaises(SystemExit, soak.parse_args, argv)
@@ -247,3 +269,109 @@ class TestChecker(base.TestCase):
             e, soak.Launchers(self.ff.state_path, {}))
         self.assertEqual(node['id'], evidence['node_row']['id'])
         self.assertEqual(5, len(evidence['flows']))
+
+
+class FakeZuul:
+    """Zuul's side as the requester child answers it, from a script."""
+
+    def __init__(self):
+        self.requests = {}
+        self.calls = []
+        self.killed = False
+        #: the child process: alive
+        self.proc = mock.Mock(**{'poll.return_value': None})
+
+    def call(self, op, answer_within=None, **args):
+        self.calls.append((op, args))
+        if op == 'request':
+            request_id = '%03d' % len(self.requests)
+            self.requests[request_id] = {'state': 'requested',
+                                         'nodes': [], 'declined_by': []}
+            return request_id
+        if op == 'request_data':
+            return self.requests.get(args['id'])
+        if op == 'accept':
+            data = self.requests.pop(args['id'])
+            return [{'id': node_id, 'type': [label], 'state': 'ready',
+                     'allocated_to': owner}
+                    for node_id, label, owner in data['nodes']]
+        return None
+
+    def kill(self):
+        self.killed = True
+
+    def close(self):
+        pass
+
+
+class TestZuulRequests(testtools.TestCase):
+
+    def setUp(self):
+        super().setUp()
+        self.zuuls = []
+        args = soak.parse_args(['--seed', '1', '--labels', 'small',
+                                '--max-size', '1', '--hold', '0', '0',
+                                '--rate', '1000'])
+        self.requests = soak.ZuulRequests(self.new_zuul, random.Random(1),
+                                          args)
+        self.checker = soak.Checker(None, None, {}, 0, 0)
+
+    def new_zuul(self):
+        self.zuuls.append(FakeZuul())
+        return self.zuuls[-1]
+
+    def submit(self, count):
+        zuul = self.zuuls[-1]
+        while len(zuul.requests) < count:
+            self.requests.submit_due(time.time())
+        return sorted(zuul.requests)
+
+    def test_fulfilled_accepted_checked_and_given_back(self):
+        first, second = self.submit(2)[:2]
+        zuul = self.zuuls[-1]
+        zuul.requests[first].update(state='fulfilled',
+                                    nodes=[('n1', 'small', first)])
+        zuul.requests[second].update(state='failed', declined_by=['p-1'])
+        self.requests.refresh(time.time())
+        self.checker._requests(self.requests, {})
+        self.assertEqual({'n1': first}, self.checker.handed)
+        self.requests.release_due(time.time())
+        self.assertIn(('give_back', {'nodes': ['n1']}), zuul.calls)
+        self.assertEqual(2, self.requests.outcomes['released'])
+
+    def test_node_of_another_request_is_a_violation(self):
+        request_id = self.submit(1)[0]
+        self.zuuls[-1].requests[request_id].update(
+            state='fulfilled', nodes=[('n1', 'small', 'someone-else')])
+        self.requests.refresh(time.time())
+        e = self.assertRaises(soak.Violation, self.checker._requests,
+                              self.requests, {})
+        self.assertEqual('fulfilled-wrong', e.evidence['kind'])
+
+    def test_vanished_request_is_lost_unless_zookeeper_was_down(self):
+        gone, excused = self.submit(2)[:2]
+        zuul = self.zuuls[-1]
+        del zuul.requests[gone]
+        self.requests.refresh(time.time())
+        self.assertEqual([gone], self.requests.lost)
+        self.requests.excused_until = time.time() + 30
+        del zuul.requests[excused]
+        self.requests.refresh(time.time())
+        self.assertEqual([gone], self.requests.lost)
+        self.assertEqual(1, self.requests.outcomes['abandoned'])
+
+    def test_session_loss_abandons_requests_and_starts_a_requester(self):
+        self.submit(3)
+        first = self.zuuls[-1]
+        self.requests.lose_session()
+        self.assertTrue(first.killed)
+        self.assertEqual('drop', first.calls[-1][0])
+        self.assertEqual(2, len(self.zuuls))
+        self.assertEqual({}, self.requests.mine)
+        self.assertEqual(3, self.requests.outcomes['abandoned'])
+
+    def test_nothing_asked_while_zookeeper_is_down(self):
+        self.requests.paused = True
+        self.requests.submit_due(time.time() + 10)
+        self.requests.refresh(time.time())
+        self.assertEqual([], self.zuuls[-1].calls)

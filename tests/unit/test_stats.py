@@ -2,7 +2,10 @@
 
 import socket
 import tempfile
+import time
+from unittest import mock
 
+from taskflow import states as tf_states
 from taskflow.types import failure as tf_failure
 import testtools
 
@@ -129,3 +132,31 @@ class TestGauges(testtools.TestCase):
     def test_key_parts_from_outside_are_made_safe(self):
         self.assertEqual('zuul_example_org_tenant',
                          stats.key_part('zuul.example.org:tenant'))
+
+
+class TestLaunchResults(testtools.TestCase):
+    """What a launch flow's end sends, from its storage and its node."""
+
+    def send(self, node, request=None):
+        engine = mock.Mock()
+        engine.storage.flow_name = 'launch-n1'
+        engine.storage.fetch.side_effect = {'node_id': 'n1',
+                                            'provider': 'fake-1'}.get
+        ctx = mock.Mock()
+        ctx.store.find_node.return_value = node
+        ctx.store.get_request.return_value = request
+        stats.LaunchResults(engine, ctx)._flow_receiver(
+            tf_states.SUCCESS, {})
+        [call] = ctx.stats.launch_result.call_args_list
+        return call.args[:4]
+
+    def test_a_requests_node(self):
+        node = {'request_id': 'r1', 'az': 'nova',
+                'created_at': time.time() - 5}
+        self.assertEqual(('fake-1', 'nova', 'zuul', 'ready'),
+                         self.send(node, {'requestor': 'zuul'}))
+
+    def test_a_spare_is_min_readys(self):
+        node = {'request_id': None, 'az': None, 'created_at': time.time()}
+        self.assertEqual(('fake-1', None, 'NodePool:min-ready', 'ready'),
+                         self.send(node))

@@ -1,15 +1,16 @@
 """Sphinx directives that write fleetflow's references from its code.
 
 ``.. fleetflow-layout:: SECTION`` documents the layout keys of SECTION
-(``label``, ``provider``, ``pool`` or ``pool-label``, with ``:driver:
-NAME`` for a driver's own keys in that section; or the dotted name of a
-schema dict, such as ``fleetflow.drivers.static.NODE``). The table's
-keys, value types, required marks and defaults come from the voluptuous
-schemas; the directive's content is a definition list of the keys'
-descriptions. A key of the schema with no description, or a description
-of a key the schema does not have, is a warning (an error with ``-W``),
-so the page cannot fall behind the code; and a section of a registered
-driver (or a common one) that no directive documents is a warning too::
+(``top``, ``label``, ``provider``, ``pool`` or ``pool-label``, with
+``:driver: NAME`` for a driver's own keys in that section; or the dotted
+name of a schema dict, such as ``fleetflow.drivers.static.NODE``). The
+table's keys, value types, required marks and defaults come from the
+voluptuous schemas; the directive's content is a definition list of the
+keys' descriptions (a term may name several keys, separated by commas).
+A key of the schema with no description, or a description of a key the
+schema does not have, is a warning (an error with ``-W``), so the page
+cannot fall behind the code; and a section of a registered driver (or a
+common one) that no directive documents is a warning too::
 
     .. fleetflow-layout:: pool
        :driver: openstack
@@ -37,6 +38,7 @@ from fleetflow import layout
 LOG = logging.getLogger(__name__)
 
 SECTIONS = {
+    'top': (layout.TOP, None, 'top'),
     'label': (layout.LABEL, None, 'label'),
     'provider': (layout.PROVIDER, 'provider_schema', 'provider'),
     'pool': (layout.POOL, 'pool_schema', 'pool'),
@@ -54,9 +56,13 @@ def describe(schema):
     if isinstance(schema, list):
         return 'list of %s' % ' or '.join(describe(s) for s in schema)
     if isinstance(schema, dict):
-        keys = ', '.join(describe(getattr(key, 'schema', key))
-                         for key in schema)
-        return 'mapping (%s)' % keys if keys else 'mapping'
+        names = [key.schema if isinstance(key, v.Marker) else key
+                 for key in schema]
+        if not all(isinstance(name, str) for name in names):
+            return 'mapping of %s' % '; '.join(
+                '%s: %s' % (describe(key), describe(value))
+                for key, value in schema.items())
+        return 'mapping (%s)' % ', '.join(names) if names else 'mapping'
     if isinstance(schema, str):
         return schema
     if isinstance(schema, v.All):
@@ -64,8 +70,9 @@ def describe(schema):
     if isinstance(schema, v.Any):
         if list(schema.validators) == [int, float]:
             return 'number'
-        if all(isinstance(s, str) for s in schema.validators):
-            return 'one of %s' % ', '.join(schema.validators)
+        if all(s is None or isinstance(s, str) for s in schema.validators):
+            return 'one of %s' % ', '.join(
+                'null' if s is None else s for s in schema.validators)
         return ' or '.join(describe(s) for s in schema.validators)
     if isinstance(schema, v.Range):
         bounds = []
@@ -80,8 +87,13 @@ def describe(schema):
             if bound is not None)
     if isinstance(schema, v.In):
         return 'one of %s' % ', '.join(str(c) for c in schema.container)
+    if isinstance(schema, v.Match):
+        return 'matching %s' % schema.pattern.pattern
     if isinstance(schema, v.Coerce):
         return TYPES.get(schema.type, schema.type.__name__)
+    if getattr(schema, '__name__', None) == 'refuse':
+        # fleetflow.layout.unsupported(): nodepool's key, refused
+        return 'refused'
     if callable(schema):
         doc = (schema.__doc__ or '').strip().split('\n')[0]
         return doc.rstrip('.') or schema.__name__
@@ -133,8 +145,9 @@ class LayoutKeys(Directive):
         self.state.nested_parse(self.content, self.content_offset, holder)
         found = {}
         for item in holder.findall(nodes.definition_list_item):
-            term = item.next_node(nodes.term).astext().strip()
-            found[term] = item.next_node(nodes.definition).children
+            term = item.next_node(nodes.term).astext()
+            for key in term.split(','):
+                found[key.strip()] = item.next_node(nodes.definition).children
         return found
 
     def run(self):

@@ -313,6 +313,12 @@ class TestStaticLayout(testtools.TestCase):
         conf.set_override('state_path', os.path.join(tmp, 'state'))
         self.addCleanup(conf.clear_override, 'state_path')
         data = self.layout({'name': 'h', 'labels': 'small'})
+        data['providers'][0]['name'] = '../../escaped'
+        self.assertIn("providers[0].name: '../../escaped' is not a safe name",
+                      str(self.assertRaises(exceptions.ConfigError,
+                                            layout.Layout, data)))
+        # and the driver, given such an entry all the same
+        data['providers'][0]['name'] = 'hosts'
         provider = dict(layout.Layout(data).providers['hosts'],
                         name='../../escaped')
         e = self.assertRaises(exceptions.ConfigError, static.StaticDriver,
