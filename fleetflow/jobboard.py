@@ -357,13 +357,30 @@ class JobboardRunner(ff_runner.Runner):
                 raise exceptions.FleetflowError(
                     'node %s already has a flow running' % node_id)
         book, detail = self._unfinished(node_id)
+        log = logutils.node_logger(LOG, node_id)
+        if detail is not None and not self._applies(node_id, detail):
+            # Another run finished the node's flow meanwhile (a conductor
+            # froze past its claim; its copy stopped unfinished): a
+            # conductor would refuse that flow now, for ever.
+            log.info('Flow %s did not finish, but no longer applies to '
+                     'the node: a new %s', detail.name, factory.__name__)
+            detail = None
         if detail is not None:
-            logutils.node_logger(LOG, node_id).info(
-                'Flow %s did not finish and has no job: posting it again '
-                'instead of a new %s', detail.name, factory.__name__)
+            log.info('Flow %s did not finish and has no job: posting it '
+                     'again instead of a new %s', detail.name,
+                     factory.__name__)
         else:
             _flow, detail, book = self.record_flow(node_id, factory, inputs)
         return self._post(node_id, book, detail)
+
+    def _applies(self, node_id, detail):
+        """Whether the node is in a state its flow ``detail`` acts on."""
+        with contextlib.closing(self.ctx.persistence.get_connection()) \
+                as conn:
+            detail = conn.get_logbook(node_id).find(detail.uuid)
+        node = self.ctx.store.find_node(node_id)
+        factory, _inputs = registry.recorded(detail, node_id)
+        return node is not None and node['state'] in factory.node_states
 
     def _post(self, node_id, book, detail):
         job = self.board.post(node_id, book, detail)

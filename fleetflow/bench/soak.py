@@ -56,6 +56,8 @@ from fleetflow.drivers import fake
 from fleetflow import flowinfo
 
 PROVIDER = 'fake-1'
+#: seconds a launcher process is left to start before it is hit
+STARTING = 10
 #: seconds after a server restart that a launcher may fail to reach it
 SERVER_GRACE = 30
 LIVE_NODE = (models.BUILDING, models.DELETING)
@@ -308,6 +310,8 @@ class Launchers:
         self.tmp = tmp
         self.config_files = config_files
         self.procs = {}
+        #: name -> when its process was started
+        self.started = {}
         #: names whose process the soak stopped on purpose (or froze)
         self.expected_down = set()
         self.frozen = set()
@@ -322,13 +326,21 @@ class Launchers:
                 [sys.executable, '-m', 'fleetflow.cmd.launcher',
                  '--config-file', self.config_files[name]],
                 stdout=log, stderr=subprocess.STDOUT)
+        self.started[name] = time.time()
         self.expected_down.discard(name)
 
     def up(self):
-        """Names of the launchers that run and are not frozen."""
+        """Names of the launchers that run, started, and are not frozen.
+
+        A process still starting is left alone: a SIGTERM that reached
+        one 3 s after its start, under the functional tests, was not acted
+        on at all (the launcher ran on and never stopped).
+        """
+        since = time.time() - STARTING
         return sorted(name for name, proc in self.procs.items()
                       if proc.poll() is None and name not in self.frozen
-                      and name not in self.expected_down)
+                      and name not in self.expected_down
+                      and self.started[name] <= since)
 
     def signal(self, name, signum):
         if signum in (signal.SIGKILL, signal.SIGTERM):
@@ -442,6 +454,11 @@ def instance_lost(nodes, instances):
     return [node for node in nodes
             if node['state'] in (models.READY, models.IN_USE)
             and node['external_id'] not in live]
+
+
+def spare(node):
+    """Whether a node is ready and no request's."""
+    return node['state'] == models.READY and node['request_id'] is None
 
 
 def overdue(nodes, now, limits):
@@ -849,8 +866,11 @@ class Soak:
         attempt = self.launch_timeout + self.boot_timeout
         self.checker = Checker(
             self.ctx, self.cloud,
-            {models.BUILDING: 3 * attempt + args.slack,
-             models.DELETING: 30 + 5 + args.slack},
+            dict({models.BUILDING: 3 * attempt + args.slack,
+                  models.DELETING: 30 + 5 + args.slack},
+                 # What waits for its delete flow to start.
+                 **dict.fromkeys((models.USED, models.FAILED,
+                                  models.ABORTED), 30 + args.slack)),
             leak_grace=2 * args.cleanup_interval + args.slack,
             max_logbook_rows=args.max_logbook_rows)
         self.kinds = [kind for kind in args.process_faults
@@ -1079,6 +1099,8 @@ class Soak:
 
     #: requests fulfilled and instances made at the last sample
     _last = (0, 0)
+    #: ready nodes of no request left at the end
+    spares_left = 0
 
     def loop(self, until, inject=True):
         """Run until ``until`` (a time, or a predicate of the node rows)."""
@@ -1132,15 +1154,20 @@ class Soak:
         def settled(nodes):
             if not self.requests.unsettled():
                 self.requests.release_all()
+            # Ready spares stay, to be reused (a request served again
+            # after an abort leaves the ready nodes it had).
+            busy = sorted(node_id for node_id, node in nodes.items()
+                          if not spare(node))
             if time.time() > drained:
                 raise Violation('not-drained', 'left after %.0f s: '
                                 'requests %s, nodes %s' % (
                                     args.drain_timeout,
                                     [r['id'] for r in
-                                     self.requests.unsettled()],
-                                    sorted(nodes)))
-            return not (self.timers or self.requests.mine or nodes
-                        or self.cloud.list_instances())
+                                     self.requests.unsettled()], busy))
+            self.spares_left = len(nodes) - len(busy)
+            return not (self.timers or self.requests.mine or busy
+                        or len(self.cloud.list_instances())
+                        > self.spares_left)
 
         self.loop(settled, inject=False)
         self.check()
@@ -1162,6 +1189,7 @@ class Soak:
             'cloud_faults': self.cloud.fault_counts(),
             'process_faults': dict(self.process_faults),
             'restarts': self.restarts,
+            'spares_left': self.spares_left,
             'start_failures': self.start_failures,
             'invariant_checks': self.checker.checks,
             'violations': 0 if violation is None else 1,

@@ -403,6 +403,20 @@ class BoardTests:
         self.assertEqual(1, len(flowinfo.describe_flows(
             self.ff.ctx, node['id'])))
 
+    def test_unfinished_flow_that_no_longer_applies_is_not_posted(self):
+        # A launch another conductor finished while this copy of it
+        # stopped unfinished: the node is used, and must be deleted.
+        node = self.ff.create_node()
+        stale = self.record_only(node)
+        self.ff.store.set_node_state(node['id'], models.USED)
+        self.runner.refresh()
+        self.runner.delete(self.ff.node(node['id']))
+        job = self.jobs()[node['id']]
+        self.assertEqual('delete-%s' % node['id'], job['name'])
+        self.assertNotEqual(stale, job['flow_uuid'])
+        self.assertEqual(job['flow_uuid'],
+                         self.ff.node(node['id'])['flow_id'])
+
     def test_resume_all_posts_what_has_no_job(self):
         posted = self.ff.create_node()
         lost = self.ff.create_node()
