@@ -154,7 +154,10 @@ class InstanceCache:
             if known and instance is None:
                 gone.set()
             elif time.time() < deadline:
-                self.watch(external_id, state_of(instance), check)
+                # Not known yet: the listing that woke it had started
+                # before the wait; the next one tells.
+                self.watch(external_id,
+                           state_of(instance) if known else None, check)
 
         self.watch(external_id, None, check)
         return gone.wait(timeout)

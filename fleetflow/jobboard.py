@@ -70,6 +70,7 @@ claimed.
 """
 
 import contextlib
+import functools
 import logging
 import re
 import threading
@@ -81,9 +82,7 @@ from taskflow.conductors.backends import impl_blocking
 from taskflow.conductors.backends import impl_nonblocking
 from taskflow import exceptions as tf_exceptions
 from taskflow.jobs import backends as job_backends
-from taskflow.listeners import base as listener_base
 from taskflow import states
-from taskflow.types import failure as tf_failure
 import tenacity
 
 from fleetflow.db import locks
@@ -92,7 +91,6 @@ from fleetflow import exceptions
 from fleetflow.flows import registry
 from fleetflow import launcher as ff_launcher
 from fleetflow import logutils
-from fleetflow import retries
 from fleetflow import runner as ff_runner
 from fleetflow import scheduler as ff_scheduler
 
@@ -561,37 +559,6 @@ class NonBlockingConductor(_CheckedJobs,
     """TaskFlow's ``nonblocking`` conductor with fleetflow's job check."""
 
 
-class _WaitInPlace(listener_base.Listener):
-    """Blocks the engine's worker while a task says it has to wait."""
-
-    def __init__(self, engine, waits):
-        super().__init__(engine, task_listen_for=(states.FAILURE,),
-                         flow_listen_for=(),
-                         retry_listen_for=(states.SUCCESS,))
-        self._waits = waits
-
-    def _task_receiver(self, state, details):
-        failure = details.get('result')
-        if (isinstance(failure, tf_failure.Failure)
-                and failure.check(*ff_runner.PARKING)
-                and failure.exception is not None):
-            self._wait(failure.exception)
-
-    def _retry_receiver(self, state, details):
-        # Before a poll that would only find it must wait: the poll runs
-        # once the awaited change is seen, and fails no attempt.
-        reason = retries.waiting_before_poll(self._engine, details)
-        if reason is not None:
-            self._wait(reason)
-
-    def _wait(self, reason):
-        if not self._waits.wait(self._engine, reason):
-            # Stop where the in-process runner parks a flow: at the
-            # failed poll, before its retry controller decides, or
-            # before the poll.
-            self._engine.suspend()
-
-
 class _Wait:
     def __init__(self):
         self.event = threading.Event()
@@ -844,6 +811,14 @@ class Conductor:
         """Flows of this conductor that wait (each holds its worker)."""
         return self._waits.count()
 
+    def _wait(self, engine, reason, recheck):
+        """A flow waits holding its worker (a claim cannot be parked)."""
+        if not self._waits.wait(engine, reason):
+            # Stop where the in-process runner parks a flow: at the
+            # failed poll, before its retry controller decides, or
+            # before the poll.
+            engine.suspend()
+
     def _claimed(self, job):
         # Other hosts may have run the flow since this one last did.
         flow_uuid = (job.details or {}).get('flow_uuid')
@@ -854,7 +829,8 @@ class Conductor:
 
     def _on_start(self, event_type, details):
         job, engine = details['job'], details['engine']
-        _WaitInPlace(engine, self._waits).register()
+        ff_runner.OnWait(engine, functools.partial(self._wait, engine),
+                         lambda: True).register()
         ff_runner.listen(engine, self.ctx)
         self._claims.attach(job, engine)
         logutils.node_logger(LOG, job_node(job)).info(

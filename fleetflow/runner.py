@@ -98,43 +98,39 @@ class FlowRun:
         self.done = threading.Event()
 
 
-class _ParkOnWait(listener_base.Listener):
-    """Suspends the engine when a flow has to wait.
+class OnWait(listener_base.Listener):
+    """Hands a flow's waits to ``wait(reason, recheck)``.
 
-    A task says so by failing with one of ``PARKING``; a poll about to run
-    when others wait for a worker is asked first
-    (:func:`~fleetflow.retries.waiting_before_poll`), and the flow is
-    parked before it.
+    A task says it has to wait by failing with one of ``PARKING``; a poll
+    about to run is asked first (:func:`~fleetflow.retries.
+    waiting_before_poll`) when ``ask_before_poll()`` says so, and a
+    poll that would only find it must wait is waited for before it runs,
+    failing no attempt. ``recheck`` (None for a task's failure) asks that
+    poll again. The in-process runner parks the flow
+    (:meth:`Runner._park_run`); a conductor waits in place.
     """
 
-    def __init__(self, run, ctx):
-        super().__init__(run.engine, task_listen_for=(states.FAILURE,),
+    def __init__(self, engine, wait, ask_before_poll):
+        super().__init__(engine, task_listen_for=(states.FAILURE,),
                          flow_listen_for=(),
                          retry_listen_for=(states.SUCCESS,))
-        self._run = run
-        self._ctx = ctx
+        self._wait = wait
+        self._ask_before_poll = ask_before_poll
 
     def _task_receiver(self, state, details):
         failure = details.get('result')
         if (isinstance(failure, tf_failure.Failure)
                 and failure.check(*PARKING)
                 and failure.exception is not None):
-            self._park(failure.exception)
+            self._wait(failure.exception, None)
 
     def _retry_receiver(self, state, details):
-        # Without a backlog, the poll itself waits a little for a quick
-        # cloud, which costs less than parking the flow.
-        if self._ctx.worker_backlog:
+        if self._ask_before_poll():
             recheck = functools.partial(retries.waiting_before_poll,
                                         self._engine, details)
             reason = recheck()
             if reason is not None:
-                self._park(reason, recheck)
-
-    def _park(self, reason, recheck=None):
-        self._run.park = reason
-        self._run.recheck = recheck
-        self._engine.suspend()
+                self._wait(reason, recheck)
 
 
 class Runner:
@@ -299,7 +295,10 @@ class Runner:
                 run.engine = run.load()
                 run.flow_id = run.engine.storage.flow_uuid
                 run.name = run.engine.storage.flow_name
-                _ParkOnWait(run, self.ctx).register()
+                # Without a backlog, a poll itself waits a little for a
+                # quick cloud, which costs less than parking the flow.
+                OnWait(run.engine, functools.partial(self._park_run, run),
+                       lambda: self.ctx.worker_backlog).register()
                 listen(run.engine, self.ctx)
             run.engine.run()
         except Exception as e:
@@ -313,6 +312,12 @@ class Runner:
             self._park(run, run.park)
             return
         self._finish(run, state)
+
+    def _park_run(self, run, reason, recheck):
+        """Suspend ``run``'s engine; it is parked when it has stopped."""
+        run.park = reason
+        run.recheck = recheck
+        run.engine.suspend()
 
     def _park(self, run, reason):
         with self._lock:

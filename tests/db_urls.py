@@ -19,7 +19,11 @@ URL_FILE = os.environ.get(
     os.path.expanduser('~/.config/fleetflow/test-postgres-url'))
 
 
-def _configured_url():
+def configured_url():
+    """The PostgreSQL URL the tests use.
+
+    :raises LookupError: when none is configured.
+    """
     url = os.environ.get('FLEETFLOW_TEST_POSTGRES_URL')
     if url:
         return url
@@ -36,7 +40,7 @@ def postgres_url(testcase):
     schema = 'test_%s' % uuid.uuid4().hex[:12]
     url = None
     try:
-        url = _configured_url()
+        url = configured_url()
         admin = sa.create_engine(url, poolclass=sa.pool.NullPool)
         with admin.begin() as conn:
             conn.execute(sa.text('CREATE SCHEMA %s' % schema))

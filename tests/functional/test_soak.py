@@ -60,4 +60,4 @@ class TestSoak(base.TestCase):
         # Skips (fails in CI) when PostgreSQL does not answer.
         db_urls.postgres_url(self)
         self.soak('--mode', 'redis', '--launchers', '2', '--database',
-                  db_urls._configured_url())
+                  db_urls.configured_url())
