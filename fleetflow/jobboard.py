@@ -278,6 +278,15 @@ class Board:
                       key=lambda job: (job.created_on is None,
                                        job.created_on or 0))
 
+    def owner(self, job):
+        """Who holds the claim on ``job``; None when nobody does."""
+        try:
+            return self.jobboard.find_owner(job)
+        except TypeError:
+            # TaskFlow's Redis board fails to decode the owner of a job
+            # that has none (its claim expired, or the job is gone).
+            return None
+
     def describe(self):
         """One dict per job: what ``fleetflow job list`` shows."""
         rows = []
@@ -672,7 +681,7 @@ class _ClaimKeeper:
             claims = list(self._held.values())
         for claim in claims:
             try:
-                owner = self.board.jobboard.find_owner(claim.job)
+                owner = self.board.owner(claim.job)
             except Exception as e:
                 LOG.warning('Cannot check the claim on job %s: %s',
                             claim.job.uuid, e)
@@ -693,12 +702,25 @@ class _ClaimKeeper:
                                 claim.job.uuid, e)
 
 
+def _job_key(job):
+    """What one process runs one of at a time: a node's flow, or a job."""
+    details = job.details if isinstance(job.details, dict) else {}
+    node_id = details.get('node_id')
+    return node_id if isinstance(node_id, str) else job.uuid
+
+
 class _ClaimingBoard:
     """The board as the conductor uses it: claims that are kept alive.
 
     TaskFlow's conductor claims with no expiry; on Redis this claims with
     ``claim_expiry`` and hands the claim to the keeper, which renews it
     until the job is consumed, abandoned or trashed.
+
+    A job whose node has a flow running here is not claimed: a claim that
+    expired while its flow ran (the host stalled) leaves the job on the
+    board, and TaskFlow's conductor would run it a second time beside the
+    first. It is claimed again once that flow stopped and its job was
+    given back (every claimed job ends consumed, abandoned or trashed).
     """
 
     def __init__(self, board, keeper, on_claim=None):
@@ -706,30 +728,57 @@ class _ClaimingBoard:
         self._jobboard = board.jobboard
         self._keeper = keeper
         self._on_claim = on_claim
+        self._running = set()
+        self._lock = threading.Lock()
 
     def __getattr__(self, name):
         return getattr(self._jobboard, name)
 
     def claim(self, job, who):
-        if self._board.backend == 'redis':
-            self._jobboard.claim(job, who, expiry=self._board.claim_expiry)
-        else:
-            self._jobboard.claim(job, who)
+        key = _job_key(job)
+        with self._lock:
+            if key in self._running:
+                raise tf_exceptions.UnclaimableJob(
+                    'job %s: a flow of node %s still runs here'
+                    % (job.uuid, key))
+            self._running.add(key)
+        try:
+            if self._board.backend == 'redis':
+                self._jobboard.claim(job, who,
+                                     expiry=self._board.claim_expiry)
+            else:
+                self._jobboard.claim(job, who)
+        except BaseException:
+            self._ended(job)
+            raise
         self._keeper.add(job)
         if self._on_claim is not None:
             self._on_claim(job)
 
+    def _ended(self, job):
+        with self._lock:
+            self._running.discard(_job_key(job))
+
     def consume(self, job, who):
         self._keeper.discard(job)
-        return self._jobboard.consume(job, who)
+        try:
+            return self._jobboard.consume(job, who)
+        finally:
+            self._ended(job)
 
     def abandon(self, job, who):
         self._keeper.discard(job)
-        return self._jobboard.abandon(job, who)
+        try:
+            return self._jobboard.abandon(job, who)
+        finally:
+            self._ended(job)
 
     def trash(self, job, who):
         self._keeper.discard(job)
-        return self._jobboard.trash(job, who)
+        try:
+            return self._jobboard.trash(job, who)
+        finally:
+            self._ended(job)
 
 
 class Conductor:

@@ -640,6 +640,39 @@ class TestRedisBoard(BoardTests, base.TestCase):
         self.ff.wait_for(lambda: self.flow_state(node['id'])
                          == states.SUSPENDED, timeout=10)
 
+    def test_an_expired_claim_is_not_run_twice_here(self):
+        self.ff.driver.create_latency = 30
+        conductor = self.conductor()
+        runs = {'now': 0, 'most': 0, 'started': 0}
+
+        def started(event_type, details):
+            runs['now'] += 1
+            runs['started'] += 1
+            runs['most'] = max(runs['most'], runs['now'])
+
+        def ended(event_type, details):
+            runs['now'] -= 1
+
+        conductor._conductor.notifier.register('compilation_start', started)
+        conductor._conductor.notifier.register('running_end', ended)
+        node = self.ff.create_node()
+        self.runner.refresh()
+        self.runner.launch(node)
+        self.ff.wait_for(lambda: conductor.waiting() == 1, timeout=10)
+        # The claim expired while the flow waits (this host stalled past
+        # the expiry); nobody else took the job.
+        job = self.board.jobs()[0]
+        self.board.jobboard._client.delete(job.owner_key)
+        # The flow stops here, and is then claimed again and resumed: one
+        # copy at a time.
+        self.ff.wait_for(lambda: runs['started'] == 2, timeout=20)
+        self.assertEqual(1, runs['most'])
+        self.ff.wait_for(lambda: conductor.waiting() == 1, timeout=10)
+        self.assertEqual(conductor.name, self.jobs()[node['id']]['owner'])
+        self.assertIn('Lost the claim on job %s' % job.uuid,
+                      self.logger.output)
+        self.assertEqual(1, len(self.ff.driver.instance_history()))
+
     def flow_state(self, node_id):
         flows = flowinfo.describe_flows(self.ff.ctx, node_id)
         return flows[0]['state']
