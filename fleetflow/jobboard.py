@@ -82,6 +82,7 @@ from taskflow.conductors.backends import impl_blocking
 from taskflow.conductors.backends import impl_nonblocking
 from taskflow import exceptions as tf_exceptions
 from taskflow.jobs import backends as job_backends
+from taskflow.listeners import base as listener_base
 from taskflow import states
 import tenacity
 
@@ -633,9 +634,43 @@ class _Waits:
 
 
 class _Claim:
-    def __init__(self, job):
+    def __init__(self, job, expiry, since):
         self.job = job
         self.engine = None
+        self.expiry = expiry
+        #: when the claim was last known held (``time.monotonic()``)
+        self.held_at = since
+
+    def stale(self):
+        """Whether the claim may have expired: not renewed in time."""
+        return time.monotonic() - self.held_at > self.expiry
+
+
+class _ClaimCheck(listener_base.Listener):
+    """Stops a flow at a task boundary once its claim may have expired.
+
+    The keeper notices a lost claim at its next look; a host that stalled
+    past the expiry (stopped, starved) runs its flows on at once, so each
+    task boundary checks that the claim was renewed within the expiry.
+    """
+
+    def __init__(self, engine, claim):
+        super().__init__(engine, flow_listen_for=())
+        self._claim = claim
+        self._stopped = False
+
+    def _check(self, state, details):
+        if self._stopped or not self._claim.stale():
+            return
+        self._stopped = True
+        job = self._claim.job
+        logutils.node_logger(LOG, job_node(job)).error(
+            'The claim on job %s (flow %s) was not renewed for over %ss: '
+            'stopping the flow here, another conductor may run it',
+            job.uuid, job.name, self._claim.expiry)
+        self._engine.suspend()
+
+    _task_receiver = _retry_receiver = _check
 
 
 class _ClaimKeeper:
@@ -657,15 +692,19 @@ class _ClaimKeeper:
     def stop(self):
         self._scheduler.stop()
 
-    def add(self, job):
+    def add(self, job, since):
+        """Keep the claim on ``job``, made at ``since`` (monotonic)."""
         with self._lock:
-            self._held[job.uuid] = _Claim(job)
+            self._held[job.uuid] = _Claim(job, self.board.claim_expiry,
+                                          since)
 
     def attach(self, job, engine):
+        """The claim on ``job``, now run by ``engine`` (None if lost)."""
         with self._lock:
             claim = self._held.get(job.uuid)
             if claim is not None:
                 claim.engine = engine
+            return claim
 
     def discard(self, job):
         with self._lock:
@@ -680,6 +719,7 @@ class _ClaimKeeper:
         with self._lock:
             claims = list(self._held.values())
         for claim in claims:
+            asked = time.monotonic()
             try:
                 owner = self.board.owner(claim.job)
             except Exception as e:
@@ -694,12 +734,16 @@ class _ClaimKeeper:
             if owner != self.who:
                 self._on_lost(claim, owner)
                 continue
-            if self.board.backend == 'redis':
-                try:
-                    claim.job.extend_expiry(self.board.claim_expiry)
-                except Exception as e:
-                    LOG.warning('Cannot renew the claim on job %s: %s',
-                                claim.job.uuid, e)
+            if self.board.backend != 'redis':
+                # A ZooKeeper claim lives as long as the session.
+                claim.held_at = asked
+                continue
+            try:
+                if claim.job.extend_expiry(self.board.claim_expiry):
+                    claim.held_at = asked
+            except Exception as e:
+                LOG.warning('Cannot renew the claim on job %s: %s',
+                            claim.job.uuid, e)
 
 
 def _job_key(job):
@@ -742,6 +786,7 @@ class _ClaimingBoard:
                     'job %s: a flow of node %s still runs here'
                     % (job.uuid, key))
             self._running.add(key)
+        since = time.monotonic()
         try:
             if self._board.backend == 'redis':
                 self._jobboard.claim(job, who,
@@ -751,7 +796,7 @@ class _ClaimingBoard:
         except BaseException:
             self._ended(job)
             raise
-        self._keeper.add(job)
+        self._keeper.add(job, since)
         if self._on_claim is not None:
             self._on_claim(job)
 
@@ -881,7 +926,9 @@ class Conductor:
         ff_runner.OnWait(engine, functools.partial(self._wait, engine),
                          lambda: True).register()
         ff_runner.listen(engine, self.ctx)
-        self._claims.attach(job, engine)
+        claim = self._claims.attach(job, engine)
+        if claim is not None:
+            _ClaimCheck(engine, claim).register()
         logutils.node_logger(LOG, job_node(job)).info(
             'Running flow %s (job %s)', job.name, job.uuid)
 

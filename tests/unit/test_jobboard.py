@@ -673,6 +673,30 @@ class TestRedisBoard(BoardTests, base.TestCase):
                       self.logger.output)
         self.assertEqual(1, len(self.ff.driver.instance_history()))
 
+    def test_a_claim_not_renewed_in_time_stops_the_flow(self):
+        # The flow waits for longer than the expiry.
+        self.ff.driver.create_latency = 2 * self.claim_expiry
+        conductor = self.conductor()
+        ended = []
+        conductor._conductor.notifier.register(
+            'running_end', lambda event_type, details: ended.append(
+                details['engine'].storage.get_flow_state()))
+        node = self.ff.create_node()
+        self.runner.refresh()
+        self.runner.launch(node)
+        self.ff.wait_for(lambda: conductor.waiting() == 1, timeout=10)
+        job = self.board.jobs()[0]
+        # The host stalls: its claim is not renewed, and when the host runs
+        # again its flow goes on before the keeper looks at the claim.
+        conductor._claims.stop()
+        # The flow stops at its next task boundary.
+        self.ff.wait_for(lambda: ended, timeout=20)
+        self.assertEqual(states.SUSPENDED, ended[0])
+        self.assertIn('The claim on job %s (flow launch-%s) was not '
+                      'renewed for over %ss' % (job.uuid, node['id'],
+                                                self.claim_expiry),
+                      self.logger.output)
+
     def flow_state(self, node_id):
         flows = flowinfo.describe_flows(self.ff.ctx, node_id)
         return flows[0]['state']
