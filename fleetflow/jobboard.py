@@ -29,7 +29,12 @@ Claims and dead hosts
     with the TTL and renews it every third of it while the flow runs. A
     conductor checks that it still owns each job it runs; one whose claim
     was lost (its host stalled longer than the expiry) stops that flow at
-    the next task boundary, since another conductor may have taken it.
+    the next task boundary, since another conductor may have taken it. A
+    flow also stops at a task boundary when its claim was not renewed
+    within the expiry (the host ran again after a stall, before its
+    check). A conductor claims no job of a node whose flow it still runs
+    (a claim that expired leaves the job on the board while the flow
+    runs), so one process never runs a node's flow twice at once.
     When a host dies, its claims expire and other conductors claim the
     jobs and resume the flows where the dead host's last saved task left
     them.
