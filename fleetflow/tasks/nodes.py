@@ -72,11 +72,18 @@ class SaveHostKeys(base.FleetflowTask):
 
 
 class MarkNodeReady(base.FleetflowTask):
-    """The node is ready. Nothing follows it, so it has nothing to undo."""
+    """The node is ready. Nothing follows it, so it has nothing to undo.
+
+    Run again after a crash, it finds the node ready, or already handed
+    on from ready (in use, used, held, deleting): that is done.
+    """
+
+    PAST_READY = (models.READY, models.IN_USE, models.USED, models.HOLD,
+                  models.DELETING)
 
     def execute(self, node_id):
         node = self.ctx.store.get_node(node_id)
-        if node['state'] == models.READY:
+        if node['state'] in self.PAST_READY:
             return
         self.ctx.store.set_node_state(node_id, models.READY,
                                       expected=[models.BUILDING])

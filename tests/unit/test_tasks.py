@@ -403,10 +403,21 @@ class TestNodeTasks(TaskTestCase):
             NODE, models.READY, expected=[models.BUILDING])
 
     def test_mark_ready_again_is_a_no_op(self):
-        self.store.get_node.return_value = {'state': models.READY,
+        for state in (models.READY, models.IN_USE, models.USED, models.HOLD,
+                      models.DELETING):
+            self.store.get_node.return_value = {'state': state,
+                                                'external_id': 'i-1'}
+            nodes.MarkNodeReady().execute(NODE)
+        self.store.set_node_state.assert_not_called()
+
+    def test_mark_ready_of_an_aborted_node_is_left_to_the_store(self):
+        # an aborted node was not made ready by an earlier run: the store
+        # refuses the change (only a building node becomes ready)
+        self.store.get_node.return_value = {'state': models.ABORTED,
                                             'external_id': 'i-1'}
         nodes.MarkNodeReady().execute(NODE)
-        self.store.set_node_state.assert_not_called()
+        self.store.set_node_state.assert_called_once_with(
+            NODE, models.READY, expected=[models.BUILDING])
 
     def test_mark_deleting(self):
         self.store.find_node.return_value = {'id': NODE,
