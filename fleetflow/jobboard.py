@@ -278,14 +278,29 @@ class Board:
                       key=lambda job: (job.created_on is None,
                                        job.created_on or 0))
 
+    def owner(self, job):
+        """Who claimed ``job``; None when nobody does (or it is gone)."""
+        try:
+            return self.jobboard.find_owner(job)
+        except TypeError:
+            # TaskFlow's Redis board fails to decode the owner of a job
+            # that has none (ZooKeeper's says None).
+            if self.backend != 'redis':
+                raise
+            return None
+
     def describe(self):
         """One dict per job: what ``fleetflow job list`` shows."""
         rows = []
         for job in self.jobs():
             try:
                 state = job.state
-                owner = self.jobboard.find_owner(job) \
-                    if state == states.CLAIMED else None
+                owner = None
+                if state == states.CLAIMED:
+                    owner = self.owner(job)
+                    if owner is None:
+                        # Consumed or abandoned since its state was read.
+                        state = job.state
             except tf_exceptions.NotFound:
                 continue
             if state == states.COMPLETE:
