@@ -30,9 +30,9 @@ Claims and dead hosts
     conductor checks that it still owns each job it runs; one whose claim
     was lost (its host stalled longer than the expiry) stops that flow at
     the next task boundary, since another conductor may have taken it. A
-    flow also stops at a task boundary when its claim was not renewed
-    within the expiry (the host ran again after a stall, before its
-    check). A conductor claims no job of a node whose flow it still runs
+    flow also stops at a task boundary when its Redis claim was not
+    renewed within the expiry (the host ran again after a stall, before
+    its check). A conductor claims no job of a node whose flow it still runs
     (a claim that expired leaves the job on the board while the flow
     runs), so one process never runs a node's flow twice at once.
     When a host dies, its claims expire and other conductors claim the
@@ -662,7 +662,7 @@ class _Claim:
 
 
 class _ClaimCheck(listener_base.Listener):
-    """Stops a flow at a task boundary once its claim may have expired.
+    """Stops a flow at a task boundary once its Redis claim may have expired.
 
     The keeper notices a lost claim at its next look; a host that stalled
     past the expiry (stopped, starved) runs its flows on at once, so each
@@ -749,16 +749,13 @@ class _ClaimKeeper:
             if owner != self.who:
                 self._on_lost(claim, owner)
                 continue
-            if self.board.backend != 'redis':
-                # A ZooKeeper claim lives as long as the session.
-                claim.held_at = asked
-                continue
-            try:
-                if claim.job.extend_expiry(self.board.claim_expiry):
-                    claim.held_at = asked
-            except Exception as e:
-                LOG.warning('Cannot renew the claim on job %s: %s',
-                            claim.job.uuid, e)
+            if self.board.backend == 'redis':
+                try:
+                    if claim.job.extend_expiry(self.board.claim_expiry):
+                        claim.held_at = asked
+                except Exception as e:
+                    LOG.warning('Cannot renew the claim on job %s: %s',
+                                claim.job.uuid, e)
 
 
 def _job_key(job):
@@ -942,7 +939,9 @@ class Conductor:
                          lambda: True).register()
         ff_runner.listen(engine, self.ctx)
         claim = self._claims.attach(job, engine)
-        if claim is not None:
+        if claim is not None and self.board.backend == 'redis':
+            # A ZooKeeper claim lives as long as the session, which may
+            # outlive a server restart that kept the keeper from looking.
             _ClaimCheck(engine, claim).register()
         logutils.node_logger(LOG, job_node(job)).info(
             'Running flow %s (job %s)', job.name, job.uuid)
