@@ -689,7 +689,12 @@ class _ClaimCheck(listener_base.Listener):
 
 
 class _ClaimKeeper:
-    """Renews the claims a conductor holds; notices the ones it lost."""
+    """Renews the claims a conductor holds; notices the ones it lost.
+
+    It also gives back the jobs that could not be (the board was out of
+    reach): a ZooKeeper claim outlives a lost connection while the
+    session lasts, and its job would stay claimed, never run again.
+    """
 
     def __init__(self, board, who, on_lost):
         self.board = board
@@ -697,6 +702,7 @@ class _ClaimKeeper:
         self.interval = max(0.2, board.claim_expiry / 3.0)
         self._on_lost = on_lost
         self._held = {}
+        self._unfinished = {}
         self._lock = threading.Lock()
         self._scheduler = ff_scheduler.Scheduler()
         self._scheduler.add_periodic(self.renew, self.interval)
@@ -725,12 +731,33 @@ class _ClaimKeeper:
         with self._lock:
             self._held.pop(job.uuid, None)
 
+    def finish_later(self, job, give_back):
+        """Call ``give_back()`` at a next look, while ``job`` is ours."""
+        with self._lock:
+            self._unfinished[job.uuid] = (job, give_back)
+
+    def _finish(self):
+        with self._lock:
+            unfinished = list(self._unfinished.values())
+        for job, give_back in unfinished:
+            try:
+                if self.board.owner(job) == self.who:
+                    give_back()
+            except tf_exceptions.NotFound:
+                pass
+            except Exception as e:
+                LOG.warning('Cannot give job %s back yet: %s', job.uuid, e)
+                continue
+            with self._lock:
+                self._unfinished.pop(job.uuid, None)
+
     def count(self):
         with self._lock:
             return len(self._held)
 
     def renew(self):
         """Renew every claim held; hand the lost ones to ``on_lost``."""
+        self._finish()
         with self._lock:
             claims = list(self._held.values())
         for claim in claims:
@@ -816,26 +843,25 @@ class _ClaimingBoard:
         with self._lock:
             self._running.discard(_job_key(job))
 
-    def consume(self, job, who):
+    def _give_back(self, give_back, job, who):
         self._keeper.discard(job)
         try:
-            return self._jobboard.consume(job, who)
+            return give_back(job, who)
+        except tf_exceptions.JobFailure:
+            self._keeper.finish_later(job, functools.partial(give_back, job,
+                                                             who))
+            raise
         finally:
             self._ended(job)
+
+    def consume(self, job, who):
+        return self._give_back(self._jobboard.consume, job, who)
 
     def abandon(self, job, who):
-        self._keeper.discard(job)
-        try:
-            return self._jobboard.abandon(job, who)
-        finally:
-            self._ended(job)
+        return self._give_back(self._jobboard.abandon, job, who)
 
     def trash(self, job, who):
-        self._keeper.discard(job)
-        try:
-            return self._jobboard.trash(job, who)
-        finally:
-            self._ended(job)
+        return self._give_back(self._jobboard.trash, job, who)
 
 
 class Conductor:

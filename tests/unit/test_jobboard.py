@@ -505,6 +505,28 @@ class BoardTests:
         self.assertEqual({conductor.name}, owners - {None})
         self.assertEqual(1, len(self.ff.driver.instance_history()))
 
+    def test_a_job_not_consumed_for_a_board_error_is_consumed_later(self):
+        consume = self.board.jobboard.consume
+        failed = []
+
+        def consume_once_failing(job, who):
+            if not failed:
+                failed.append(job.uuid)
+                raise tf_exceptions.JobFailure('connection lost')
+            return consume(job, who)
+
+        self.useFixture(fixtures.MockPatchObject(
+            self.board.jobboard, 'consume',
+            side_effect=consume_once_failing))
+        self.conductor()
+        node = self.ff.create_node()
+        self.runner.refresh()
+        self.runner.launch(node)
+        self.ff.wait_for(lambda: failed, timeout=20)
+        # The job leaves the board: its claim does not hold it there.
+        self.ff.wait_for(lambda: node['id'] not in self.jobs(), timeout=20)
+        self.assertEqual(models.READY, self.ff.node(node['id'])['state'])
+
     def test_stopped_conductor_gives_its_jobs_back(self):
         first = jobboard.Conductor(self.ff.ctx, self.board)
         first.start()
