@@ -614,16 +614,23 @@ class Frontend:
         """Store requests of NodeRequests that are gone, not held here.
 
         A fulfilled one goes once its nodes are gone; one that did not
-        end is released (Zuul took it back).
+        end is released (Zuul took it back), and so is one fulfilled in
+        the store only: a node without its Node znode was never handed
+        to Zuul (its launcher died before the NodeRequest was fulfilled,
+        which comes after every Node znode is written and linked).
         """
         existing = {request_id for request_id, _ in requests}
         for request_id, row in linked.items():
             if request_id in existing or request_id in self.held or \
                     self.client.exists(self._request_path(request_id)):
                 continue
-            if row['state'] != models.FULFILLED:
+            nodes = self.store.list_nodes(request_id=row['id'])
+            if row['state'] != models.FULFILLED or any(
+                    node['zk_node'] is None for node in nodes):
+                LOG.info('[request %s] NodeRequest %s is gone: releasing '
+                         'its nodes', row['id'], request_id)
                 self._release_row(row['id'])
-            elif not self.store.list_nodes(request_id=row['id']):
+            elif not nodes:
                 self.store.delete_request(row['id'])
 
     # Nodes
