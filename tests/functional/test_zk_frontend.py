@@ -347,6 +347,19 @@ class TestZooKeeperFake(ZooKeeperTestCase):
                  message='the store request is still there')
         self.assertEqual({}, self.alive())
 
+    def test_in_use_node_whose_znode_is_gone_is_deleted(self):
+        self.start_zk()
+        zuul = self.zuul()
+        request_id, _ = self.fulfilled(zuul, ['small'])
+        [node] = zuul.call('accept', id=request_id)
+        zuul.call('use', nodes=[node['id']])
+        self.assertEqual('in-use', self.store_node(node)['state'])
+        self.admin.delete('%s/nodepool/nodes/%s' % (self.chroot, node['id']),
+                          recursive=True)
+        self.client.wait_node_gone(node['driver_data']['fleetflow-node'],
+                                   timeout=60)
+        self.assertEqual({}, self.alive())
+
     def test_zookeeper_and_api_requests_share_a_pool_quota(self):
         self.start_zk(max_servers=2)
         api_request = self.client.create_request(['small', 'small'])
