@@ -278,14 +278,29 @@ class Board:
                       key=lambda job: (job.created_on is None,
                                        job.created_on or 0))
 
+    def owner(self, job):
+        """Who claimed ``job``; None when nobody does (or it is gone)."""
+        try:
+            return self.jobboard.find_owner(job)
+        except TypeError:
+            # TaskFlow's Redis board fails to decode the owner of a job
+            # that has none (ZooKeeper's says None).
+            if self.backend != 'redis':
+                raise
+            return None
+
     def describe(self):
         """One dict per job: what ``fleetflow job list`` shows."""
         rows = []
         for job in self.jobs():
             try:
                 state = job.state
-                owner = self.jobboard.find_owner(job) \
-                    if state == states.CLAIMED else None
+                owner = None
+                if state == states.CLAIMED:
+                    owner = self.owner(job)
+                    if owner is None:
+                        # Consumed or abandoned since its state was read.
+                        state = job.state
             except tf_exceptions.NotFound:
                 continue
             if state == states.COMPLETE:
@@ -379,7 +394,11 @@ class JobboardRunner(ff_runner.Runner):
                 as conn:
             detail = conn.get_logbook(node_id).find(detail.uuid)
         node = self.ctx.store.find_node(node_id)
-        factory, _inputs = registry.recorded(detail, node_id)
+        try:
+            factory, _inputs = registry.recorded(detail, node_id)
+        except registry.UntrustedFlow:
+            # Refused (and logged): a new flow is recorded instead.
+            return False
         return node is not None and node['state'] in factory.node_states
 
     def _post(self, node_id, book, detail):

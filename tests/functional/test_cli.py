@@ -253,6 +253,18 @@ class TestWithLauncher(ScriptTestCase):
         wait_for(lambda: not env.json('instance', 'list'),
                  message='the released instances were not deleted')
 
+    def test_release_wakes_an_idle_launcher(self):
+        # Passes at most every 10 minutes: only the release, a commit by
+        # another process, can start the pass that deletes the nodes.
+        env = self.start(conf={'launcher': {'request_interval': 600}})
+        request = env.json('request', 'create', 'small', '--wait',
+                           '--timeout', '60')
+        self.assertEqual('fulfilled', request['state'], request)
+        result = env.cli('request', 'release', request['id'])
+        self.assertEqual(0, result.rc, result)
+        wait_for(lambda: not self.nodes(),
+                 message='the release did not wake the launcher')
+
     def test_request_for_unknown_label_fails(self):
         env = self.start()
         result = env.cli('request', 'create', 'gpu', '--wait', '--timeout',

@@ -18,6 +18,7 @@ import uuid
 
 import fixtures
 from taskflow import exceptions as tf_exceptions
+from taskflow.jobs.backends import impl_redis
 from taskflow.persistence import models as tf_models
 from taskflow import states
 
@@ -417,6 +418,20 @@ class BoardTests:
         self.assertEqual(job['flow_uuid'],
                          self.ff.node(node['id'])['flow_id'])
 
+    def test_a_planted_unfinished_flow_is_not_posted(self):
+        node = self.ff.create_node()
+        evil = test_registry.plant(self.ff.ctx.persistence, node['id'],
+                                   'os.system', args=['true'])
+        self.ff.store.update_node(node['id'], flow_id=evil.uuid)
+        self.runner.refresh()
+        self.runner.launch(self.ff.node(node['id']))
+        job = self.jobs()[node['id']]
+        self.assertNotEqual(evil.uuid, job['flow_uuid'])
+        self.assertEqual(job['flow_uuid'],
+                         self.ff.node(node['id'])['flow_id'])
+        self.assertIn("factory 'os.system' is not a registered flow "
+                      "factory", self.logger.output)
+
     def test_resume_all_posts_what_has_no_job(self):
         posted = self.ff.create_node()
         lost = self.ff.create_node()
@@ -798,6 +813,41 @@ class TestJobList(base.TestCase):
             [(r['name'], r['node_id'], r['flow_uuid'], r['state'],
               r['owner']) for r in rows])
         self.assertTrue(test_cli.is_iso_utc(rows[0]['created_on']))
+
+    def test_a_job_that_loses_its_owner_while_listed(self):
+        where = board_servers.address(self, 'redis')
+        board = jobboard.Board(base.make_conf('/tmp/unused', overrides=(
+            jobboard_overrides(self, enabled=True, hosts=[where],
+                               namespace=board_servers.namespace(
+                                   self, 'redis', where)))))
+        board.connect()
+        self.addCleanup(board.close)
+        jobs = {name: board.jobboard.post(name, details={'node_id': name})
+                for name in ('consumed', 'abandoned', 'kept')}
+        for job in jobs.values():
+            board.jobboard.claim(job, 'host-a')
+        self.assertNotIn(None, [board.owner(job) for job in jobs.values()])
+        # Each loses its claim right after its state is read, once.
+        read = impl_redis.RedisJob.state.fget
+        ends = {'consumed': board.jobboard.consume,
+                'abandoned': board.jobboard.abandon}
+
+        def state_then_gone(job):
+            state = read(job)
+            end = ends.pop(job.name, None)
+            if end is not None:
+                end(job, 'host-a')
+            return state
+
+        with mock.patch.object(impl_redis.RedisJob, 'state',
+                               property(state_then_gone)):
+            rows = board.describe()
+        self.assertEqual({}, ends)
+        self.assertEqual(
+            [('abandoned', 'UNCLAIMED', None), ('kept', 'CLAIMED', 'host-a')],
+            sorted((row['name'], row['state'], row['owner'])
+                   for row in rows))
+        self.assertIsNone(board.owner(jobs['abandoned']))
 
     def test_needs_the_jobboard(self):
         from tests.unit import test_cli

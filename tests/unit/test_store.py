@@ -277,6 +277,29 @@ class TestSQLiteStore(StoreTests, testtools.TestCase):
             self.assertEqual(0o600, os.stat(os.path.join(
                 directory, name)).st_mode & 0o777, name)
 
+    @testtools.skipUnless(os.path.exists('/proc/locks'), 'no /proc/locks')
+    def test_a_new_engine_keeps_the_locks_of_open_connections(self):
+        # Closing any descriptor of the database file would drop the POSIX
+        # locks of this process's SQLite connections on it: another
+        # process's SQLite then takes itself for the last one, removes the
+        # -wal file as it closes, and this process stops seeing commits.
+        path = self.engine.url.database
+        self.store.create_node('small', 'p', 'main')
+        held = _posix_locks(path)
+        self.assertNotEqual([], held)
+        api.create_engine(str(self.engine.url)).dispose()
+        self.assertEqual(held, _posix_locks(path))
+
+
+def _posix_locks(path):
+    """This process's POSIX locks on the file ``path`` (/proc/locks)."""
+    inode = os.stat(path).st_ino
+    with open('/proc/locks') as f:
+        rows = [line.split() for line in f]
+    return sorted(row[3:] for row in rows
+                  if row[1] == 'POSIX' and row[4] == str(os.getpid())
+                  and row[5].rsplit(':', 1)[-1] == str(inode))
+
 
 class TestPostgreSQLStore(StoreTests, testtools.TestCase):
 
