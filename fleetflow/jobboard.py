@@ -394,7 +394,11 @@ class JobboardRunner(ff_runner.Runner):
                 as conn:
             detail = conn.get_logbook(node_id).find(detail.uuid)
         node = self.ctx.store.find_node(node_id)
-        factory, _inputs = registry.recorded(detail, node_id)
+        try:
+            factory, _inputs = registry.recorded(detail, node_id)
+        except registry.UntrustedFlow:
+            # Refused (and logged): a new flow is recorded instead.
+            return False
         return node is not None and node['state'] in factory.node_states
 
     def _post(self, node_id, book, detail):

@@ -480,7 +480,8 @@ class AwsDriver(base.Driver):
             interface_ip = public6
         else:
             interface_ip = public4 or private4
-        return base.Instance(
+        return base.Instance.of_label(
+            label,
             external_id=data['InstanceId'],
             state=state,
             metadata=tags,
@@ -488,9 +489,6 @@ class AwsDriver(base.Driver):
             public_ipv4=public4,
             private_ipv4=private4,
             public_ipv6=public6,
-            connection_port=label.get('connection-port', 22),
-            connection_type=label.get('connection-type', 'ssh'),
-            username=label.get('username'),
             az=(data.get('Placement') or {}).get('AvailabilityZone'),
             region=self.region_name,
             fault=fault,

@@ -108,6 +108,13 @@ class Instance:
     #: ``host_keys`` are every key the host has: keyscan refuses any other
     host_keys_exact: bool = False
 
+    @classmethod
+    def of_label(cls, label, **fields):
+        """An instance reached as its pool label says (port, type, user)."""
+        return cls(connection_port=label.get('connection-port', 22),
+                   connection_type=label.get('connection-type', 'ssh'),
+                   username=label.get('username'), **fields)
+
     @property
     def node_id(self):
         return self.metadata.get(META_NODE_ID)

@@ -553,7 +553,8 @@ class OpenStackDriver(base.Driver):
             fault_info = server.get('fault') or {}
             fault = fault_info.get('message') or 'server is in ERROR'
             kind = fault_kind(fault, fault_info.get('details'))
-        return base.Instance(
+        return base.Instance.of_label(
+            label,
             external_id=server['id'],
             state=state,
             metadata=metadata,
@@ -561,9 +562,6 @@ class OpenStackDriver(base.Driver):
             public_ipv4=public4,
             private_ipv4=private4,
             public_ipv6=public6,
-            connection_port=label.get('connection-port', 22),
-            connection_type=label.get('connection-type', 'ssh'),
-            username=label.get('username'),
             az=server.get('OS-EXT-AZ:availability_zone') or None,
             region=self._region,
             fault=fault,

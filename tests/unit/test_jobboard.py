@@ -418,6 +418,20 @@ class BoardTests:
         self.assertEqual(job['flow_uuid'],
                          self.ff.node(node['id'])['flow_id'])
 
+    def test_a_planted_unfinished_flow_is_not_posted(self):
+        node = self.ff.create_node()
+        evil = test_registry.plant(self.ff.ctx.persistence, node['id'],
+                                   'os.system', args=['true'])
+        self.ff.store.update_node(node['id'], flow_id=evil.uuid)
+        self.runner.refresh()
+        self.runner.launch(self.ff.node(node['id']))
+        job = self.jobs()[node['id']]
+        self.assertNotEqual(evil.uuid, job['flow_uuid'])
+        self.assertEqual(job['flow_uuid'],
+                         self.ff.node(node['id'])['flow_id'])
+        self.assertIn("factory 'os.system' is not a registered flow "
+                      "factory", self.logger.output)
+
     def test_resume_all_posts_what_has_no_job(self):
         posted = self.ff.create_node()
         lost = self.ff.create_node()
