@@ -292,7 +292,11 @@ class Runner:
             return
         try:
             if run.engine is None:
-                run.engine = run.load()
+                engine = run.load()
+                # stop() may suspend it from now on: only a compiled
+                # engine can be.
+                engine.compile()
+                run.engine = engine
                 run.flow_id = run.engine.storage.flow_uuid
                 run.name = run.engine.storage.flow_name
                 # Without a backlog, a poll itself waits a little for a
