@@ -29,7 +29,12 @@ Claims and dead hosts
     with the TTL and renews it every third of it while the flow runs. A
     conductor checks that it still owns each job it runs; one whose claim
     was lost (its host stalled longer than the expiry) stops that flow at
-    the next task boundary, since another conductor may have taken it.
+    the next task boundary, since another conductor may have taken it. A
+    flow also stops at a task boundary when its claim was not renewed
+    within the expiry (the host ran again after a stall, before its
+    check). A conductor claims no job of a node whose flow it still runs
+    (a claim that expired leaves the job on the board while the flow
+    runs), so one process never runs a node's flow twice at once.
     When a host dies, its claims expire and other conductors claim the
     jobs and resume the flows where the dead host's last saved task left
     them.
@@ -82,6 +87,7 @@ from taskflow.conductors.backends import impl_blocking
 from taskflow.conductors.backends import impl_nonblocking
 from taskflow import exceptions as tf_exceptions
 from taskflow.jobs import backends as job_backends
+from taskflow.listeners import base as listener_base
 from taskflow import states
 import tenacity
 
@@ -643,9 +649,43 @@ class _Waits:
 
 
 class _Claim:
-    def __init__(self, job):
+    def __init__(self, job, expiry, since):
         self.job = job
         self.engine = None
+        self.expiry = expiry
+        #: when the claim was last known held (``time.monotonic()``)
+        self.held_at = since
+
+    def stale(self):
+        """Whether the claim may have expired: not renewed in time."""
+        return time.monotonic() - self.held_at > self.expiry
+
+
+class _ClaimCheck(listener_base.Listener):
+    """Stops a flow at a task boundary once its claim may have expired.
+
+    The keeper notices a lost claim at its next look; a host that stalled
+    past the expiry (stopped, starved) runs its flows on at once, so each
+    task boundary checks that the claim was renewed within the expiry.
+    """
+
+    def __init__(self, engine, claim):
+        super().__init__(engine, flow_listen_for=())
+        self._claim = claim
+        self._stopped = False
+
+    def _check(self, state, details):
+        if self._stopped or not self._claim.stale():
+            return
+        self._stopped = True
+        job = self._claim.job
+        logutils.node_logger(LOG, job_node(job)).error(
+            'The claim on job %s (flow %s) was not renewed for over %ss: '
+            'stopping the flow here, another conductor may run it',
+            job.uuid, job.name, self._claim.expiry)
+        self._engine.suspend()
+
+    _task_receiver = _retry_receiver = _check
 
 
 class _ClaimKeeper:
@@ -667,15 +707,19 @@ class _ClaimKeeper:
     def stop(self):
         self._scheduler.stop()
 
-    def add(self, job):
+    def add(self, job, since):
+        """Keep the claim on ``job``, made at ``since`` (monotonic)."""
         with self._lock:
-            self._held[job.uuid] = _Claim(job)
+            self._held[job.uuid] = _Claim(job, self.board.claim_expiry,
+                                          since)
 
     def attach(self, job, engine):
+        """The claim on ``job``, now run by ``engine`` (None if lost)."""
         with self._lock:
             claim = self._held.get(job.uuid)
             if claim is not None:
                 claim.engine = engine
+            return claim
 
     def discard(self, job):
         with self._lock:
@@ -690,8 +734,9 @@ class _ClaimKeeper:
         with self._lock:
             claims = list(self._held.values())
         for claim in claims:
+            asked = time.monotonic()
             try:
-                owner = self.board.jobboard.find_owner(claim.job)
+                owner = self.board.owner(claim.job)
             except Exception as e:
                 LOG.warning('Cannot check the claim on job %s: %s',
                             claim.job.uuid, e)
@@ -704,12 +749,23 @@ class _ClaimKeeper:
             if owner != self.who:
                 self._on_lost(claim, owner)
                 continue
-            if self.board.backend == 'redis':
-                try:
-                    claim.job.extend_expiry(self.board.claim_expiry)
-                except Exception as e:
-                    LOG.warning('Cannot renew the claim on job %s: %s',
-                                claim.job.uuid, e)
+            if self.board.backend != 'redis':
+                # A ZooKeeper claim lives as long as the session.
+                claim.held_at = asked
+                continue
+            try:
+                if claim.job.extend_expiry(self.board.claim_expiry):
+                    claim.held_at = asked
+            except Exception as e:
+                LOG.warning('Cannot renew the claim on job %s: %s',
+                            claim.job.uuid, e)
+
+
+def _job_key(job):
+    """What one process runs one of at a time: a node's flow, or a job."""
+    details = job.details if isinstance(job.details, dict) else {}
+    node_id = details.get('node_id')
+    return node_id if isinstance(node_id, str) else job.uuid
 
 
 class _ClaimingBoard:
@@ -718,6 +774,12 @@ class _ClaimingBoard:
     TaskFlow's conductor claims with no expiry; on Redis this claims with
     ``claim_expiry`` and hands the claim to the keeper, which renews it
     until the job is consumed, abandoned or trashed.
+
+    A job whose node has a flow running here is not claimed: a claim that
+    expired while its flow ran (the host stalled) leaves the job on the
+    board, and TaskFlow's conductor would run it a second time beside the
+    first. It is claimed again once that flow stopped and its job was
+    given back (every claimed job ends consumed, abandoned or trashed).
     """
 
     def __init__(self, board, keeper, on_claim=None):
@@ -725,30 +787,58 @@ class _ClaimingBoard:
         self._jobboard = board.jobboard
         self._keeper = keeper
         self._on_claim = on_claim
+        self._running = set()
+        self._lock = threading.Lock()
 
     def __getattr__(self, name):
         return getattr(self._jobboard, name)
 
     def claim(self, job, who):
-        if self._board.backend == 'redis':
-            self._jobboard.claim(job, who, expiry=self._board.claim_expiry)
-        else:
-            self._jobboard.claim(job, who)
-        self._keeper.add(job)
+        key = _job_key(job)
+        with self._lock:
+            if key in self._running:
+                raise tf_exceptions.UnclaimableJob(
+                    'job %s: a flow of node %s still runs here'
+                    % (job.uuid, key))
+            self._running.add(key)
+        since = time.monotonic()
+        try:
+            if self._board.backend == 'redis':
+                self._jobboard.claim(job, who,
+                                     expiry=self._board.claim_expiry)
+            else:
+                self._jobboard.claim(job, who)
+        except BaseException:
+            self._ended(job)
+            raise
+        self._keeper.add(job, since)
         if self._on_claim is not None:
             self._on_claim(job)
 
+    def _ended(self, job):
+        with self._lock:
+            self._running.discard(_job_key(job))
+
     def consume(self, job, who):
         self._keeper.discard(job)
-        return self._jobboard.consume(job, who)
+        try:
+            return self._jobboard.consume(job, who)
+        finally:
+            self._ended(job)
 
     def abandon(self, job, who):
         self._keeper.discard(job)
-        return self._jobboard.abandon(job, who)
+        try:
+            return self._jobboard.abandon(job, who)
+        finally:
+            self._ended(job)
 
     def trash(self, job, who):
         self._keeper.discard(job)
-        return self._jobboard.trash(job, who)
+        try:
+            return self._jobboard.trash(job, who)
+        finally:
+            self._ended(job)
 
 
 class Conductor:
@@ -851,7 +941,9 @@ class Conductor:
         ff_runner.OnWait(engine, functools.partial(self._wait, engine),
                          lambda: True).register()
         ff_runner.listen(engine, self.ctx)
-        self._claims.attach(job, engine)
+        claim = self._claims.attach(job, engine)
+        if claim is not None:
+            _ClaimCheck(engine, claim).register()
         logutils.node_logger(LOG, job_node(job)).info(
             'Running flow %s (job %s)', job.name, job.uuid)
 

@@ -293,8 +293,8 @@ class Runner:
         try:
             if run.engine is None:
                 engine = run.load()
-                # Compiled before :meth:`stop` can see it: an engine not
-                # compiled refuses to suspend, and the stop failed.
+                # stop() may suspend it from now on: only a compiled
+                # engine can be.
                 engine.compile()
                 run.engine = engine
                 run.flow_id = run.engine.storage.flow_uuid

@@ -655,6 +655,63 @@ class TestRedisBoard(BoardTests, base.TestCase):
         self.ff.wait_for(lambda: self.flow_state(node['id'])
                          == states.SUSPENDED, timeout=10)
 
+    def test_an_expired_claim_is_not_run_twice_here(self):
+        self.ff.driver.create_latency = 30
+        conductor = self.conductor()
+        runs = {'now': 0, 'most': 0, 'started': 0}
+
+        def started(event_type, details):
+            runs['now'] += 1
+            runs['started'] += 1
+            runs['most'] = max(runs['most'], runs['now'])
+
+        def ended(event_type, details):
+            runs['now'] -= 1
+
+        conductor._conductor.notifier.register('compilation_start', started)
+        conductor._conductor.notifier.register('running_end', ended)
+        node = self.ff.create_node()
+        self.runner.refresh()
+        self.runner.launch(node)
+        self.ff.wait_for(lambda: conductor.waiting() == 1, timeout=10)
+        # The claim expired while the flow waits (this host stalled past
+        # the expiry); nobody else took the job.
+        job = self.board.jobs()[0]
+        self.board.jobboard._client.delete(job.owner_key)
+        # The flow stops here, and is then claimed again and resumed: one
+        # copy at a time.
+        self.ff.wait_for(lambda: runs['started'] == 2, timeout=20)
+        self.assertEqual(1, runs['most'])
+        self.ff.wait_for(lambda: conductor.waiting() == 1, timeout=10)
+        self.assertEqual(conductor.name, self.jobs()[node['id']]['owner'])
+        self.assertIn('Lost the claim on job %s' % job.uuid,
+                      self.logger.output)
+        self.assertEqual(1, len(self.ff.driver.instance_history()))
+
+    def test_a_claim_not_renewed_in_time_stops_the_flow(self):
+        # The flow waits for longer than the expiry.
+        self.ff.driver.create_latency = 2 * self.claim_expiry
+        conductor = self.conductor()
+        ended = []
+        conductor._conductor.notifier.register(
+            'running_end', lambda event_type, details: ended.append(
+                details['engine'].storage.get_flow_state()))
+        node = self.ff.create_node()
+        self.runner.refresh()
+        self.runner.launch(node)
+        self.ff.wait_for(lambda: conductor.waiting() == 1, timeout=10)
+        job = self.board.jobs()[0]
+        # The host stalls: its claim is not renewed, and when the host runs
+        # again its flow goes on before the keeper looks at the claim.
+        conductor._claims.stop()
+        # The flow stops at its next task boundary.
+        self.ff.wait_for(lambda: ended, timeout=20)
+        self.assertEqual(states.SUSPENDED, ended[0])
+        self.assertIn('The claim on job %s (flow launch-%s) was not '
+                      'renewed for over %ss' % (job.uuid, node['id'],
+                                                self.claim_expiry),
+                      self.logger.output)
+
     def flow_state(self, node_id):
         flows = flowinfo.describe_flows(self.ff.ctx, node_id)
         return flows[0]['state']
