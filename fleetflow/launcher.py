@@ -81,7 +81,7 @@ class Launcher:
         self.leaked = collections.Counter()
         self.passes = 0
         self._pass_cost = 0.0
-        #: seconds this pass spent starting flows (posting them, with a
+        #: CPU seconds this pass spent starting flows (posting them, with a
         #: jobboard), which do not count in its cost
         self._starting = 0.0
         #: whether the last pass left requests unserved (quota, delays)
@@ -199,8 +199,11 @@ class Launcher:
         if now - self._last_pass < PASS_SHARE * self._pass_cost:
             # A pass reads every node and request: with many of them,
             # passes are spaced so that they take a bounded share of the
-            # process's time, and the flows get the rest. Starting flows
-            # is not counted: it is the flows' work, done once.
+            # process's CPU time, and the flows get the rest. Starting
+            # flows is not counted: it is the flows' work, done once. Nor
+            # is waiting (for the database, a lock, a busy machine's CPU),
+            # which costs the flows nothing: counted, one pass that waited
+            # 30 s held off the next for 150 s.
             return
         due = self._wake.is_set() or now - self._last_pass >= \
             self.ctx.conf.launcher.request_interval
@@ -218,8 +221,10 @@ class Launcher:
                 self._marker = marker
                 self._last_pass = now
                 self._starting = 0.0
+                began = time.thread_time()
                 self.run_pass()
-                self._pass_cost = time.time() - now - self._starting
+                self._pass_cost = time.thread_time() - began \
+                    - self._starting
         if now - self._last_cleanup >= self.ctx.conf.launcher \
                 .cleanup_interval:
             self._last_cleanup = now
@@ -562,12 +567,12 @@ class Launcher:
     # Helpers
 
     def _start(self, start_flow, node):
-        began = time.time()
+        began = time.thread_time()
         try:
             start_flow(node)
         except exceptions.FleetflowError as e:
             self._node_log(node).debug('Flow not started: %s', e)
-        self._starting += time.time() - began
+        self._starting += time.thread_time() - began
 
     def _cas(self, node, state, expected):
         try:

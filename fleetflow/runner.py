@@ -292,7 +292,11 @@ class Runner:
             return
         try:
             if run.engine is None:
-                run.engine = run.load()
+                engine = run.load()
+                # stop() may suspend it from now on: only a compiled
+                # engine can be.
+                engine.compile()
+                run.engine = engine
                 run.flow_id = run.engine.storage.flow_uuid
                 run.name = run.engine.storage.flow_name
                 # Without a backlog, a poll itself waits a little for a
@@ -300,6 +304,10 @@ class Runner:
                 OnWait(run.engine, functools.partial(self._park_run, run),
                        lambda: self.ctx.worker_backlog).register()
                 listen(run.engine, self.ctx)
+                if self._stopping:
+                    # The stop came while it loaded: resumed at next start.
+                    self._finish(run, states.SUSPENDED)
+                    return
             run.engine.run()
         except Exception as e:
             run.error = e

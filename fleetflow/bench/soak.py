@@ -32,6 +32,7 @@ import contextlib
 import json
 import os
 import random
+import re
 import shutil
 import signal
 import socket
@@ -56,8 +57,11 @@ from fleetflow.drivers import fake
 from fleetflow import flowinfo
 
 PROVIDER = 'fake-1'
-#: seconds a launcher process is left to start before it is hit
-STARTING = 10
+#: seconds a launcher process may take to start (to log that it started)
+START_LIMIT = 120
+#: what a launcher logs once it has started (and resumed its flows)
+STARTED_LINE = re.compile(rb'INFO fleetflow\.launcher \[-\] Launcher \S+ '
+                          rb'started')
 #: seconds after a server restart that a launcher may fail to reach it
 SERVER_GRACE = 30
 LIVE_NODE = (models.BUILDING, models.DELETING)
@@ -312,6 +316,9 @@ class Launchers:
         self.procs = {}
         #: name -> when its process was started
         self.started = {}
+        #: name -> where its process's lines begin in its log, until the
+        #: process logs that it started (then None)
+        self.starting = {}
         #: names whose process the soak stopped on purpose (or froze)
         self.expected_down = set()
         self.frozen = set()
@@ -322,6 +329,7 @@ class Launchers:
 
     def start(self, name):
         with open(self.log_path(name), 'a') as log:
+            self.starting[name] = log.tell()
             self.procs[name] = subprocess.Popen(
                 [sys.executable, '-m', 'fleetflow.cmd.launcher',
                  '--config-file', self.config_files[name]],
@@ -332,15 +340,56 @@ class Launchers:
     def up(self):
         """Names of the launchers that run, started, and are not frozen.
 
-        A process still starting is left alone: a SIGTERM that reached
-        one 3 s after its start, under the functional tests, was not acted
-        on at all (the launcher ran on and never stopped).
+        A process still starting (it has not logged that it started) is
+        left alone: on a loaded machine a launcher can take longer than
+        the time between two faults to start, and launchers killed one
+        after another before they started served nothing for minutes.
         """
-        since = time.time() - STARTING
         return sorted(name for name, proc in self.procs.items()
                       if proc.poll() is None and name not in self.frozen
                       and name not in self.expected_down
-                      and self.started[name] <= since)
+                      and self.has_started(name))
+
+    def has_started(self, name):
+        """Whether the process of ``name`` logged that it started."""
+        offset = self.starting.get(name)
+        if offset is None:
+            return True
+        try:
+            with open(self.log_path(name), 'rb') as f:
+                f.seek(offset)
+                text = f.read()
+        except OSError:
+            return False
+        if STARTED_LINE.search(text):
+            self.starting[name] = None
+            return True
+        # Whole lines only: the next look reads from the last one on.
+        self.starting[name] = offset + text.rfind(b'\n') + 1
+        return False
+
+    def not_started(self, limit):
+        """Launchers running for over ``limit`` s that never started.
+
+        :returns: ``{name: {pid, seconds, cpu, threads}}``; CPU seconds
+            that stay flat tell a process that waits from a slow one.
+        """
+        late = {}
+        now = time.time()
+        for name, proc in sorted(self.procs.items()):
+            if proc.poll() is not None or name in self.frozen or \
+                    now - self.started[name] <= limit or \
+                    self.has_started(name):
+                continue
+            try:
+                stats = bench.proc_stats(proc.pid)
+            except OSError:
+                continue
+            late[name] = dict(pid=proc.pid,
+                              seconds=round(now - self.started[name]),
+                              cpu_s=round(stats['cpu'], 2),
+                              threads=stats['threads'])
+        return late
 
     def signal(self, name, signum):
         if signum in (signal.SIGKILL, signal.SIGTERM):
@@ -1085,6 +1134,12 @@ class Soak:
             # started again, as a service manager would.
             self.start_failures += 1
             self.restart(name)
+        late = self.launchers.not_started(START_LIMIT)
+        if late and now > self.servers_down_until:
+            raise Violation('no-start', 'launcher(s) did not start within '
+                            '%d s: %s' % (START_LIMIT, late),
+                            log={name: self.launchers.log_tail(name)
+                                 for name in late})
         return nodes
 
     def sample(self):

@@ -19,7 +19,8 @@ or node znode changes:
   are locked, marked ``deleting``, and their nodes ``used`` in the store,
   which the launcher deletes with its delete flow; the znode goes once the
   node's row is gone; ``hold`` becomes a hold in the store, ending at
-  ``hold_expiration`` (bounded by the layout's ``max-hold-age``).
+  ``hold_expiration`` (bounded by the layout's ``max-hold-age``); an
+  in-use node whose Node znode is gone is ``used`` in the store too.
 
 Every ``[zookeeper] cleanup_interval``, and at start, it takes the
 ``pending`` requests that nobody holds the lock of (their launcher died):
@@ -614,16 +615,23 @@ class Frontend:
         """Store requests of NodeRequests that are gone, not held here.
 
         A fulfilled one goes once its nodes are gone; one that did not
-        end is released (Zuul took it back).
+        end is released (Zuul took it back), and so is one fulfilled in
+        the store only: a node without its Node znode was never handed
+        to Zuul (its launcher died before the NodeRequest was fulfilled,
+        which comes after every Node znode is written and linked).
         """
         existing = {request_id for request_id, _ in requests}
         for request_id, row in linked.items():
             if request_id in existing or request_id in self.held or \
                     self.client.exists(self._request_path(request_id)):
                 continue
-            if row['state'] != models.FULFILLED:
+            nodes = self.store.list_nodes(request_id=row['id'])
+            if row['state'] != models.FULFILLED or any(
+                    node['zk_node'] is None for node in nodes):
+                LOG.info('[request %s] NodeRequest %s is gone: releasing '
+                         'its nodes', row['id'], request_id)
                 self._release_row(row['id'])
-            elif not self.store.list_nodes(request_id=row['id']):
+            elif not nodes:
                 self.store.delete_request(row['id'])
 
     # Nodes
@@ -674,7 +682,8 @@ class Frontend:
         methods = {REMOVE: self._remove_node, LINK: self._link_node,
                    RETIRE: self._retire, HOLD: self._hold}
         work = []
-        for node_id, data in self._nodes():
+        nodes = self._nodes()
+        for node_id, data in nodes:
             fleetflow_id = records.fleetflow_node(data)
             if fleetflow_id is None or self._locked_by_others(node_id):
                 continue
@@ -687,6 +696,12 @@ class Frontend:
                             row['zk_node'])
             if action is not None:
                 work.append((methods[action], node_id, data, row))
+        named = {node_id for node_id, _ in nodes}
+        work.extend((self._orphaned, row['zk_node'], None, row)
+                    for row in rows.values()
+                    if row['state'] == models.IN_USE
+                    and row['zk_node'] is not None
+                    and row['zk_node'] not in named)
         self._each(self._act_on_node, work)
 
     def _act_on_node(self, item):
@@ -725,6 +740,23 @@ class Frontend:
             except exceptions.NodeStateConflict:
                 return
             self.launcher.wake()
+
+    def _orphaned(self, node_id, data, row):
+        """An in-use node whose Node znode is gone: nobody can hold it.
+
+        It is ``used`` in the store (deleted), unless its znode is only
+        not cached yet.
+        """
+        if self.client.exists(self._node_path(node_id)):
+            return
+        try:
+            self.store.set_node_state(row['id'], models.USED,
+                                      expected=[models.IN_USE])
+        except exceptions.NodeStateConflict:
+            return
+        LOG.info('[node %s] Node %s is gone: deleting the node', row['id'],
+                 node_id)
+        self.launcher.wake()
 
     def _retiring(self, data, row):
         """Whether a Node, read again under its lock, is to be deleted."""

@@ -316,6 +316,50 @@ class TestZooKeeperFake(ZooKeeperTestCase):
         zuul.call('give_back', nodes=[node['id']])
         self.wait_gone(zuul, [node['id']])
 
+    def test_request_fulfilled_in_the_store_only_then_gone(self):
+        # A launcher took the NodeRequest and died; its session still
+        # holds the lock while the next launcher fulfils the store
+        # request, so no Node znode is written; then Zuul's session ends,
+        # and its (ephemeral) NodeRequest with it.
+        self.start_zk(launch=False)
+        zuul = self.zuul()
+        request_id = zuul.call('request', labels=['small'])
+        path = '%s/nodepool/requests/%s' % (self.chroot, request_id)
+        raw, _ = self.admin.get(path)
+        self.admin.set(path, json.dumps(dict(
+            json.loads(raw), state='pending')).encode())
+        lock = connection.try_lock(self.admin, '%s/nodepool/requests-lock/%s'
+                                   % (self.chroot, request_id))
+        self.assertIsNotNone(lock)
+        row = self.client.store.create_request(['small'],
+                                               zk_request=request_id)
+        self.start_launcher()
+        self.client.wait_for_request(row['id'], timeout=60)
+        [node] = self.client.request_nodes(row['id'])
+        self.assertEqual(('in-use', None), (node['state'], node['zk_node']))
+        zuul.call('drop')
+        wait_for(lambda: not self.admin.exists(path),
+                 message='the NodeRequest outlived its session')
+        connection.release(lock)
+        # Zuul never got the node: it is deleted, the request forgotten.
+        self.client.wait_node_gone(node['id'], timeout=60)
+        wait_for(lambda: not self.client.list_requests(),
+                 message='the store request is still there')
+        self.assertEqual({}, self.alive())
+
+    def test_in_use_node_whose_znode_is_gone_is_deleted(self):
+        self.start_zk()
+        zuul = self.zuul()
+        request_id, _ = self.fulfilled(zuul, ['small'])
+        [node] = zuul.call('accept', id=request_id)
+        zuul.call('use', nodes=[node['id']])
+        self.assertEqual('in-use', self.store_node(node)['state'])
+        self.admin.delete('%s/nodepool/nodes/%s' % (self.chroot, node['id']),
+                          recursive=True)
+        self.client.wait_node_gone(node['driver_data']['fleetflow-node'],
+                                   timeout=60)
+        self.assertEqual({}, self.alive())
+
     def test_zookeeper_and_api_requests_share_a_pool_quota(self):
         self.start_zk(max_servers=2)
         api_request = self.client.create_request(['small', 'small'])

@@ -2,6 +2,7 @@
 
 import time
 
+import fixtures
 from taskflow import engines
 from taskflow import states
 
@@ -389,6 +390,30 @@ class TestResume(FlowTestCase):
         self.assertIn('not resumed', self.logger.output)
         for node in (twice, other):
             ff.wait_for(lambda: ff.node(node['id'])['state'] == models.READY)
+
+    def test_a_stop_while_a_flow_loads_suspends_it(self):
+        # A SIGTERM soon after a start finds flows still being loaded.
+        ff = self.fleet()
+        node = ff.create_node()
+        listen = runner_mod.listen
+
+        def listen_until_stopping(engine, ctx):
+            listen(engine, ctx)
+            ff.wait_for(lambda: ff.runner._stopping)
+
+        self.useFixture(fixtures.MockPatchObject(
+            runner_mod, 'listen', side_effect=listen_until_stopping))
+        run = ff.runner.launch(node)
+        ff.wait_for(lambda: run.engine is not None)
+        ff.runner.stop()
+        self.assertEqual(states.SUSPENDED, run.state)
+        self.assertEqual(0, ff.driver.call_counts().get('create', 0))
+        self.useFixture(fixtures.MockPatchObject(runner_mod, 'listen',
+                                                 listen))
+        runner = runner_mod.Runner(ff.ctx, workers=2)
+        self.addCleanup(runner.stop)
+        self.assertEqual(1, runner.resume_all())
+        ff.wait_for(lambda: ff.node(node['id'])['state'] == models.READY)
 
     def test_stopped_runner_resumes_where_it_stopped(self):
         ff = self.fleet(create_latency=0.5)

@@ -221,6 +221,35 @@ class TestIdleLauncher(base.TestCase):
             request_id=request['id']), timeout=30)
 
 
+class TestPassSpacing(base.TestCase):
+
+    def test_a_pass_that_waited_does_not_hold_off_the_next(self):
+        # Passes are spaced by their CPU time, not by their waits.
+        ff = self.useFixture(base.FleetflowFixture(
+            runner=False,
+            conf_overrides={('launcher', 'request_interval'): 60}))
+        launcher = ff_launcher.Launcher(ff.ctx)
+        self.addCleanup(launcher.runner.stop)
+        list_requests = launcher.store.list_requests
+
+        def kept_waiting(*args, **kwargs):
+            time.sleep(2)   # a busy database, or a lock, or the CPU
+            return list_requests(*args, **kwargs)
+
+        launcher.store.list_requests = kept_waiting
+        launcher.wake()
+        launcher._tick()
+        self.assertEqual(1, launcher.passes)
+        launcher.store.list_requests = list_requests
+        # A new request wakes the launcher: the next tick passes.
+        request = ff.store.create_request(['small'])
+        launcher.wake()
+        launcher._tick()
+        self.assertEqual(2, launcher.passes)
+        self.assertEqual(1, len(ff.store.list_nodes(
+            request_id=request['id'])))
+
+
 class TestLayoutKeys(base.TestCase):
     """nodepool's layout keys that change what a pass does."""
 

@@ -1,6 +1,7 @@
 """The soak's invariants, its request stream and its figures."""
 
 import io
+import os
 import random
 import subprocess
 import sys
@@ -117,6 +118,60 @@ class TestRequesterAnswer(testtools.TestCase):
                               'request_data', answer_within=0.5, id='1')
         self.assertIn('no answer in 0.5 s', str(e))
         self.assertIsNotNone(requester.proc.poll())
+
+
+class TestLaunchers(testtools.TestCase):
+    """Faults hit a launcher only once it has started."""
+
+    def setUp(self):
+        super().setUp()
+        self.tmp = self.useFixture(fixtures.TempDir()).path
+        popen = self.useFixture(fixtures.MockPatchObject(
+            soak.subprocess, 'Popen')).mock
+        # A live process of this test's own: its CPU and threads are read.
+        popen.return_value.poll.return_value = None
+        popen.return_value.pid = os.getpid()
+        self.launchers = soak.Launchers(self.tmp, {'soak-1': 'soak-1.conf'})
+
+    def log(self, line):
+        with open(self.launchers.log_path('soak-1'), 'a') as f:
+            f.write('2026-11-30 11:48:01.598 30790 INFO %s\n' % line)
+
+    def start(self, long_ago):
+        self.launchers.start('soak-1')
+        # However long ago: only its own line tells it started.
+        self.launchers.started['soak-1'] = time.time() - long_ago
+
+    def test_hit_only_once_it_logged_that_it_started(self):
+        self.log('fleetflow.launcher [-] Launcher soak-1 started; 0 '
+                 'unfinished flows resumed')
+        self.start(long_ago=60)
+        self.log('fleetflow.runner [-] [node 1] Resuming flow delete-1 '
+                 '(SUSPENDED)')
+        # The line of the process before it does not count.
+        self.assertEqual([], self.launchers.up())
+        self.log('fleetflow.launcher [-] Launcher soak-1 started; 1 '
+                 'unfinished flows resumed')
+        self.assertEqual(['soak-1'], self.launchers.up())
+        self.launchers.frozen.add('soak-1')
+        self.assertEqual([], self.launchers.up())
+
+    def test_a_launcher_that_never_starts_is_named_with_its_figures(self):
+        self.start(long_ago=300)
+        self.log('fleetflow.runner [-] [node 1] Resuming flow delete-1 '
+                 '(SUSPENDED)')
+        late = self.launchers.not_started(soak.START_LIMIT)
+        self.assertEqual(['soak-1'], list(late))
+        self.assertEqual(os.getpid(), late['soak-1']['pid'])
+        self.assertGreaterEqual(late['soak-1']['seconds'], 300)
+        self.assertGreater(late['soak-1']['threads'], 0)
+        self.log('fleetflow.launcher [-] Launcher soak-1 started; 1 '
+                 'unfinished flows resumed')
+        self.assertEqual({}, self.launchers.not_started(soak.START_LIMIT))
+
+    def test_a_young_launcher_is_not_late(self):
+        self.start(long_ago=5)
+        self.assertEqual({}, self.launchers.not_started(soak.START_LIMIT))
 
 
 class TestArgs(testtools.TestCase):
