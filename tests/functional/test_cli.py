@@ -273,8 +273,13 @@ class TestWithLauncher(ScriptTestCase):
         self.assertEqual('failed', json.loads(result.stdout)['state'])
 
     def test_request_wait_timeout(self):
-        # Quota for no instance: the request waits in the queue.
-        env = self.start(quota={'instances': 0})
+        # Quota for one instance, which a first request holds: the second
+        # waits in the queue. (A cloud with room for no instance at all
+        # declines the request: it could never be served.)
+        env = self.start(quota={'instances': 1})
+        first = env.json('request', 'create', 'small', '--wait',
+                         '--timeout', '60')
+        self.assertEqual('fulfilled', first['state'], first)
         result = env.cli('request', 'create', 'small', '--wait',
                          '--timeout', '1', '-f', 'json')
         request = json.loads(result.stdout)
