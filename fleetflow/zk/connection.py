@@ -107,10 +107,16 @@ def encode(data):
 
 
 def read(client, path):
-    """(data, stat) of a znode, or (None, None) when it is gone."""
+    """(data, stat) of a znode, or (None, None) when it is gone.
+
+    A znode with no data counts as gone: it is what a lock recipe leaves
+    when it makes the path of a lock under a znode already removed.
+    """
     try:
         raw, stat = client.get(path)
     except kze.NoNodeError:
+        return None, None
+    if not raw:
         return None, None
     return decode(raw, path), stat
 

@@ -747,7 +747,8 @@ class Frontend:
         It is ``used`` in the store (deleted), unless its znode is only
         not cached yet.
         """
-        if self.client.exists(self._node_path(node_id)):
+        if connection.read(self.client, self._node_path(node_id))[0] \
+                is not None:
             return
         try:
             self.store.set_node_state(row['id'], models.USED,

@@ -1,5 +1,7 @@
 """What the ZooKeeper front end reads from znodes, writes, and decides."""
 
+from unittest import mock
+
 import testtools
 
 from fleetflow.drivers import base as driver_base
@@ -119,6 +121,15 @@ class TestConnection(testtools.TestCase):
         for raw in (b'[1]', b'\xff', b'nope'):
             self.assertRaises(connection.BadZnode, connection.decode, raw,
                               '/p')
+
+    def test_read_takes_a_znode_without_data_for_gone(self):
+        # what kazoo's lock recipe makes of a removed Node's path
+        client = mock.Mock()
+        client.get.return_value = (b'', mock.sentinel.stat)
+        self.assertEqual((None, None), connection.read(client, '/p'))
+        client.get.return_value = (b'{"a": 1}', mock.sentinel.stat)
+        self.assertEqual(({'a': 1}, mock.sentinel.stat),
+                         connection.read(client, '/p'))
 
 
 class TestNodeAction(testtools.TestCase):
