@@ -227,12 +227,17 @@ class TestZooKeeperFake(ZooKeeperTestCase):
         self.wait_gone(zuul, [node['id']])
         self.client.wait_node_gone(spare['id'], timeout=60)
 
-    def test_hold_until_it_expires(self):
+    def node_in_use(self):
+        """Zuul (nodepool's client) and a node it accepted and uses."""
         self.start_zk()
         zuul = self.zuul()
         request_id, _ = self.fulfilled(zuul, ['small'])
         [node] = zuul.call('accept', id=request_id)
         zuul.call('use', nodes=[node['id']])
+        return zuul, node
+
+    def test_hold_until_it_expires(self):
+        zuul, node = self.node_in_use()
         zuul.call('give_back', nodes=[node['id']], state='hold',
                   expiration=10, comment='debug the failure')
         held = wait_for(lambda: self.store_node(node)['state'] == 'hold'
@@ -249,11 +254,7 @@ class TestZooKeeperFake(ZooKeeperTestCase):
         self.assertIsNotNone(row['gone_at'])
 
     def test_locked_node_kept_then_deleted_when_the_lock_vanishes(self):
-        self.start_zk()
-        zuul = self.zuul()
-        request_id, _ = self.fulfilled(zuul, ['small'])
-        [node] = zuul.call('accept', id=request_id)
-        zuul.call('use', nodes=[node['id']])
+        zuul, node = self.node_in_use()
         # Several front end passes (0.1 s apart) and cleanups later, the
         # node Zuul holds is untouched.
         other = self.zuul()
@@ -298,11 +299,7 @@ class TestZooKeeperFake(ZooKeeperTestCase):
         wait_for(lambda: not self.alive(), message='instances left')
 
     def test_restarted_launcher_leaves_the_nodes_zuul_holds(self):
-        self.start_zk()
-        zuul = self.zuul()
-        request_id, _ = self.fulfilled(zuul, ['small'])
-        [node] = zuul.call('accept', id=request_id)
-        zuul.call('use', nodes=[node['id']])
+        zuul, node = self.node_in_use()
         self.launcher.proc.kill()
         self.launcher.proc.wait()
         self.start_launcher('launcher-2')
@@ -348,11 +345,7 @@ class TestZooKeeperFake(ZooKeeperTestCase):
         self.assertEqual({}, self.alive())
 
     def test_in_use_node_whose_znode_is_gone_is_deleted(self):
-        self.start_zk()
-        zuul = self.zuul()
-        request_id, _ = self.fulfilled(zuul, ['small'])
-        [node] = zuul.call('accept', id=request_id)
-        zuul.call('use', nodes=[node['id']])
+        zuul, node = self.node_in_use()
         self.assertEqual('in-use', self.store_node(node)['state'])
         self.admin.delete('%s/nodepool/nodes/%s' % (self.chroot, node['id']),
                           recursive=True)
