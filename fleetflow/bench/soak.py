@@ -1330,6 +1330,8 @@ class Soak:
             'drain_bound_s': self.drain and round(self.drain.bound, 1),
             'drain_s': self.drain and round(time.time() - self.drain.start,
                                             1),
+            'max_queued': max((w['queued'] for w in self.windows),
+                              default=0),
             'start_failures': self.start_failures,
             'invariant_checks': self.checker.checks,
             'violations': 0 if violation is None else 1,
