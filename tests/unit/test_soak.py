@@ -13,6 +13,7 @@ import uuid
 import fixtures
 import testtools
 
+from fleetflow.bench import launcher as bench
 from fleetflow.bench import soak
 from fleetflow.bench import zk_requester
 from fleetflow.db import models
@@ -216,6 +217,27 @@ class TestLaunchers(testtools.TestCase):
     def test_a_young_launcher_is_not_late(self):
         self.start(long_ago=5)
         self.assertEqual({}, self.launchers.not_started(soak.START_LIMIT))
+
+    def test_a_killed_launcher_not_yet_reaped_is_not_sampled(self):
+        # A zombie: its /proc files are there, its memory is not.
+        # (Popen is this test's mock: the child is spawned, not reaped.)
+        zombie = os.spawnv(os.P_NOWAIT, sys.executable,
+                           [sys.executable, '-c', ''])
+        self.addCleanup(os.waitpid, zombie, 0)
+        for _ in range(600):
+            with open('/proc/%d/stat' % zombie) as f:
+                if f.read().rsplit(')', 1)[1].split()[0] == 'Z':
+                    break
+            time.sleep(0.1)
+        self.assertRaises(ProcessLookupError, bench.proc_stats, zombie)
+        self.launchers.start('soak-1')
+        self.launchers.procs['soak-1'] = mock.Mock(
+            pid=zombie, **{'poll.return_value': None})
+        self.launchers.sample(10)
+        self.assertEqual([], self.launchers.samples['soak-1'])
+        self.launchers.procs['soak-1'].pid = os.getpid()
+        self.launchers.sample(20)
+        self.assertEqual(20, self.launchers.samples['soak-1'][0]['t'])
 
 
 class TestArgs(testtools.TestCase):
