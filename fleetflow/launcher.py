@@ -39,10 +39,10 @@ from fleetflow.db import locks
 from fleetflow.db import models
 from fleetflow.drivers import base as driver_base
 from fleetflow import exceptions
+from fleetflow.execution import local
 from fleetflow import layout as ff_layout
 from fleetflow import logutils
 from fleetflow import quota
-from fleetflow import runner as ff_runner
 from fleetflow import scheduler as ff_scheduler
 
 LOG = logging.getLogger(__name__)
@@ -58,9 +58,13 @@ PASS_SHARE = 5
 
 
 class Launcher:
-    """Serves requests in one process; see the module docstring."""
+    """Serves requests; see the module docstring.
 
-    def __init__(self, ctx):
+    :param runner: the :class:`~fleetflow.execution.base.FlowRunner` that
+        runs its flows (default: in this process).
+    """
+
+    def __init__(self, ctx, runner=None):
         self.ctx = ctx
         # The pass has connections of its own: it must not queue behind
         # the flows' workers.
@@ -69,7 +73,8 @@ class Launcher:
         #: called when a request is fulfilled or fails (the ZooKeeper
         #: front end mirrors it)
         self.on_settled = None
-        self.runner = self._make_runner()
+        self.runner = runner or local.LocalRunner(ctx)
+        self.runner.on_done = self._flow_done
         self._wake = threading.Event()
         self._marker = None
         self._probe = direct.ChangeProbe(self.store.engine)
@@ -98,26 +103,20 @@ class Launcher:
         self._scheduler.add_periodic(self._tick, TICK)
         self._scheduler.add_periodic(self._check_layout, LAYOUT_CHECK)
 
-    def _make_runner(self):
-        return ff_runner.Runner(self.ctx, on_done=self._flow_done)
-
     def _owns(self, launcher):
         """Whether this launcher looks after what ``launcher`` started."""
-        return launcher in (None, self.host)
-
-    def _owner_lock(self):
-        """The lock of the one launcher that runs the database's flows."""
-        return locks.OwnerLock(self.ctx.engine)
+        return self.runner.fleet_wide or launcher in (None, self.host)
 
     def start(self):
         """Start, resuming unfinished flows.
 
         :raises LockHeld: when another launcher runs the database's flows.
         """
-        self._owner = self._owner_lock()
+        self._owner = self.runner.owner_lock()
         if self._owner is not None:
             self._owner.acquire()
         self.ctx.start()
+        self.runner.start()
         resumed = self.runner.resume_all()
         LOG.info('Launcher %s started; %d unfinished flows resumed',
                  self.host, resumed)
@@ -247,19 +246,25 @@ class Launcher:
 
     def run_pass(self):
         try:
-            nodes = self.store.list_nodes()
-            requests = self.store.list_requests(
-                states=[models.REQUESTED, models.PENDING])
-            self._handle_nodes(nodes)
-            self.ctx.retire_providers({node['provider'] for node in nodes})
-            usage = quota.Usage(self.ctx, _counts(nodes))
-            self._settle_pending(requests, nodes)
-            budget = self._serve_new(requests, nodes, usage)
-            self._keep_min_ready(nodes, usage, budget)
-            self.ctx.stats.pass_gauges(self.ctx.layout, nodes, requests)
-            self.passes += 1
+            with self.runner.pass_turn():
+                self._pass()
+        except locks.LockTimeout as e:
+            LOG.info('Pass skipped: %s', e)
         except Exception:
             LOG.exception('Launcher pass failed')
+
+    def _pass(self):
+        nodes = self.store.list_nodes()
+        requests = self.store.list_requests(
+            states=[models.REQUESTED, models.PENDING])
+        self._handle_nodes(nodes)
+        self.ctx.retire_providers({node['provider'] for node in nodes})
+        usage = quota.Usage(self.ctx, _counts(nodes))
+        self._settle_pending(requests, nodes)
+        budget = self._serve_new(requests, nodes, usage)
+        self._keep_min_ready(nodes, usage, budget)
+        self.ctx.stats.pass_gauges(self.ctx.layout, nodes, requests)
+        self.passes += 1
 
     def _handle_nodes(self, nodes):
         now = time.time()

@@ -37,8 +37,8 @@ import testtools
 from fleetflow import conf as ff_conf
 from fleetflow import context
 from fleetflow.db import migration
+from fleetflow.execution import local
 from fleetflow import layout as ff_layout
-from fleetflow import runner as ff_runner
 
 PROVIDER = 'fake-1'
 POOL = 'main'
@@ -183,7 +183,7 @@ class FleetflowFixture(fixtures.Fixture):
         if self.start:
             self.ctx.start()
         if self.make_runner:
-            self.runner = ff_runner.Runner(self.ctx, workers=self.workers)
+            self.runner = local.LocalRunner(self.ctx, workers=self.workers)
             self.addCleanup(self.runner.stop)
 
     # Shortcuts

@@ -16,8 +16,8 @@ import yaml
 from fleetflow import context
 from fleetflow.db import migration
 from fleetflow.db import models
+from fleetflow.execution import local
 from fleetflow import layout as ff_layout
-from fleetflow import runner as ff_runner
 from tests import base
 
 DONE_STATES = (models.READY, models.FAILED, models.ABORTED)
@@ -37,7 +37,7 @@ def main(argv=None):
     migration.upgrade(ctx.engine)
     context.set_current(ctx)
     ctx.start()
-    runner = ff_runner.Runner(ctx, workers=2)
+    runner = local.LocalRunner(ctx, workers=2)
     resumed = runner.resume_all()
     provider = next(iter(layout.providers.values()))
     pool = provider['pools'][0]

@@ -35,9 +35,9 @@ import uuid
 
 from fleetflow import context
 from fleetflow.db import models
+from fleetflow.execution import local
 from fleetflow import flowinfo
 from fleetflow import layout as ff_layout
-from fleetflow import runner as ff_runner
 from tests import base
 
 NAMESPACE = uuid.UUID('5b0c3c1e-6c1e-4c49-9a59-3f6a7f1f0a11')
@@ -180,7 +180,7 @@ def main(argv=None):
     args = parse(argv)
     Trace.open(args.trace)
     Trace.write('--- start')
-    ff_runner.flowinfo.AtomTimes = TracingTimes
+    flowinfo.AtomTimes = TracingTimes
     rng = random.Random(args.seed)
     ctx = make_context(args)
     context.set_current(ctx)
@@ -188,7 +188,7 @@ def main(argv=None):
     driver._random.seed(args.seed)
     add_crash_points(driver, args.crash_after, rng)
     ctx.start()
-    runner = ff_runner.Runner(ctx, workers=args.workers)
+    runner = local.LocalRunner(ctx, workers=args.workers)
     resumed = runner.resume_all()
     plan = Plan(args, ctx, runner)
     plan.step()

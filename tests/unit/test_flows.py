@@ -9,10 +9,11 @@ from taskflow import states
 from fleetflow.db import models
 from fleetflow.drivers import base as driver_base
 from fleetflow import exceptions
+from fleetflow.execution import base as exec_base
+from fleetflow.execution import local
 from fleetflow import flowinfo
 from fleetflow.flows import delete as delete_flows
 from fleetflow.flows import launch as launch_flows
-from fleetflow import runner as runner_mod
 from tests import base
 from tests.unit import ssh_fixture
 
@@ -369,7 +370,7 @@ class TestResume(FlowTestCase):
         # A process that recorded a flow and died before running it.
         ff = self.fleet()
         node = ff.create_node()
-        ff.runner.record_flow(node['id'], launch_flows.get_launch_flow,
+        ff.runner.record_flow(node['id'], 'launch',
                               self.inputs(ff, node))
         self.assertEqual(1, ff.runner.resume_all())
         ff.wait_for(lambda: ff.node(node['id'])['state'] == models.READY)
@@ -380,10 +381,10 @@ class TestResume(FlowTestCase):
         ff = self.fleet()
         twice = ff.create_node()
         for _ in range(2):
-            ff.runner.record_flow(twice['id'], launch_flows.get_launch_flow,
+            ff.runner.record_flow(twice['id'], 'launch',
                                   self.inputs(ff, twice))
         other = ff.create_node()
-        ff.runner.record_flow(other['id'], launch_flows.get_launch_flow,
+        ff.runner.record_flow(other['id'], 'launch',
                               self.inputs(ff, other))
         # One flow of each node runs; the second of the first is left.
         self.assertEqual(2, ff.runner.resume_all())
@@ -395,22 +396,22 @@ class TestResume(FlowTestCase):
         # A SIGTERM soon after a start finds flows still being loaded.
         ff = self.fleet()
         node = ff.create_node()
-        listen = runner_mod.listen
+        listen = exec_base.listen
 
         def listen_until_stopping(engine, ctx):
             listen(engine, ctx)
             ff.wait_for(lambda: ff.runner._stopping)
 
         self.useFixture(fixtures.MockPatchObject(
-            runner_mod, 'listen', side_effect=listen_until_stopping))
+            exec_base, 'listen', side_effect=listen_until_stopping))
         run = ff.runner.launch(node)
         ff.wait_for(lambda: run.engine is not None)
         ff.runner.stop()
         self.assertEqual(states.SUSPENDED, run.state)
         self.assertEqual(0, ff.driver.call_counts().get('create', 0))
-        self.useFixture(fixtures.MockPatchObject(runner_mod, 'listen',
+        self.useFixture(fixtures.MockPatchObject(exec_base, 'listen',
                                                  listen))
-        runner = runner_mod.Runner(ff.ctx, workers=2)
+        runner = local.LocalRunner(ff.ctx, workers=2)
         self.addCleanup(runner.stop)
         self.assertEqual(1, runner.resume_all())
         ff.wait_for(lambda: ff.node(node['id'])['state'] == models.READY)
@@ -423,7 +424,7 @@ class TestResume(FlowTestCase):
         ff.runner.stop()
         self.assertNotEqual(states.SUCCESS, run.state)
         self.assertEqual(models.BUILDING, ff.node(node['id'])['state'])
-        runner = runner_mod.Runner(ff.ctx, workers=2)
+        runner = local.LocalRunner(ff.ctx, workers=2)
         self.addCleanup(runner.stop)
         self.assertEqual(1, runner.resume_all())
         ff.wait_for(lambda: ff.node(node['id'])['state'] == models.READY)

@@ -8,11 +8,11 @@ from taskflow import states
 
 from fleetflow.db import models
 from fleetflow import exceptions
+from fleetflow.execution import base as exec_base
 from fleetflow import flowinfo
 from fleetflow import launcher as ff_launcher
 from fleetflow import layout
 from fleetflow import quota as ff_quota
-from fleetflow import runner as ff_runner
 from tests import base
 from tests import db_urls
 
@@ -82,7 +82,7 @@ class TestFailingDeletes(base.TestCase):
             run = ff.delete(ff.node(node['id']))
             self.assertEqual(states.REVERTED, run.state)
             flows = flowinfo.describe_flows(ff.ctx, node['id'])
-            self.assertEqual(min(attempt + 2, ff_runner.FLOWS_KEPT + 1),
+            self.assertEqual(min(attempt + 2, exec_base.FLOWS_KEPT + 1),
                              len(flows))
         # The newest ones are kept: the last failures, not the launch.
         self.assertNotIn('launch-%s' % node['id'],

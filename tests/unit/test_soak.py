@@ -16,8 +16,7 @@ from fleetflow.bench import soak
 from fleetflow.bench import zk_requester
 from fleetflow.db import models
 from fleetflow.drivers import base as driver_base
-from fleetflow.flows import delete as delete_flows
-from fleetflow import runner as ff_runner
+from fleetflow.execution import local
 from tests import base
 
 
@@ -321,10 +320,10 @@ class TestChecker(base.TestCase):
 
     def test_logbook_rows_bounded(self):
         node = self.ff.create_node()
-        flows = ff_runner.Runner(self.ff.ctx, workers=1)
+        flows = local.LocalRunner(self.ff.ctx, workers=1)
         self.addCleanup(flows.stop)
         for _ in range(5):
-            flows.record_flow(node['id'], delete_flows.get_delete_flow,
+            flows.record_flow(node['id'], 'delete',
                               dict(node_id=node['id'],
                                    provider=node['provider'],
                                    delete_timeout=30))
