@@ -58,6 +58,10 @@ def make_conf(state_path, db_url=None, persistence='sql',
     conf.set_override('host', 'test-host')
     if db_url:
         conf.set_override('connection', db_url, 'database')
+    else:
+        # An override outlives its ConfigOpts (the option objects are
+        # shared): an earlier test's database must not be this one's.
+        conf.clear_override('connection', 'database')
     conf.set_override('backend', persistence, 'persistence')
     conf.set_override('instance_refresh_interval', refresh_interval,
                       'launcher')

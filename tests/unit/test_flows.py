@@ -7,7 +7,6 @@ from taskflow import engines
 from taskflow import states
 
 from fleetflow.db import models
-from fleetflow.drivers import base as driver_base
 from fleetflow import exceptions
 from fleetflow.execution import base as exec_base
 from fleetflow.execution import local
@@ -55,30 +54,6 @@ class FlowTestCase(base.TestCase):
 
 class TestLaunchAndDelete(FlowTestCase):
 
-    def test_launch_then_delete(self):
-        ff = self.fleet(create_latency=0.1, delete_latency=0.1)
-        node, run = ff.launch()
-        self.assertEqual(states.SUCCESS, run.state)
-        self.assertEqual(models.READY, node['state'])
-        self.assertEqual(1, node['launch_attempts'])
-        self.assertEqual('198.51.100.1', node['interface_ip'])
-        self.assertEqual('fake-region', node['region'])
-        self.assertEqual('fake-az', node['az'])
-        self.assertEqual('test-host', node['launcher'])
-        self.assertIsNotNone(node['ready_at'])
-        self.assertEqual(run.flow_id, node['flow_id'])
-        [instance] = ff.instances()
-        self.assertEqual(node['external_id'], instance.external_id)
-        self.assertEqual(node['id'], instance.node_id)
-
-        run = ff.delete(node)
-        self.assertEqual(states.SUCCESS, run.state)
-        self.assertIsNone(ff.node(node['id']))
-        self.assertNoInstances(ff)
-        counts = ff.driver.call_counts()
-        self.assertEqual(1, counts['create'])
-        self.assertEqual(1, counts['delete'])
-
     def test_nodes_share_one_flow_and_its_compilation(self):
         ff = self.fleet(create_latency=0.2, delete_latency=0.1)
         nodes, runs = ff.launch_many(6)
@@ -117,21 +92,6 @@ class TestLaunchAndDelete(FlowTestCase):
 
 class TestFaults(FlowTestCase):
 
-    def test_create_error_then_success(self):
-        ff = self.fleet()
-        ff.script_faults('create-error', [True])
-        node, run = ff.launch()
-        self.assertEqual(states.SUCCESS, run.state)
-        self.assertEqual(models.READY, node['state'])
-        self.assertEqual(2, node['launch_attempts'])
-        history = self.retry_history(run)
-        self.assertEqual(2, len(history))
-        [failure] = [f for _n, f in history.outcomes_iter(0)]
-        self.assertIn('simulated create error', failure.exception_str)
-        self.assertEqual(2, ff.driver.call_counts()['create'])
-        self.assertEqual([node['external_id']],
-                         [i.external_id for i in ff.instances()])
-
     def test_instance_error_fails_the_attempt_at_once(self):
         timeout = 20
         ff = self.fleet(create_latency=0.1, launch_timeout=timeout)
@@ -149,30 +109,6 @@ class TestFaults(FlowTestCase):
         # The instance in ERROR was deleted: only the second one is left.
         self.assertEqual([node['external_id']],
                          [i.external_id for i in ff.instances()])
-
-    def assert_aborts_without_spending_an_attempt(self, fault, message,
-                                                  error_class):
-        ff = self.fleet(launch_retries=3)
-        ff.script_faults(fault, [True])
-        node, run = ff.launch()
-        self.assertEqual(states.REVERTED, run.state)
-        self.assertEqual(models.ABORTED, node['state'])
-        self.assertIn(message, node['failure'])
-        # One call, no second attempt.
-        self.assertEqual(1, ff.driver.call_counts()['create'])
-        attempts = self.atom(ff, node['id'], 'launch-attempts')
-        self.assertEqual(1, attempts['attempts'])
-        self.assertIsInstance(run.error, error_class)
-        self.assertNoInstances(ff)
-
-    def test_quota_error_aborts_without_spending_an_attempt(self):
-        self.assert_aborts_without_spending_an_attempt(
-            'quota-error', 'simulated quota error', driver_base.QuotaError)
-
-    def test_no_capacity_aborts_without_spending_an_attempt(self):
-        # The instance is made, then goes to ERROR: it is deleted.
-        self.assert_aborts_without_spending_an_attempt(
-            'capacity-error', 'no valid host', driver_base.CapacityError)
 
     def test_quota_exceeded_aborts(self):
         ff = self.fleet(quota={'instances': 1})
@@ -212,36 +148,6 @@ class TestFaults(FlowTestCase):
                                 start + delay)
         self.assertEqual(3, ff.driver.call_counts()['create'])
 
-    def test_delete_error_leaves_node_deleting(self):
-        ff = self.fleet()
-        node, _run = ff.launch()
-        ff.script_faults('delete-error', [True])
-        run = ff.delete(node)
-        self.assertEqual(states.REVERTED, run.state)
-        self.assertIn('simulated delete error', str(run.error))
-        again = ff.node(node['id'])
-        self.assertEqual(models.DELETING, again['state'])
-        self.assertEqual(1, len(ff.instances()))
-        # Deleting again later succeeds.
-        run = ff.delete(again)
-        self.assertEqual(states.SUCCESS, run.state)
-        self.assertIsNone(ff.node(node['id']))
-        self.assertNoInstances(ff)
-
-    def test_launch_retries_exhausted(self):
-        ff = self.fleet(launch_retries=2, faults={'instance-error': 1})
-        node, run = ff.launch()
-        self.assertEqual(states.REVERTED, run.state)
-        self.assertEqual(models.FAILED, node['state'])
-        self.assertEqual(2, node['launch_attempts'])
-        self.assertIn('went to ERROR', node['failure'])
-        self.assertEqual(2, ff.driver.call_counts()['create'])
-        # Each attempt's instance was deleted by the attempt's revert.
-        self.assertNoInstances(ff)
-        history = ff.driver.instance_history()
-        self.assertEqual(2, len(history))
-        self.assertTrue(all(r['gone_at'] for r in history))
-
     def test_create_errors_exhaust_retries(self):
         ff = self.fleet(launch_retries=3, faults={'create-error': 1})
         node, run = ff.launch()
@@ -264,21 +170,6 @@ class TestFaults(FlowTestCase):
         self.assertIn('not active within launch-timeout', poll['failure'])
         self.assertIn('launch-timeout', node['failure'])
         self.assertNoInstances(ff)
-
-    def test_revert_deletes_even_when_a_delete_fails(self):
-        ff = self.fleet(create_latency=0.05)
-        ff.script_faults('instance-error', [True])
-        ff.script_faults('delete-error', [True])
-        node, run = ff.launch()
-        self.assertEqual(models.READY, node['state'])
-        history = ff.driver.instance_history()
-        self.assertEqual(2, len(history))
-        first, second = history
-        # The first instance was gone before the second was created.
-        self.assertIsNotNone(first['gone_at'])
-        self.assertLessEqual(first['gone_at'], second['created'])
-        self.assertEqual([node['external_id']],
-                         [i.external_id for i in ff.instances()])
 
 
 class TestParking(FlowTestCase):
@@ -366,17 +257,6 @@ class TestResume(FlowTestCase):
                     launch_retries=3, launch_timeout=60, boot_timeout=10,
                     host_key_checking=False)
 
-    def test_recorded_flow_resumes_with_its_inputs(self):
-        # A process that recorded a flow and died before running it.
-        ff = self.fleet()
-        node = ff.create_node()
-        ff.runner.record_flow(node['id'], 'launch',
-                              self.inputs(ff, node))
-        self.assertEqual(1, ff.runner.resume_all())
-        ff.wait_for(lambda: ff.node(node['id'])['state'] == models.READY)
-        ff.wait_for(lambda: not ff.runner.is_running(node['id']))
-        self.assertEqual(1, len(ff.instances()))
-
     def test_a_bad_logbook_does_not_stop_resume_all(self):
         ff = self.fleet()
         twice = ff.create_node()
@@ -415,19 +295,3 @@ class TestResume(FlowTestCase):
         self.addCleanup(runner.stop)
         self.assertEqual(1, runner.resume_all())
         ff.wait_for(lambda: ff.node(node['id'])['state'] == models.READY)
-
-    def test_stopped_runner_resumes_where_it_stopped(self):
-        ff = self.fleet(create_latency=0.5)
-        node = ff.create_node()
-        run = ff.runner.launch(node)
-        ff.wait_for(lambda: ff.driver.call_counts()['create'] == 1)
-        ff.runner.stop()
-        self.assertNotEqual(states.SUCCESS, run.state)
-        self.assertEqual(models.BUILDING, ff.node(node['id'])['state'])
-        runner = local.LocalRunner(ff.ctx, workers=2)
-        self.addCleanup(runner.stop)
-        self.assertEqual(1, runner.resume_all())
-        ff.wait_for(lambda: ff.node(node['id'])['state'] == models.READY)
-        # The resumed flow found the instance: no second one.
-        self.assertEqual(1, ff.driver.call_counts()['create'])
-        self.assertEqual(1, len(ff.driver.instance_history()))

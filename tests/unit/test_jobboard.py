@@ -446,28 +446,6 @@ class BoardTests:
         self.assertEqual(flow_id, jobs[lost['id']]['flow_uuid'])
         self.assertEqual(0, self.runner.resume_all())
 
-    def test_conductor_runs_launch_and_delete(self):
-        done = []
-        conductor = self.conductor(on_done=done.append)
-        node = self.ff.create_node()
-        self.runner.refresh()
-        self.runner.launch(node)
-        self.ff.wait_for(lambda: self.ff.node(node['id'])['state']
-                         == models.READY, timeout=20)
-        self.ff.wait_for(lambda: not self.jobs() and done, timeout=10)
-        self.assertEqual(conductor.ctx.conf.host,
-                         self.ff.node(node['id'])['launcher'])
-        self.ff.store.set_node_state(node['id'], models.USED)
-        self.runner.refresh()
-        self.runner.delete(self.ff.node(node['id']))
-        self.ff.wait_for(lambda: self.ff.node(node['id']) is None,
-                         timeout=20)
-        self.ff.wait_for(lambda: len(done) == 2, timeout=10)
-        # The logbook of a node that is gone is gone too.
-        self.assertEqual([], flowinfo.describe_flows(
-            self.ff.ctx, node['id']))
-        self.assertEqual(1, len(self.ff.driver.instance_history()))
-
     def test_a_waiting_flow_holds_its_worker_without_spinning(self):
         polls = collections.Counter()
         lookup = instance_cache.InstanceCache.lookup
