@@ -4,7 +4,7 @@
 process that runs flows has: oslo.config options (``fleetflow.conf.setup``,
 no config file read), a layout with one ``fake`` provider, a migrated
 SQLite database, a started :class:`~fleetflow.context.Context` set as the
-current one, and a :class:`~fleetflow.runner.Runner`. Everything is stopped
+current one, and a :class:`~fleetflow.execution.local.LocalRunner`. Everything is stopped
 and the previous current context restored on cleanup. Typical use::
 
     class TestSomething(base.TestCase):

@@ -145,7 +145,7 @@ class TestLaunchers(testtools.TestCase):
         self.log('fleetflow.launcher [-] Launcher soak-1 started; 0 '
                  'unfinished flows resumed')
         self.start(long_ago=60)
-        self.log('fleetflow.runner [-] [node 1] Resuming flow delete-1 '
+        self.log('fleetflow.execution.local [-] [node 1] Resuming flow delete-1 '
                  '(SUSPENDED)')
         # The line of the process before it does not count.
         self.assertEqual([], self.launchers.up())
@@ -157,7 +157,7 @@ class TestLaunchers(testtools.TestCase):
 
     def test_a_launcher_that_never_starts_is_named_with_its_figures(self):
         self.start(long_ago=300)
-        self.log('fleetflow.runner [-] [node 1] Resuming flow delete-1 '
+        self.log('fleetflow.execution.local [-] [node 1] Resuming flow delete-1 '
                  '(SUSPENDED)')
         late = self.launchers.not_started(soak.START_LIMIT)
         self.assertEqual(['soak-1'], list(late))
