@@ -36,8 +36,10 @@ import testtools
 
 from fleetflow import conf as ff_conf
 from fleetflow import context
+from fleetflow.db import api as db_api
 from fleetflow.db import migration
 from fleetflow import layout as ff_layout
+from fleetflow import node_states
 from fleetflow import runner as ff_runner
 
 PROVIDER = 'fake-1'
@@ -89,6 +91,16 @@ def fake_provider(name=PROVIDER, pool=POOL, labels=(LABEL,),
                 'connection-port': connection_port}
     entry.update({k: v for k, v in optional.items() if v is not None})
     return entry
+
+
+def force_node_state(store, node_id, state, **fields):
+    """Set a node's state whatever it is, as no code of fleetflow may.
+
+    For tests that play a bug (a node handed out twice) or need a state no
+    flow leads to from where the node is.
+    """
+    store._write(db_api.NODES.update().where(db_api.NODES.c.id == node_id)
+                 .values(state=state, **fields))
 
 
 class FleetflowFixture(fixtures.Fixture):
@@ -245,8 +257,19 @@ class FleetflowFixture(fixtures.Fixture):
         return nodes, runs
 
     def delete(self, node, timeout=20):
-        """Run the node's delete flow and wait; return the FlowRun."""
+        """Run the node's delete flow and wait; return the FlowRun.
+
+        A node in use or ready is given up first (it becomes used), as a
+        user or the launcher does before the launcher deletes it.
+        """
+        if node['state'] in node_states.RELEASABLE:
+            self.store.set_node_state(node['id'], node_states.USED,
+                                      expected=node_states.RELEASABLE)
         return self.wait_run(self.runner.delete(node), timeout)
+
+    def force_state(self, node_id, state, **fields):
+        """:func:`force_node_state` in this fixture's store."""
+        force_node_state(self.store, node_id, state, **fields)
 
     @staticmethod
     def wait_for(predicate, timeout=10, interval=0.02, message=None):

@@ -33,8 +33,8 @@ from fleetflow import cmd
 from fleetflow import conf as ff_conf
 from fleetflow import context
 from fleetflow.db import migration
-from fleetflow.db import models
 from fleetflow import layout as ff_layout
+from fleetflow import node_states
 from fleetflow import runner as ff_runner
 
 BACKENDS = ('memory', 'sql')
@@ -199,7 +199,7 @@ class Fleet:
             self._wait([self.runner.launch(node)
                         for node in nodes[first:first + step]], timeout)
             launching += time.perf_counter() - began
-            group = store.list_nodes(states=[models.READY])
+            group = store.list_nodes(states=[node_states.READY])
             ready += len(group)
             self._wait([self.runner.delete(node) for node in group], timeout)
             deletes += len(group)

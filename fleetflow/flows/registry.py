@@ -20,10 +20,10 @@ from taskflow import engines
 from taskflow.persistence import models as tf_models
 from taskflow import storage as tf_storage
 
-from fleetflow.db import models
 from fleetflow import exceptions
 from fleetflow.flows import delete
 from fleetflow.flows import launch
+from fleetflow import node_states
 
 SECURITY_LOG = logging.getLogger('fleetflow.security')
 
@@ -112,10 +112,10 @@ FACTORIES = {factory.name: factory for factory in (
     # A launch flow that saved the node ready but not its own end is
     # resumed with the node ready.
     Factory('launch', launch.get_launch_flow, _LAUNCH_INPUTS,
-            (models.BUILDING, models.READY)),
+            node_states.LAUNCH_FLOW),
     # What the launcher deletes, and the delete flow's own state.
     Factory('delete', delete.get_delete_flow, _DELETE_INPUTS,
-            (models.USED, models.FAILED, models.ABORTED, models.DELETING)),
+            node_states.DELETE_FLOW),
 )}
 
 

@@ -5,10 +5,10 @@ import time
 from taskflow.types import failure as tf_failure
 import tenacity
 
-from fleetflow.db import models
 from fleetflow.drivers import base as driver_base
 from fleetflow import exceptions
 from fleetflow import instance_cache
+from fleetflow import node_states
 from fleetflow.tasks import base
 
 
@@ -94,7 +94,7 @@ class CreateInstance(base.FleetflowTask):
         external_id = result['external_id']
         log = self.log(node_id)
         node = self.ctx.store.find_node(node_id)
-        if node is not None and node['state'] != models.BUILDING:
+        if node is not None and node['state'] != node_states.BUILDING:
             log.warning('Not deleting instance %s: the node is %s, another '
                         'run of its launch finished it', external_id,
                         node['state'])

@@ -34,14 +34,14 @@ import time
 import uuid
 
 from fleetflow import context
-from fleetflow.db import models
 from fleetflow import flowinfo
 from fleetflow import layout as ff_layout
+from fleetflow import node_states
 from fleetflow import runner as ff_runner
 from tests import base
 
 NAMESPACE = uuid.UUID('5b0c3c1e-6c1e-4c49-9a59-3f6a7f1f0a11')
-DONE_STATES = (models.READY, models.FAILED, models.ABORTED)
+DONE_STATES = (node_states.READY, node_states.FAILED, node_states.ABORTED)
 
 
 def node_id(index):
@@ -162,12 +162,12 @@ class Plan:
             if node is None:
                 continue
             state = node['state']
-            if state == models.BUILDING:
+            if state == node_states.BUILDING:
                 # Created, but the launch flow was never recorded.
                 done = False
                 self.runner.launch(node)
-            elif state == models.DELETING or (
-                    state == models.READY
+            elif state == node_states.DELETING or (
+                    state == node_states.READY
                     and to_delete(index, self.args.delete_every)):
                 done = False
                 self.runner.delete(node)

@@ -25,11 +25,11 @@ import fixtures
 import testtools
 import yaml
 
-from fleetflow.db import models
 from fleetflow.drivers import aws
 from fleetflow.drivers import base as driver_base
 from fleetflow import launcher as ff_launcher
 from fleetflow import layout as ff_layout
+from fleetflow import node_states
 from tests import base
 from tests.functional import aws_fake
 
@@ -419,7 +419,7 @@ class TestFlows(FlowTestCase):
                                    timeout=WAIT)
         self.assertEqual('SUCCESS', run.state, run.error)
         [data] = self.moto_instances(node['id'])
-        self.assertEqual((models.READY, data['InstanceId'],
+        self.assertEqual((node_states.READY, data['InstanceId'],
                           data['PublicIpAddress'], 'ubuntu'),
                          (node['state'], node['external_id'],
                           node['interface_ip'], node['username']))
@@ -461,7 +461,7 @@ class TestFlows(FlowTestCase):
         node, run = self.ff.launch(label='small', provider=PROVIDER,
                                    timeout=WAIT)
         # no room: the node is aborted after one attempt, not retried
-        self.assertEqual(models.ABORTED, node['state'])
+        self.assertEqual(node_states.ABORTED, node['state'])
         self.assertEqual(1, len(self.proxy.calls('RunInstances')))
         self.assertIn('Insufficient capacity', str(run.error))
         self.assertEqual([], self.driver.list_instances())
@@ -472,7 +472,7 @@ class TestFlows(FlowTestCase):
         node, run = self.ff.launch(label='small', provider=PROVIDER,
                                    timeout=WAIT)
         self.assertEqual('SUCCESS', run.state, run.error)
-        self.assertEqual((models.READY, 2),
+        self.assertEqual((node_states.READY, 2),
                          (node['state'], node['launch_attempts']))
         # a new attempt, a new token
         self.assertEqual(
@@ -628,7 +628,7 @@ class TestCrash(AwsTestCase):
     def test_resumed_launch_finds_the_instance_by_tag(self):
         self.kill_while_answer_held()
         state, external_id = self.finish(self.child())
-        self.assertEqual(models.READY, state)
+        self.assertEqual(node_states.READY, state)
         [instance] = self.moto_instances(self.node_id)
         self.assertEqual(instance['InstanceId'], external_id)
         # the tag lookup found it: no second RunInstances
@@ -642,7 +642,7 @@ class TestCrash(AwsTestCase):
         self.proxy.lag_new_instances = True
         self.kill_while_answer_held()
         state, external_id = self.finish(self.child())
-        self.assertEqual(models.READY, state)
+        self.assertEqual(node_states.READY, state)
         [instance] = self.moto_instances(self.node_id)
         self.assertEqual(instance['InstanceId'], external_id)
         tokens = [c['ClientToken'] for c in self.proxy.calls('RunInstances')]

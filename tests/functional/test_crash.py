@@ -35,7 +35,7 @@ import time
 
 from testtools import content
 
-from fleetflow.db import models
+from fleetflow import node_states
 from tests import base
 from tests.functional import crash_child
 
@@ -217,20 +217,20 @@ class TestCrash(base.TestCase):
                 self.assertTrue(crash_child.to_delete(index, DELETE_EVERY),
                                 'node %s is gone: %s' % (ident, made))
                 self.assertEqual([], live, 'deleted node %s' % ident)
-            elif node['state'] == models.READY:
+            elif node['state'] == node_states.READY:
                 self.assertFalse(crash_child.to_delete(index, DELETE_EVERY),
                                  'node %s was not deleted' % ident)
                 self.assertEqual([node['external_id']], live,
                                  'ready node %s' % ident)
             else:
                 self.assertIn(node['state'],
-                              (models.FAILED, models.ABORTED), ident)
+                              (node_states.FAILED, node_states.ABORTED), ident)
                 self.assertTrue(node['failure'], ident)
                 self.assertEqual([], live,
                                  '%s node %s' % (node['state'], ident))
             if exact:
                 self.assertNotIn(node and node['state'],
-                                 (models.FAILED, models.ABORTED),
+                                 (node_states.FAILED, node_states.ABORTED),
                                  node and node['failure'])
                 self.assertEqual(1, len(made),
                                  'instances of node %s: %s' % (ident, made))

@@ -6,8 +6,8 @@ from taskflow.persistence import models as tf_models
 from taskflow import states
 from taskflow.types import failure as tf_failure
 
-from fleetflow.db import models
 from fleetflow import flowinfo
+from fleetflow import node_states
 from tests import base
 
 LAUNCH_ATOMS = ['mark-building', 'launch-attempts', 'create-instance',
@@ -139,7 +139,7 @@ class TestTimingCost(FlowinfoTestCase):
         statements, transactions = store.statements, store.transactions
         for _ in range(count):
             node, run = ff.launch()
-            self.assertEqual(models.READY, node['state'])
+            self.assertEqual(node_states.READY, node['state'])
             ff.delete(node)
         return (store.statements - statements,
                 store.transactions - transactions)

@@ -6,12 +6,12 @@ import fixtures
 from taskflow import engines
 from taskflow import states
 
-from fleetflow.db import models
 from fleetflow.drivers import base as driver_base
 from fleetflow import exceptions
 from fleetflow import flowinfo
 from fleetflow.flows import delete as delete_flows
 from fleetflow.flows import launch as launch_flows
+from fleetflow import node_states
 from fleetflow import runner as runner_mod
 from tests import base
 from tests.unit import ssh_fixture
@@ -58,7 +58,7 @@ class TestLaunchAndDelete(FlowTestCase):
         ff = self.fleet(create_latency=0.1, delete_latency=0.1)
         node, run = ff.launch()
         self.assertEqual(states.SUCCESS, run.state)
-        self.assertEqual(models.READY, node['state'])
+        self.assertEqual(node_states.READY, node['state'])
         self.assertEqual(1, node['launch_attempts'])
         self.assertEqual('198.51.100.1', node['interface_ip'])
         self.assertEqual('fake-region', node['region'])
@@ -90,10 +90,13 @@ class TestLaunchAndDelete(FlowTestCase):
         self.assertEqual(6, len({run.flow_id for run in runs}))
         rows = [ff.node(node['id']) for node in nodes]
         self.assertEqual(6, len({row['external_id'] for row in rows}))
-        self.assertEqual([models.READY] * 6, [row['state'] for row in rows])
+        self.assertEqual([node_states.READY] * 6,
+                         [row['state'] for row in rows])
         self.assertEqual(
             ['launch-%s' % node['id'] for node in nodes],
             [run.name for run in runs])
+        for row in rows:
+            ff.store.set_node_state(row['id'], node_states.USED)
         deletes = [ff.runner.delete(row) for row in rows]
         for run in deletes:
             ff.wait_run(run)
@@ -121,7 +124,7 @@ class TestFaults(FlowTestCase):
         ff.script_faults('create-error', [True])
         node, run = ff.launch()
         self.assertEqual(states.SUCCESS, run.state)
-        self.assertEqual(models.READY, node['state'])
+        self.assertEqual(node_states.READY, node['state'])
         self.assertEqual(2, node['launch_attempts'])
         history = self.retry_history(run)
         self.assertEqual(2, len(history))
@@ -138,7 +141,7 @@ class TestFaults(FlowTestCase):
         start = time.time()
         node, run = ff.launch()
         elapsed = time.time() - start
-        self.assertEqual(models.READY, node['state'])
+        self.assertEqual(node_states.READY, node['state'])
         self.assertEqual(2, node['launch_attempts'])
         # The ERROR ended the first attempt long before launch-timeout.
         self.assertLess(elapsed, timeout / 2)
@@ -155,7 +158,7 @@ class TestFaults(FlowTestCase):
         ff.script_faults(fault, [True])
         node, run = ff.launch()
         self.assertEqual(states.REVERTED, run.state)
-        self.assertEqual(models.ABORTED, node['state'])
+        self.assertEqual(node_states.ABORTED, node['state'])
         self.assertIn(message, node['failure'])
         # One call, no second attempt.
         self.assertEqual(1, ff.driver.call_counts()['create'])
@@ -176,9 +179,9 @@ class TestFaults(FlowTestCase):
     def test_quota_exceeded_aborts(self):
         ff = self.fleet(quota={'instances': 1})
         first, _run = ff.launch()
-        self.assertEqual(models.READY, first['state'])
+        self.assertEqual(node_states.READY, first['state'])
         node, run = ff.launch()
-        self.assertEqual(models.ABORTED, node['state'])
+        self.assertEqual(node_states.ABORTED, node['state'])
         self.assertIn('quota exceeded for instances', node['failure'])
         self.assertEqual(2, ff.driver.call_counts()['create'])
 
@@ -192,12 +195,12 @@ class TestFaults(FlowTestCase):
         # The waiting flow holds no worker: with one worker, another
         # node launches while the first waits.
         other, other_run = ff.launch()
-        self.assertEqual(models.READY, other['state'])
+        self.assertEqual(node_states.READY, other['state'])
         self.assertFalse(limited.done.is_set())
         ff.wait_run(limited)
         node = ff.node(node['id'])
         self.assertEqual(states.SUCCESS, limited.state)
-        self.assertEqual(models.READY, node['state'])
+        self.assertEqual(node_states.READY, node['state'])
         # Not an attempt spent: the retry ran again for attempt 1.
         self.assertEqual(1, node['launch_attempts'])
         history = self.retry_history(limited)
@@ -219,7 +222,7 @@ class TestFaults(FlowTestCase):
         self.assertEqual(states.REVERTED, run.state)
         self.assertIn('simulated delete error', str(run.error))
         again = ff.node(node['id'])
-        self.assertEqual(models.DELETING, again['state'])
+        self.assertEqual(node_states.DELETING, again['state'])
         self.assertEqual(1, len(ff.instances()))
         # Deleting again later succeeds.
         run = ff.delete(again)
@@ -231,7 +234,7 @@ class TestFaults(FlowTestCase):
         ff = self.fleet(launch_retries=2, faults={'instance-error': 1})
         node, run = ff.launch()
         self.assertEqual(states.REVERTED, run.state)
-        self.assertEqual(models.FAILED, node['state'])
+        self.assertEqual(node_states.FAILED, node['state'])
         self.assertEqual(2, node['launch_attempts'])
         self.assertIn('went to ERROR', node['failure'])
         self.assertEqual(2, ff.driver.call_counts()['create'])
@@ -244,7 +247,7 @@ class TestFaults(FlowTestCase):
     def test_create_errors_exhaust_retries(self):
         ff = self.fleet(launch_retries=3, faults={'create-error': 1})
         node, run = ff.launch()
-        self.assertEqual(models.FAILED, node['state'])
+        self.assertEqual(node_states.FAILED, node['state'])
         self.assertIn('simulated create error', node['failure'])
         self.assertEqual(3, ff.driver.call_counts()['create'])
         self.assertEqual(
@@ -257,7 +260,7 @@ class TestFaults(FlowTestCase):
         start = time.time()
         node, run = ff.launch()
         self.assertLess(time.time() - start, 15)
-        self.assertEqual(models.FAILED, node['state'])
+        self.assertEqual(node_states.FAILED, node['state'])
         self.assertIsInstance(run.error, exceptions.LaunchTimeout)
         poll = self.atom(ff, node['id'], 'wait-instance-active')
         self.assertIn('not active within launch-timeout', poll['failure'])
@@ -269,7 +272,7 @@ class TestFaults(FlowTestCase):
         ff.script_faults('instance-error', [True])
         ff.script_faults('delete-error', [True])
         node, run = ff.launch()
-        self.assertEqual(models.READY, node['state'])
+        self.assertEqual(node_states.READY, node['state'])
         history = ff.driver.instance_history()
         self.assertEqual(2, len(history))
         first, second = history
@@ -296,7 +299,7 @@ class TestParking(FlowTestCase):
                          ['attempts'])
         self.assertEqual(1, len(self.retry_history(
             runs[0], 'wait-active-deadline')))
-        self.assertEqual(models.READY, ff.node(first)['state'])
+        self.assertEqual(node_states.READY, ff.node(first)['state'])
 
     def test_a_woken_flow_runs_before_new_ones(self):
         ff = self.fleet(create_latency=0.1, workers=1)
@@ -317,7 +320,7 @@ class TestKeyscan(FlowTestCase):
                         connection_port=server.port)
         node, run = ff.launch()
         self.assertEqual(states.SUCCESS, run.state, run.error)
-        self.assertEqual(models.READY, node['state'])
+        self.assertEqual(node_states.READY, node['state'])
         self.assertEqual(server.keys, sorted(node['host_keys']))
         self.assertEqual(server.port, node['connection_port'])
         scan = self.atom(ff, node['id'], 'scan-host-keys')
@@ -338,7 +341,7 @@ class TestKeyscan(FlowTestCase):
         server.listen()
         ff.wait_run(run)
         node = ff.node(node['id'])
-        self.assertEqual(models.READY, node['state'], node['failure'])
+        self.assertEqual(node_states.READY, node['state'], node['failure'])
         self.assertEqual(2, node['launch_attempts'])
         self.assertEqual(server.keys, sorted(node['host_keys']))
         first, second = ff.driver.instance_history()
@@ -372,7 +375,7 @@ class TestResume(FlowTestCase):
         ff.runner.record_flow(node['id'], launch_flows.get_launch_flow,
                               self.inputs(ff, node))
         self.assertEqual(1, ff.runner.resume_all())
-        ff.wait_for(lambda: ff.node(node['id'])['state'] == models.READY)
+        ff.wait_for(lambda: ff.node(node['id'])['state'] == node_states.READY)
         ff.wait_for(lambda: not ff.runner.is_running(node['id']))
         self.assertEqual(1, len(ff.instances()))
 
@@ -389,7 +392,8 @@ class TestResume(FlowTestCase):
         self.assertEqual(2, ff.runner.resume_all())
         self.assertIn('not resumed', self.logger.output)
         for node in (twice, other):
-            ff.wait_for(lambda: ff.node(node['id'])['state'] == models.READY)
+            ff.wait_for(
+                lambda: ff.node(node['id'])['state'] == node_states.READY)
 
     def test_a_stop_while_a_flow_loads_suspends_it(self):
         # A SIGTERM soon after a start finds flows still being loaded.
@@ -413,7 +417,7 @@ class TestResume(FlowTestCase):
         runner = runner_mod.Runner(ff.ctx, workers=2)
         self.addCleanup(runner.stop)
         self.assertEqual(1, runner.resume_all())
-        ff.wait_for(lambda: ff.node(node['id'])['state'] == models.READY)
+        ff.wait_for(lambda: ff.node(node['id'])['state'] == node_states.READY)
 
     def test_stopped_runner_resumes_where_it_stopped(self):
         ff = self.fleet(create_latency=0.5)
@@ -422,11 +426,11 @@ class TestResume(FlowTestCase):
         ff.wait_for(lambda: ff.driver.call_counts()['create'] == 1)
         ff.runner.stop()
         self.assertNotEqual(states.SUCCESS, run.state)
-        self.assertEqual(models.BUILDING, ff.node(node['id'])['state'])
+        self.assertEqual(node_states.BUILDING, ff.node(node['id'])['state'])
         runner = runner_mod.Runner(ff.ctx, workers=2)
         self.addCleanup(runner.stop)
         self.assertEqual(1, runner.resume_all())
-        ff.wait_for(lambda: ff.node(node['id'])['state'] == models.READY)
+        ff.wait_for(lambda: ff.node(node['id'])['state'] == node_states.READY)
         # The resumed flow found the instance: no second one.
         self.assertEqual(1, ff.driver.call_counts()['create'])
         self.assertEqual(1, len(ff.driver.instance_history()))

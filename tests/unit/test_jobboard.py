@@ -33,6 +33,7 @@ from fleetflow.flows import delete as delete_flows
 from fleetflow import instance_cache
 from fleetflow import jobboard
 from fleetflow import launcher as ff_launcher
+from fleetflow import node_states
 from tests import base
 from tests import board_servers
 from tests import db_urls
@@ -321,7 +322,7 @@ class TestSharedStateOnPostgres(base.TestCase):
     def test_a_ready_node_goes_to_one_request(self):
         for _ in range(10):
             node = self.store.create_node('small', 'p', 'main',
-                                          state=models.READY)
+                                          state=node_states.READY)
             requests = iter([self.store.create_request(['small'])['id']
                              for _ in self.stores])
             lock = threading.Lock()
@@ -409,7 +410,7 @@ class BoardTests:
         # stopped unfinished: the node is used, and must be deleted.
         node = self.ff.create_node()
         stale = self.record_only(node)
-        self.ff.store.set_node_state(node['id'], models.USED)
+        self.ff.store.set_node_state(node['id'], node_states.USED)
         self.runner.refresh()
         self.runner.delete(self.ff.node(node['id']))
         job = self.jobs()[node['id']]
@@ -451,11 +452,11 @@ class BoardTests:
         self.runner.refresh()
         self.runner.launch(node)
         self.ff.wait_for(lambda: self.ff.node(node['id'])['state']
-                         == models.READY, timeout=20)
+                         == node_states.READY, timeout=20)
         self.ff.wait_for(lambda: not self.jobs() and done, timeout=10)
         self.assertEqual(conductor.ctx.conf.host,
                          self.ff.node(node['id'])['launcher'])
-        self.ff.store.set_node_state(node['id'], models.USED)
+        self.ff.store.set_node_state(node['id'], node_states.USED)
         self.runner.refresh()
         self.runner.delete(self.ff.node(node['id']))
         self.ff.wait_for(lambda: self.ff.node(node['id']) is None,
@@ -483,7 +484,7 @@ class BoardTests:
         self.ff.wait_for(lambda: conductor.waiting() == 1, timeout=10)
         self.assertEqual(1, conductor.running())
         self.ff.wait_for(lambda: self.ff.node(node['id'])['state']
-                         == models.READY, timeout=20)
+                         == node_states.READY, timeout=20)
         # 1.5 s of create latency, one poll per listing change or 0.2 s.
         self.assertLess(polls['active'], 20)
 
@@ -497,7 +498,7 @@ class BoardTests:
         self.ff.wait_for(lambda: self.jobs()[node['id']]['state']
                          == 'CLAIMED', timeout=10)
         owners = set()
-        while self.ff.node(node['id'])['state'] != models.READY:
+        while self.ff.node(node['id'])['state'] != node_states.READY:
             job = self.jobs().get(node['id'])
             if job:
                 owners.add(job['owner'])
@@ -525,7 +526,7 @@ class BoardTests:
         self.ff.wait_for(lambda: failed, timeout=20)
         # The job leaves the board: its claim does not hold it there.
         self.ff.wait_for(lambda: node['id'] not in self.jobs(), timeout=20)
-        self.assertEqual(models.READY, self.ff.node(node['id'])['state'])
+        self.assertEqual(node_states.READY, self.ff.node(node['id'])['state'])
 
     def test_stopped_conductor_gives_its_jobs_back(self):
         first = jobboard.Conductor(self.ff.ctx, self.board)
@@ -540,7 +541,7 @@ class BoardTests:
         self.assertEqual(('UNCLAIMED', None), (job['state'], job['owner']))
         second = self.conductor()
         self.ff.wait_for(lambda: self.ff.node(node['id'])['state']
-                         == models.READY, timeout=20)
+                         == node_states.READY, timeout=20)
         self.assertNotEqual(first.name, second.name)
         self.assertEqual(1, len(self.ff.driver.instance_history()))
 
@@ -564,7 +565,7 @@ class BoardTests:
         # one ran it.
         self.conductor()
         self.ff.wait_for(lambda: self.ff.node(node['id'])['state']
-                         == models.READY, timeout=20)
+                         == node_states.READY, timeout=20)
         self.assertEqual(1, len(self.ff.driver.instance_history()))
 
     def in_use_node(self):
@@ -572,9 +573,9 @@ class BoardTests:
         self.runner.refresh()
         self.runner.launch(node)
         self.ff.wait_for(lambda: self.ff.node(node['id'])['state']
-                         == models.READY, timeout=20)
+                         == node_states.READY, timeout=20)
         self.ff.wait_for(lambda: node['id'] not in self.jobs(), timeout=10)
-        self.ff.store.set_node_state(node['id'], models.IN_USE)
+        self.ff.store.set_node_state(node['id'], node_states.IN_USE)
         return self.ff.node(node['id'])
 
     def record_delete(self, node):
@@ -595,7 +596,7 @@ class BoardTests:
         self.conductor()
         victim = self.in_use_node()
         used = self.ff.create_node()
-        self.ff.store.set_node_state(used['id'], models.USED)
+        self.ff.store.set_node_state(used['id'], node_states.USED)
         # An old delete flow of a node, reverted, and its current one.
         old = self.record_delete(used)
         old.state = states.REVERTED
@@ -625,7 +626,8 @@ class BoardTests:
         self.ff.wait_for(lambda: self.ff.node(used['id']) is None,
                          timeout=20)
         self.ff.wait_for(lambda: not self.jobs(), timeout=20)
-        self.assertEqual(models.IN_USE, self.ff.node(victim['id'])['state'])
+        self.assertEqual(node_states.IN_USE,
+                         self.ff.node(victim['id'])['state'])
         self.assertEqual([victim['external_id']],
                          [i.external_id for i in self.ff.instances()])
         log = self.logger.output
@@ -652,7 +654,7 @@ class BoardTests:
         flow_id = self.ff.node(node['id'])['flow_id']
         self.forge(node['id'], flow_id)
         self.ff.wait_for(lambda: not self.jobs(), timeout=20)
-        self.assertEqual(models.IN_USE, self.ff.node(node['id'])['state'])
+        self.assertEqual(node_states.IN_USE, self.ff.node(node['id'])['state'])
         self.assertIn('not run: flow %s of node %s ended SUCCESS'
                       % (flow_id, node['id']), self.logger.output)
         self.assertNotIn('SECURITY', self.logger.output)
@@ -855,7 +857,7 @@ class TestFleetLauncherPass(base.TestCase):
         self.assertTrue(launcher.runner.is_running(node['id']))
         self.assertEqual(1, len(board.jobs()))
         # Its launch is done (by some conductor): the request is settled.
-        ff.store.set_node_state(node['id'], models.READY)
+        ff.store.set_node_state(node['id'], node_states.READY)
         for job in board.jobs():
             board.jobboard.claim(job, 'c')
             board.jobboard.consume(job, 'c')

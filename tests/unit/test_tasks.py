@@ -12,9 +12,9 @@ from taskflow import retry as tf_retry
 from taskflow.types import failure as tf_failure
 
 from fleetflow import context
-from fleetflow.db import models
 from fleetflow.drivers import base as driver_base
 from fleetflow import exceptions
+from fleetflow import node_states
 from fleetflow import retries
 from fleetflow.tasks import instances
 from fleetflow.tasks import keyscan
@@ -52,7 +52,7 @@ class TaskTestCase(base.TestCase):
         self.ctx.worker_backlog = 0
         self.store = self.ctx.store
         self.store.find_node.return_value = {'id': NODE, 'request_id': None,
-                                             'state': models.BUILDING}
+                                             'state': node_states.BUILDING}
         self.cloud = mock.Mock(name='provider')
         self.ctx.provider.return_value = self.cloud
         self.driver = self.cloud.driver
@@ -137,7 +137,7 @@ class TestCreateInstance(TaskTestCase):
     def test_revert_leaves_the_instance_of_a_node_another_run_readied(self):
         # A conductor frozen past its claim wakes up and reverts its copy
         # of a launch that another conductor finished meanwhile.
-        for state in (models.READY, models.IN_USE):
+        for state in (node_states.READY, node_states.IN_USE):
             self.store.find_node.return_value = {'id': NODE,
                                                  'state': state}
             self.revert({'external_id': 'i-1', 'created_at': 1.0})
@@ -331,7 +331,7 @@ class TestNodeTasks(TaskTestCase):
     def test_mark_building(self):
         nodes.MarkNodeBuilding().execute(NODE)
         self.store.set_node_state.assert_called_once_with(
-            NODE, models.BUILDING, expected=[models.BUILDING],
+            NODE, node_states.BUILDING, expected=[node_states.BUILDING],
             launcher='host-1')
 
     def revert_building(self, *errors, result=None):
@@ -343,7 +343,7 @@ class TestNodeTasks(TaskTestCase):
     def test_mark_building_revert_fails_the_node(self):
         self.revert_building(exceptions.InstanceErrorState('went to ERROR'))
         self.store.set_node_state.assert_called_once_with(
-            NODE, models.FAILED, expected=[models.BUILDING],
+            NODE, node_states.FAILED, expected=[node_states.BUILDING],
             failure='went to ERROR')
 
     def test_mark_building_revert_for_quota_or_capacity_aborts(self):
@@ -352,7 +352,7 @@ class TestNodeTasks(TaskTestCase):
             self.store.reset_mock()
             self.revert_building(error)
             self.store.set_node_state.assert_called_once_with(
-                NODE, models.ABORTED, expected=[models.BUILDING],
+                NODE, node_states.ABORTED, expected=[node_states.BUILDING],
                 failure=str(error))
 
     def test_mark_building_revert_after_own_failure(self):
@@ -374,7 +374,7 @@ class TestNodeTasks(TaskTestCase):
         task.revert(NODE, result=None)
         fields = dict(self.store.update_node.call_args[1])
         # Only a node still building: not one another run readied.
-        self.assertEqual([models.BUILDING], fields.pop('expected'))
+        self.assertEqual([node_states.BUILDING], fields.pop('expected'))
         self.assertEqual({f: None for f in fields}, fields)
         self.assertIn('external_id', fields)
         self.assertIn('interface_ip', fields)
@@ -390,21 +390,20 @@ class TestNodeTasks(TaskTestCase):
         self.store.update_node.reset_mock()
         task.revert(NODE, result=None)
         self.store.update_node.assert_called_once_with(
-            NODE, expected=[models.BUILDING], host_keys=[])
+            NODE, expected=[node_states.BUILDING], host_keys=[])
         self.store.update_node.reset_mock()
         task.revert(NODE, result=failure_of(RuntimeError('x')))
         self.store.update_node.assert_not_called()
 
     def test_mark_ready(self):
-        self.store.get_node.return_value = {'state': models.BUILDING,
+        self.store.get_node.return_value = {'state': node_states.BUILDING,
                                             'external_id': 'i-1'}
         nodes.MarkNodeReady().execute(NODE)
         self.store.set_node_state.assert_called_once_with(
-            NODE, models.READY, expected=[models.BUILDING])
+            NODE, node_states.READY, expected=[node_states.BUILDING])
 
     def test_mark_ready_again_is_a_no_op(self):
-        for state in (models.READY, models.IN_USE, models.USED, models.HOLD,
-                      models.DELETING):
+        for state in node_states.PAST_READY:
             self.store.get_node.return_value = {'state': state,
                                                 'external_id': 'i-1'}
             nodes.MarkNodeReady().execute(NODE)
@@ -413,18 +412,18 @@ class TestNodeTasks(TaskTestCase):
     def test_mark_ready_of_an_aborted_node_is_left_to_the_store(self):
         # an aborted node was not made ready by an earlier run: the store
         # refuses the change (only a building node becomes ready)
-        self.store.get_node.return_value = {'state': models.ABORTED,
+        self.store.get_node.return_value = {'state': node_states.ABORTED,
                                             'external_id': 'i-1'}
         nodes.MarkNodeReady().execute(NODE)
         self.store.set_node_state.assert_called_once_with(
-            NODE, models.READY, expected=[models.BUILDING])
+            NODE, node_states.READY, expected=[node_states.BUILDING])
 
     def test_mark_deleting(self):
         self.store.find_node.return_value = {'id': NODE,
                                              'external_id': 'i-1'}
         self.assertEqual('i-1', nodes.MarkNodeDeleting().execute(NODE))
         self.store.set_node_state.assert_called_once_with(
-            NODE, models.DELETING, expected=nodes.MarkNodeDeleting.DELETABLE)
+            NODE, node_states.DELETING, expected=node_states.DELETE_FLOW)
 
     def test_mark_deleting_a_gone_node(self):
         self.store.find_node.return_value = None
