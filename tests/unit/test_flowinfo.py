@@ -10,7 +10,8 @@ from fleetflow import flowinfo
 from fleetflow import node_states
 from tests import base
 
-LAUNCH_ATOMS = ['mark-building', 'launch-attempts', 'create-instance',
+LAUNCH_ATOMS = ['mark-building', 'launch-attempts', 'wait-last-gone-deadline',
+                'wait-last-instance-gone', 'create-instance',
                 'wait-active-deadline', 'wait-instance-active',
                 'update-node', 'mark-ready']
 

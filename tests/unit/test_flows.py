@@ -283,6 +283,75 @@ class TestFaults(FlowTestCase):
                          [i.external_id for i in ff.instances()])
 
 
+class TestRevertWaitsParked(FlowTestCase):
+    """A reverted attempt's instance is waited for with no worker held."""
+
+    def slow_fleet(self, **kwargs):
+        # Deleted instances stay until end_delete(): the test says when.
+        return self.fleet(create_latency=0.05, delete_latency=3600,
+                          **kwargs)
+
+    @staticmethod
+    def end_delete(ff, external_id):
+        ff.driver._connection().execute(
+            'UPDATE instances SET gone_at = ? WHERE id = ?',
+            (time.time(), external_id))
+
+    @staticmethod
+    def history_of(ff, node):
+        return [r for r in ff.driver.instance_history()
+                if r['node_id'] == node['id']]
+
+    def test_next_attempt_waits_parked_for_the_last_instance_gone(self):
+        ff = self.slow_fleet(workers=1)
+        ff.script_faults('instance-error', [True])
+        slow = ff.create_node()
+        slow_run = ff.runner.launch(slow)
+        # The first attempt's instance went to ERROR; its revert asked for
+        # the delete, which does not end.
+        ff.wait_for(lambda: any(r['gone_at'] for r in
+                                self.history_of(ff, slow)))
+        # The only worker is free: another node launches meanwhile.
+        other, other_run = ff.launch()
+        self.assertEqual(states.SUCCESS, other_run.state)
+        self.assertEqual(node_states.READY, other['state'])
+        self.assertFalse(slow_run.done.is_set())
+        [first] = self.history_of(ff, slow)
+        self.assertEqual(first['external_id'],
+                         ff.node(slow['id'])['external_id'])
+        self.assertGreaterEqual(ff.runner.parks, 1)
+        # Once the first instance is gone, the next attempt creates.
+        self.end_delete(ff, first['external_id'])
+        ff.wait_run(slow_run)
+        self.assertEqual(states.SUCCESS, slow_run.state)
+        first, second = self.history_of(ff, slow)
+        self.assertLessEqual(first['gone_at'], second['created'])
+        node = ff.node(slow['id'])
+        self.assertEqual(node_states.READY, node['state'])
+        self.assertEqual(second['external_id'], node['external_id'])
+        self.assertEqual(2, node['launch_attempts'])
+
+    def test_last_revert_leaves_the_delete_to_the_delete_flow(self):
+        ff = self.slow_fleet(launch_retries=1)
+        ff.script_faults('instance-error', [True])
+        node, run = ff.launch()
+        # The revert did not wait for the delete it asked for.
+        self.assertEqual(states.REVERTED, run.state)
+        self.assertEqual(node_states.FAILED, node['state'])
+        [instance] = ff.instances()
+        self.assertEqual(instance.external_id, node['external_id'])
+        # The delete flow waits for it, parked, then removes the node.
+        parks = ff.runner.parks
+        delete_run = ff.runner.delete(node)
+        ff.wait_for(lambda: ff.runner.parks > parks)
+        self.assertIsNotNone(ff.node(node['id']))
+        self.end_delete(ff, instance.external_id)
+        ff.wait_run(delete_run)
+        self.assertEqual(states.SUCCESS, delete_run.state)
+        self.assertIsNone(ff.node(node['id']))
+        self.assertNoInstances(ff)
+
+
 class TestParking(FlowTestCase):
 
     def test_a_poll_that_would_wait_is_parked_before_it_runs(self):

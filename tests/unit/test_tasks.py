@@ -57,7 +57,6 @@ class TaskTestCase(base.TestCase):
         self.ctx.provider.return_value = self.cloud
         self.driver = self.cloud.driver
         self.cache = self.cloud.cache
-        self.cache.wait_gone.return_value = True
         self.cache.interval = 0.05
         self.useFixture(fixtures.MockPatchObject(
             context, '_current', self.ctx))
@@ -128,23 +127,30 @@ class TestCreateInstance(TaskTestCase):
         self.task.revert(node_id=NODE, provider=PROVIDER, result=result,
                          flow_failures={})
 
-    def test_revert_deletes_and_waits_gone(self):
+    def test_revert_records_the_instance_then_asks_its_delete(self):
+        calls = mock.Mock()
+        calls.attach_mock(self.store.update_node, 'update_node')
+        calls.attach_mock(self.driver.delete_instance, 'delete_instance')
         self.revert({'external_id': 'i-1', 'created_at': 1.0})
-        self.driver.delete_instance.assert_called_once_with('i-1')
-        self.cache.wait_gone.assert_called_once_with('i-1', mock.ANY)
-        self.assertLessEqual(self.cache.wait_gone.call_args[0][1], 30)
+        self.assertEqual([
+            mock.call.update_node(NODE, expected=[node_states.BUILDING],
+                                  external_id='i-1'),
+            mock.call.delete_instance('i-1')], calls.mock_calls)
+        # It does not wait: the next attempt, or the delete flow, does.
+        self.cloud.cache.watch.assert_not_called()
 
     def test_revert_leaves_the_instance_of_a_node_another_run_readied(self):
         # A conductor frozen past its claim wakes up and reverts its copy
         # of a launch that another conductor finished meanwhile.
+        self.store.update_node.return_value = False
         for state in (node_states.READY, node_states.IN_USE):
             self.store.find_node.return_value = {'id': NODE,
                                                  'state': state}
             self.revert({'external_id': 'i-1', 'created_at': 1.0})
         self.driver.delete_instance.assert_not_called()
-        self.cache.wait_gone.assert_not_called()
 
     def test_revert_deletes_the_instance_of_a_gone_node(self):
+        self.store.update_node.return_value = False
         self.store.find_node.return_value = None
         self.revert({'external_id': 'i-1', 'created_at': 1.0})
         self.driver.delete_instance.assert_called_once_with('i-1')
@@ -153,31 +159,80 @@ class TestCreateInstance(TaskTestCase):
         self.revert(failure_of(driver_base.DriverError('create failed')))
         self.revert(None)
         self.driver.delete_instance.assert_not_called()
-        self.cache.wait_gone.assert_not_called()
+        self.store.update_node.assert_not_called()
 
     def test_revert_of_a_gone_instance(self):
         self.driver.delete_instance.side_effect = driver_base.NotFound('x')
         self.revert({'external_id': 'i-1', 'created_at': 1.0})
-        self.cache.wait_gone.assert_not_called()
+        self.driver.delete_instance.assert_called_once_with('i-1')
 
-    def test_revert_tries_a_failed_delete_again(self):
-        self.ctx.conf.launcher.poll_attempt = 0.01
-        self.driver.delete_instance.side_effect = [
-            driver_base.DriverError('boom'),
-            driver_base.RateLimitError('slow down', time.time() + 0.01),
-            None]
-        self.revert({'external_id': 'i-1', 'created_at': 1.0})
-        self.assertEqual(3, self.driver.delete_instance.call_count)
-        self.cache.wait_gone.assert_called_once()
-
-    def test_revert_gives_up_at_the_delete_timeout(self):
-        self.ctx.conf.launcher.delete_timeout = 0.5
+    def test_revert_whose_delete_fails_asks_once(self):
         self.driver.delete_instance.side_effect = driver_base.DriverError(
             'boom')
         self.revert({'external_id': 'i-1', 'created_at': 1.0})
-        self.assertGreater(self.driver.delete_instance.call_count, 1)
-        self.cache.wait_gone.assert_not_called()
-        self.assertIn('leak cleanup deletes it later', self.logger.output)
+        self.driver.delete_instance.assert_called_once_with('i-1')
+        self.assertIn('asked again while it is waited for',
+                      self.logger.output)
+
+
+class TestWaitForLastInstanceGone(TaskTestCase):
+
+    def setUp(self):
+        super().setUp()
+        self.task = instances.WaitForLastInstanceGone(
+            name='wait-last-instance-gone', poll_timeout=60)
+        self.store.get_node.return_value = {
+            'id': NODE, 'external_id': 'i-1', 'launch_attempts': 1}
+
+    def execute(self, known, current, attempt=2):
+        self.cache.lookup.return_value = (known, current)
+        return self.task.execute(NODE, PROVIDER, attempt,
+                                 time.time() + 30)
+
+    def test_nothing_to_wait_for(self):
+        self.store.get_node.return_value = {
+            'id': NODE, 'external_id': None, 'launch_attempts': 1}
+        self.assertIsNone(self.execute(True, instance()))
+        self.assertIsNone(self.task.waiting(NODE, PROVIDER, 2,
+                                            time.time() + 30))
+        self.cache.lookup.assert_not_called()
+
+    def test_an_attempt_that_created_already_waits_for_nothing(self):
+        self.assertIsNone(self.execute(True, instance(), attempt=1))
+        self.cache.lookup.assert_not_called()
+
+    def test_gone_forgets_the_instance(self):
+        self.execute(True, None)
+        self.store.update_node.assert_called_once_with(
+            NODE, expected=[node_states.BUILDING], external_id=None)
+        self.driver.delete_instance.assert_not_called()
+
+    def test_still_listed_waits_and_asks_the_delete_again(self):
+        e = self.assertRaises(exceptions.StillWaiting, self.execute, True,
+                              instance())
+        self.assertEqual('i-1', e.external_id)
+        self.assertEqual(driver_base.ACTIVE, e.seen_state)
+        self.driver.delete_instance.assert_called_once_with('i-1')
+        self.store.update_node.assert_not_called()
+
+    def test_being_deleted_or_not_listed_yet_is_not_asked_again(self):
+        for known, current in ((True, instance(driver_base.DELETING)),
+                               (False, None)):
+            self.assertRaises(exceptions.StillWaiting, self.execute, known,
+                              current)
+        self.driver.delete_instance.assert_not_called()
+
+    def test_waiting_reads_the_listing_after_the_wait_began(self):
+        self.cache.lookup.return_value = (True, instance())
+        deadline = time.time() + 30
+        reason = self.task.waiting(NODE, PROVIDER, 2, deadline)
+        self.assertIsInstance(reason, exceptions.StillWaiting)
+        self.cache.lookup.assert_called_once_with('i-1', deadline - 60)
+
+    def test_still_there_at_the_deadline_fails_the_attempt(self):
+        self.cache.lookup.return_value = (True, instance())
+        self.assertRaises(driver_base.DriverError, self.task.execute, NODE,
+                          PROVIDER, 2, time.time() - 1)
 
 
 class TestWaitForInstanceActive(TaskTestCase):
