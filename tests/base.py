@@ -103,6 +103,12 @@ def force_node_state(store, node_id, state, **fields):
                  .values(state=state, **fields))
 
 
+def listed(driver, external_id):
+    """The instance ``external_id`` as ``driver`` lists it, or None."""
+    return next((instance for instance in driver.list_instances()
+                 if instance.external_id == external_id), None)
+
+
 class FleetflowFixture(fixtures.Fixture):
     """A started context and runner on a fake cloud, in a temp directory.
 

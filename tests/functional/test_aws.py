@@ -119,7 +119,7 @@ class AwsTestCase(base.TestCase):
     def wait_state(self, external_id, state):
         deadline = time.time() + WAIT
         while True:
-            instance = self.driver.get_instance(external_id)
+            instance = base.listed(self.driver, external_id)
             if instance.state == state:
                 return instance
             if time.time() > deadline:
@@ -203,8 +203,7 @@ class TestInstances(AwsTestCase):
         self.assertIsNone(self.driver.find_instance('no-such-node'))
 
         self.driver.delete_instance(instance.external_id)
-        self.assertRaises(driver_base.NotFound, self.driver.get_instance,
-                          instance.external_id)
+        self.assertIsNone(base.listed(self.driver, instance.external_id))
         self.assertEqual([], self.driver.list_instances())
         self.assertEqual([], self.moto_instances(node_id))
 
@@ -250,8 +249,6 @@ class TestInstances(AwsTestCase):
 
     def test_not_found(self):
         missing = 'i-0123456789abcdef0'
-        self.assertRaises(driver_base.NotFound, self.driver.get_instance,
-                          missing)
         self.assertRaises(driver_base.NotFound, self.driver.delete_instance,
                           missing)
         instance = self.create()
@@ -267,7 +264,7 @@ class TestInstances(AwsTestCase):
             instance = self.create()
             self.proxy.end_instance(instance.external_id, code,
                                     '%s: ended' % code)
-            ended = self.driver.get_instance(instance.external_id)
+            ended = base.listed(self.driver, instance.external_id)
             self.assertEqual((driver_base.ERROR, kind),
                              (ended.state, ended.fault_kind))
             self.assertIn(code, ended.fault)
