@@ -224,7 +224,8 @@ class WaitForLastInstanceGone(WaitForInstanceGone):
     """Before an attempt: poll until the last attempt's instance is gone.
 
     The instance is the one :meth:`CreateInstance.revert` recorded on the
-    node; while the listing still holds it, its delete is asked for again
+    node; while the listing still holds it, not deleting, a
+    ``poll_attempt`` after the wait began, its delete is asked for again
     (the revert's may have failed); once it is gone, the node forgets it.
     Like :class:`WaitForInstanceActive`, the flow is parked while it
     waits, holding no worker, and ``waiting`` lets the runner park it
@@ -249,9 +250,19 @@ class WaitForLastInstanceGone(WaitForInstanceGone):
         return {'external_id': node['external_id'],
                 'deleted_at': deadline - self.poll_timeout}
 
+    def _asks_again(self, last, waiting):
+        """Whether to ask for the delete again (see the class)."""
+        return waiting.seen_state not in (
+            None, instance_cache.GONE, driver_base.DELETING) and \
+            time.time() - last['deleted_at'] >= \
+            self.ctx.conf.launcher.poll_attempt
+
     def waiting(self, node_id, provider, attempt, deadline):
-        return super().waiting(provider, self._last(node_id, attempt,
-                                                    deadline), deadline)
+        last = self._last(node_id, attempt, deadline)
+        reason = super().waiting(provider, last, deadline)
+        if reason is not None and self._asks_again(last, reason):
+            return None   # the poll asks
+        return reason
 
     def execute(self, node_id, provider, attempt, deadline):
         last = self._last(node_id, attempt, deadline)
@@ -260,20 +271,17 @@ class WaitForLastInstanceGone(WaitForInstanceGone):
         try:
             super().execute(provider, last, deadline)
         except exceptions.StillWaiting as waiting:
-            self._ask_again(node_id, provider, waiting)
+            if self._asks_again(last, waiting):
+                self._delete(node_id, provider, waiting.external_id)
             raise
         self.ctx.store.update_node(node_id, expected=[node_states.BUILDING],
                                    external_id=None)
 
-    def _ask_again(self, node_id, provider, waiting):
-        if waiting.seen_state in (None, instance_cache.GONE,
-                                  driver_base.DELETING):
-            return
+    def _delete(self, node_id, provider, external_id):
         try:
-            self.ctx.provider(provider).driver.delete_instance(
-                waiting.external_id)
+            self.ctx.provider(provider).driver.delete_instance(external_id)
         except driver_base.NotFound:
             pass
         except driver_base.DriverError as e:
             self.log(node_id).warning('Deleting instance %s failed (%s)',
-                                      waiting.external_id, e)
+                                      external_id, e)

@@ -162,13 +162,17 @@ class Plan:
             if node is None:
                 continue
             state = node['state']
+            if state == node_states.READY and \
+                    to_delete(index, self.args.delete_every):
+                # Given up as a user gives it up, then deleted.
+                self.ctx.store.set_node_state(ident, node_states.USED,
+                                              expected=[node_states.READY])
+                state = node_states.USED
             if state == node_states.BUILDING:
                 # Created, but the launch flow was never recorded.
                 done = False
                 self.runner.launch(node)
-            elif state == node_states.DELETING or (
-                    state == node_states.READY
-                    and to_delete(index, self.args.delete_every)):
+            elif state in (node_states.USED, node_states.DELETING):
                 done = False
                 self.runner.delete(node)
             elif state not in DONE_STATES:

@@ -180,7 +180,7 @@ class TestWaitForLastInstanceGone(TaskTestCase):
     def setUp(self):
         super().setUp()
         self.task = instances.WaitForLastInstanceGone(
-            name='wait-last-instance-gone', poll_timeout=60)
+            name='wait-last-instance-gone', poll_timeout=30)
         self.store.get_node.return_value = {
             'id': NODE, 'external_id': 'i-1', 'launch_attempts': 1}
 
@@ -207,19 +207,35 @@ class TestWaitForLastInstanceGone(TaskTestCase):
             NODE, expected=[node_states.BUILDING], external_id=None)
         self.driver.delete_instance.assert_not_called()
 
-    def test_still_listed_waits_and_asks_the_delete_again(self):
+    def test_still_listed_waits(self):
         e = self.assertRaises(exceptions.StillWaiting, self.execute, True,
                               instance())
         self.assertEqual('i-1', e.external_id)
         self.assertEqual(driver_base.ACTIVE, e.seen_state)
-        self.driver.delete_instance.assert_called_once_with('i-1')
+        # The revert asked for the delete just now.
+        self.driver.delete_instance.assert_not_called()
         self.store.update_node.assert_not_called()
 
+    def test_still_listed_a_poll_attempt_later_asks_the_delete_again(self):
+        # The wait began 120 s before its deadline, 30 s from now: 90 s
+        # ago, more than poll_attempt (5 s).
+        self.task.poll_timeout = 120
+        self.cache.lookup.return_value = (True, instance())
+        deadline = time.time() + 30
+        self.assertIsNone(self.task.waiting(NODE, PROVIDER, 2, deadline))
+        self.assertRaises(exceptions.StillWaiting, self.task.execute, NODE,
+                          PROVIDER, 2, deadline)
+        self.driver.delete_instance.assert_called_once_with('i-1')
+
     def test_being_deleted_or_not_listed_yet_is_not_asked_again(self):
+        self.task.poll_timeout = 120
         for known, current in ((True, instance(driver_base.DELETING)),
                                (False, None)):
             self.assertRaises(exceptions.StillWaiting, self.execute, known,
                               current)
+            self.assertIsInstance(
+                self.task.waiting(NODE, PROVIDER, 2, time.time() + 30),
+                exceptions.StillWaiting)
         self.driver.delete_instance.assert_not_called()
 
     def test_waiting_reads_the_listing_after_the_wait_began(self):
@@ -227,7 +243,7 @@ class TestWaitForLastInstanceGone(TaskTestCase):
         deadline = time.time() + 30
         reason = self.task.waiting(NODE, PROVIDER, 2, deadline)
         self.assertIsInstance(reason, exceptions.StillWaiting)
-        self.cache.lookup.assert_called_once_with('i-1', deadline - 60)
+        self.cache.lookup.assert_called_once_with('i-1', deadline - 30)
 
     def test_still_there_at_the_deadline_fails_the_attempt(self):
         self.cache.lookup.return_value = (True, instance())
