@@ -201,6 +201,9 @@ class Fleet:
             launching += time.perf_counter() - began
             group = store.list_nodes(states=[node_states.READY])
             ready += len(group)
+            # Given up as the launcher gives up a spare, then deleted.
+            for node in group:
+                store.retire_spare(node['id'])
             self._wait([self.runner.delete(node) for node in group], timeout)
             deletes += len(group)
         cpu, end = time.process_time() - cpu, time.perf_counter()

@@ -410,6 +410,7 @@ class BoardTests:
         # stopped unfinished: the node is used, and must be deleted.
         node = self.ff.create_node()
         stale = self.record_only(node)
+        self.ff.store.set_node_state(node['id'], node_states.READY)
         self.ff.store.set_node_state(node['id'], node_states.USED)
         self.runner.refresh()
         self.runner.delete(self.ff.node(node['id']))
@@ -595,8 +596,7 @@ class BoardTests:
         self.ff.driver.create_latency = 0
         self.conductor()
         victim = self.in_use_node()
-        used = self.ff.create_node()
-        self.ff.store.set_node_state(used['id'], node_states.USED)
+        used = self.ff.create_node(state=node_states.USED)
         # An old delete flow of a node, reverted, and its current one.
         old = self.record_delete(used)
         old.state = states.REVERTED
