@@ -244,6 +244,8 @@ class WaitForLastInstanceGone(WaitForInstanceGone):
 
     def _last(self, node_id, attempt, deadline):
         """What :class:`WaitForInstanceGone` waits for, or None."""
+        if attempt == 1:
+            return None   # no attempt before it: nothing to read
         node = self.ctx.store.get_node(node_id)
         if node['external_id'] is None or node['launch_attempts'] >= attempt:
             return None

@@ -197,8 +197,16 @@ class TestWaitForLastInstanceGone(TaskTestCase):
                                             time.time() + 30))
         self.cache.lookup.assert_not_called()
 
+    def test_the_first_attempt_reads_nothing(self):
+        self.assertIsNone(self.task.execute(NODE, PROVIDER, 1,
+                                            time.time() + 30))
+        self.store.get_node.assert_not_called()
+        self.cache.lookup.assert_not_called()
+
     def test_an_attempt_that_created_already_waits_for_nothing(self):
-        self.assertIsNone(self.execute(True, instance(), attempt=1))
+        self.store.get_node.return_value = {
+            'id': NODE, 'external_id': 'i-1', 'launch_attempts': 2}
+        self.assertIsNone(self.execute(True, instance(), attempt=2))
         self.cache.lookup.assert_not_called()
 
     def test_gone_forgets_the_instance(self):
