@@ -449,7 +449,8 @@ class Store:
         with self.engine.begin() as conn:
             conn.execute(NODES.update()
                          .where(NODES.c.request_id == request_id)
-                         .where(NODES.c.state.in_(node_states.RELEASABLE))
+                         .where(NODES.c.state.in_(
+                             sorted(node_states.RELEASABLE)))
                          .values(state=node_states.USED, state_time=now))
             conn.execute(NODES.update()
                          .where(NODES.c.request_id == request_id)
