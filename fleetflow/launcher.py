@@ -42,6 +42,7 @@ from fleetflow import exceptions
 from fleetflow.execution import local
 from fleetflow import layout as ff_layout
 from fleetflow import logutils
+from fleetflow import node_states
 from fleetflow import quota
 from fleetflow import scheduler as ff_scheduler
 
@@ -183,7 +184,7 @@ class Launcher:
             if (request['state'] == models.PENDING
                     and self._owns(request['launcher'])
                     and len(nodes) == len(request['labels'])
-                    and all(n['state'] == models.READY for n in nodes)):
+                    and all(n['state'] == node_states.READY for n in nodes)):
                 return self._settle(request, nodes)
         except Exception:
             LOG.exception('[node %s] Fulfilling its request failed; the '
@@ -278,9 +279,9 @@ class Launcher:
             if node['provider'] not in self.ctx.layout.providers \
                     and self._drain(node):
                 continue
-            if state in (models.USED, models.FAILED, models.ABORTED):
+            if state in node_states.TO_DELETE:
                 self._start(self.runner.delete, node)
-            elif state == models.DELETING:
+            elif state == node_states.DELETING:
                 # The node's last delete failed: deleted again after a
                 # wait that doubles with each failure seen here.
                 tries = self._delete_tries.get(node['id'], 0)
@@ -293,11 +294,11 @@ class Launcher:
                     self._start(self.runner.delete, node)
                 else:
                     next_delete = min(next_delete or due, due)
-            elif state == models.HOLD:
+            elif state == node_states.HOLD:
                 if _hold_expiry(node, self.ctx.layout) <= now:
                     self._node_log(node).info('Hold expired')
-                    self._cas(node, models.USED, [models.HOLD])
-            elif state == models.READY and node['request_id'] is None:
+                    self._cas(node, node_states.USED, [node_states.HOLD])
+            elif state == node_states.READY and node['request_id'] is None:
                 max_age = self.ctx.layout.labels.get(
                     node['label'], {}).get('max-ready-age')
                 if max_age and now - node['ready_at'] > max_age:
@@ -305,7 +306,8 @@ class Launcher:
                         self._node_log(node).info(
                             'Ready for longer than max-ready-age (%ss); '
                             'replacing it', max_age)
-            elif state == models.BUILDING and self._owns(node['launcher']):
+            elif state == node_states.BUILDING and \
+                    self._owns(node['launcher']):
                 self._start(self.runner.launch, node)
         self._delete_tries.update(deleting)
         for node_id in set(self._delete_tries) - set(deleting):
@@ -325,15 +327,15 @@ class Launcher:
         released. :returns: whether the node was handled here.
         """
         state = node['state']
-        if state == models.READY and node['request_id'] is None:
-            if self._cas(node, models.USED, [models.READY]):
+        if state == node_states.READY and node['request_id'] is None:
+            if self._cas(node, node_states.USED, [node_states.READY]):
                 self._node_log(node).info('Its provider %s left the '
                                           'layout: deleting it',
                                           node['provider'])
             return True
-        if state == models.BUILDING:
+        if state == node_states.BUILDING:
             if self._owns(node['launcher']):
-                self._cas(node, models.ABORTED, [models.BUILDING])
+                self._cas(node, node_states.ABORTED, [node_states.BUILDING])
             return True
         return False
 
@@ -350,7 +352,7 @@ class Launcher:
 
     def _settle(self, request, nodes):
         states = {node['state'] for node in nodes}
-        failed = [n for n in nodes if n['state'] == models.FAILED]
+        failed = [n for n in nodes if n['state'] == node_states.FAILED]
         if failed:
             reason = 'node %s failed: %s' % (failed[0]['id'],
                                              failed[0]['failure'])
@@ -358,9 +360,8 @@ class Launcher:
             self._request_state(request, models.REQUEST_FAILED,
                                 reason=reason)
             self._settled()
-        elif models.ABORTED in states or len(nodes) != len(
-                request['labels']) or states - {models.BUILDING,
-                                                models.READY}:
+        elif node_states.ABORTED in states or len(nodes) != len(
+                request['labels']) or states - node_states.SERVING:
             self.store.detach_nodes(request['id'])
             self._request_state(
                 request, models.REQUESTED, reason='a node was aborted '
@@ -368,7 +369,7 @@ class Launcher:
                 provider=None, pool=None, launcher=None,
                 not_before=time.time()
                 + self.ctx.conf.launcher.aborted_request_delay)
-        elif states == {models.READY} and self.store.fulfil_request(
+        elif states == {node_states.READY} and self.store.fulfil_request(
                 request['id'], [node['id'] for node in nodes]):
             LOG.info('[request %s] Fulfilled with nodes %s', request['id'],
                      ', '.join(n['id'] for n in nodes))
@@ -390,7 +391,8 @@ class Launcher:
         budget = self.ctx.conf.launcher.max_launches_per_pass
         spares = collections.defaultdict(list)
         for node in nodes:
-            if node['state'] == models.READY and node['request_id'] is None:
+            if node['state'] == node_states.READY and \
+                    node['request_id'] is None:
                 spares[(node['provider'], node['pool'], node['label'])] \
                     .append(node)
         paused = set()
@@ -497,10 +499,10 @@ class Launcher:
 
     def _keep_min_ready(self, nodes, usage, budget):
         """Launch spares up to min-ready, at most ``budget`` of them."""
-        spare_states = (models.READY, models.BUILDING)
         have = collections.Counter(
             node['label'] for node in nodes
-            if node['state'] in spare_states and node['request_id'] is None)
+            if node['state'] in node_states.SPARE
+            and node['request_id'] is None)
         for name, label in self.ctx.layout.labels.items():
             for _ in range(label['min-ready'] - have[name]):
                 if budget <= 0:
@@ -547,7 +549,7 @@ class Launcher:
             node = nodes.get(instance.node_id)
             if node is None or (node['external_id'] not in (
                     None, instance.external_id)
-                    and node['state'] != models.BUILDING):
+                    and node['state'] != node_states.BUILDING):
                 found[('instance', instance.external_id)] = instance
         for resource in driver.list_resources():
             if resource.metadata.get(driver_base.META_NODE_ID) not in nodes:

@@ -12,10 +12,10 @@ import time
 import statsd
 from taskflow import states
 
-from fleetflow.db import models
 from fleetflow.drivers import base as driver_base
 from fleetflow import exceptions
 from fleetflow.execution import taskflow_overrides
+from fleetflow import node_states
 
 LOG = logging.getLogger(__name__)
 
@@ -92,7 +92,7 @@ class Stats:
         if self.client is None:
             return
         gauges = collections.Counter()
-        for state in models.NODE_STATES:
+        for state in node_states.ALL:
             gauges['nodes.%s' % state] = 0
             for provider in layout.providers:
                 gauges['provider.%s.nodes.%s' % (provider, state)] = 0

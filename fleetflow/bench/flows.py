@@ -33,10 +33,10 @@ from fleetflow import cmd
 from fleetflow import conf as ff_conf
 from fleetflow import context
 from fleetflow.db import migration
-from fleetflow.db import models
 from fleetflow.execution import local
 from fleetflow.execution import taskflow_overrides
 from fleetflow import layout as ff_layout
+from fleetflow import node_states
 
 BACKENDS = ('memory', 'sql')
 #: also measurable: TaskFlow's own SQL connection, one object reused
@@ -200,8 +200,11 @@ class Fleet:
             self._wait([self.runner.launch(node)
                         for node in nodes[first:first + step]], timeout)
             launching += time.perf_counter() - began
-            group = store.list_nodes(states=[models.READY])
+            group = store.list_nodes(states=[node_states.READY])
             ready += len(group)
+            # Given up as the launcher gives up a spare, then deleted.
+            for node in group:
+                store.retire_spare(node['id'])
             self._wait([self.runner.delete(node) for node in group], timeout)
             deletes += len(group)
         cpu, end = time.process_time() - cpu, time.perf_counter()

@@ -20,10 +20,10 @@ from taskflow import engines
 from taskflow.persistence import models as tf_models
 from taskflow import storage as tf_storage
 
-from fleetflow.db import models
 from fleetflow import exceptions
 from fleetflow.flows import delete
 from fleetflow.flows import launch
+from fleetflow import node_states
 
 SECURITY_LOG = logging.getLogger('fleetflow.security')
 
@@ -133,11 +133,10 @@ FACTORIES = {factory.name: factory for factory in (
     # A launch flow that saved the node ready but not its own end is
     # resumed with the node ready.
     Factory('launch', launch.get_launch_flow, _LAUNCH_INPUTS,
-            (models.BUILDING, models.READY), _launch_inputs_for),
+            node_states.LAUNCH_FLOW, _launch_inputs_for),
     # What the launcher deletes, and the delete flow's own state.
     Factory('delete', delete.get_delete_flow, _DELETE_INPUTS,
-            (models.USED, models.FAILED, models.ABORTED, models.DELETING),
-            _delete_inputs_for),
+            node_states.DELETE_FLOW, _delete_inputs_for),
 )}
 #: the same factories by kind (``launch``, ``delete``): what runners start
 KINDS = {factory.kind: factory for factory in FACTORIES.values()}

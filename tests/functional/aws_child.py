@@ -15,12 +15,12 @@ import yaml
 
 from fleetflow import context
 from fleetflow.db import migration
-from fleetflow.db import models
 from fleetflow.execution import local
 from fleetflow import layout as ff_layout
+from fleetflow import node_states
 from tests import base
 
-DONE_STATES = (models.READY, models.FAILED, models.ABORTED)
+DONE_STATES = (node_states.READY, node_states.FAILED, node_states.ABORTED)
 
 
 def main(argv=None):

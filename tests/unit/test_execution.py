@@ -21,6 +21,7 @@ from fleetflow.execution import local
 from fleetflow.execution import posting
 from fleetflow import flowinfo
 from fleetflow import launcher as ff_launcher
+from fleetflow import node_states
 from tests import base
 from tests import board_servers
 from tests import db_urls
@@ -69,9 +70,9 @@ class ExecutionScenarios:
         return self.ff.node(node['id']), state
 
     def delete(self, node):
-        """Delete a node (used, unless it is deleting); its flow's state."""
-        if self.ff.node(node['id'])['state'] != models.DELETING:
-            self.ff.store.set_node_state(node['id'], models.USED)
+        """Delete a node (a ready one is used first); its flow's state."""
+        if self.ff.node(node['id'])['state'] == node_states.READY:
+            self.ff.store.set_node_state(node['id'], node_states.USED)
         self.runner.delete(self.ff.node(node['id']))
         return self.wait_flow(node['id'])
 
@@ -88,7 +89,7 @@ class ExecutionScenarios:
         self.fleet(create_latency=0.1, delete_latency=0.1)
         node, state = self.launch()
         self.assertEqual(states.SUCCESS, state)
-        self.assertEqual(models.READY, node['state'])
+        self.assertEqual(node_states.READY, node['state'])
         self.assertEqual(1, node['launch_attempts'])
         self.assertEqual('198.51.100.1', node['interface_ip'])
         self.assertEqual('test-host', node['launcher'])
@@ -109,7 +110,7 @@ class ExecutionScenarios:
         self.ff.script_faults('create-error', [True])
         node, state = self.launch()
         self.assertEqual(states.SUCCESS, state)
-        self.assertEqual(models.READY, node['state'])
+        self.assertEqual(node_states.READY, node['state'])
         self.assertEqual(2, node['launch_attempts'])
         attempts = self.atom(node['id'], 'launch-attempts')
         self.assertEqual(2, attempts['attempts'])
@@ -124,7 +125,7 @@ class ExecutionScenarios:
         self.ff.script_faults(fault, [True])
         node, state = self.launch()
         self.assertEqual(states.REVERTED, state)
-        self.assertEqual(models.ABORTED, node['state'])
+        self.assertEqual(node_states.ABORTED, node['state'])
         self.assertIn(message, node['failure'])
         self.assertEqual(1, self.ff.driver.call_counts()['create'])
         self.assertEqual(
@@ -144,7 +145,7 @@ class ExecutionScenarios:
         self.fleet(launch_retries=2, faults={'instance-error': 1})
         node, state = self.launch()
         self.assertEqual(states.REVERTED, state)
-        self.assertEqual(models.FAILED, node['state'])
+        self.assertEqual(node_states.FAILED, node['state'])
         self.assertEqual(2, node['launch_attempts'])
         self.assertIn('went to ERROR', node['failure'])
         # Each attempt's instance was deleted by the attempt's revert.
@@ -159,7 +160,7 @@ class ExecutionScenarios:
         self.ff.script_faults('delete-error', [True])
         node, state = self.launch()
         self.assertEqual(states.SUCCESS, state)
-        self.assertEqual(models.READY, node['state'])
+        self.assertEqual(node_states.READY, node['state'])
         first, second = self.ff.driver.instance_history()
         # The first instance was gone before the second was created.
         self.assertIsNotNone(first['gone_at'])
@@ -174,7 +175,8 @@ class ExecutionScenarios:
         self.assertEqual(states.REVERTED, self.delete(node))
         self.assertIn('simulated delete error',
                       self.atom(node['id'], 'delete-instance')['failure'])
-        self.assertEqual(models.DELETING, self.ff.node(node['id'])['state'])
+        self.assertEqual(node_states.DELETING,
+                         self.ff.node(node['id'])['state'])
         self.assertEqual(1, len(self.ff.instances()))
         # Deleting again later succeeds.
         self.assertIsNone(self.delete(node))
@@ -189,7 +191,7 @@ class ExecutionScenarios:
         self.ff.wait_for(lambda: self.ff.driver.call_counts().get('create'))
         self.restart()
         self.assertEqual(states.SUCCESS, self.wait_flow(node['id']))
-        self.assertEqual(models.READY, self.ff.node(node['id'])['state'])
+        self.assertEqual(node_states.READY, self.ff.node(node['id'])['state'])
         # The resumed flow found the instance it had made: no second one.
         self.assertEqual(1, self.ff.driver.call_counts()['create'])
         self.assertEqual(1, len(self.ff.driver.instance_history()))
@@ -202,7 +204,7 @@ class ExecutionScenarios:
                                 self.runner.inputs(node, 'launch'))
         self.assertEqual(1, self.runner.resume_all())
         self.assertEqual(states.SUCCESS, self.wait_flow(node['id']))
-        self.assertEqual(models.READY, self.ff.node(node['id'])['state'])
+        self.assertEqual(node_states.READY, self.ff.node(node['id'])['state'])
         self.assertEqual(0, self.runner.resume_all())
 
     # The launcher that holds the runner

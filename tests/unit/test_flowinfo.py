@@ -4,11 +4,12 @@ from unittest import mock
 
 from taskflow import states
 
-from fleetflow.db import models
 from fleetflow import flowinfo
+from fleetflow import node_states
 from tests import base
 
-LAUNCH_ATOMS = ['mark-building', 'launch-attempts', 'create-instance',
+LAUNCH_ATOMS = ['mark-building', 'launch-attempts', 'wait-last-gone-deadline',
+                'wait-last-instance-gone', 'create-instance',
                 'wait-active-deadline', 'wait-instance-active',
                 'update-node', 'mark-ready']
 
@@ -137,7 +138,7 @@ class TestTimingCost(FlowinfoTestCase):
         statements, transactions = store.statements, store.transactions
         for _ in range(count):
             node, run = ff.launch()
-            self.assertEqual(models.READY, node['state'])
+            self.assertEqual(node_states.READY, node['state'])
             ff.delete(node)
         return (store.statements - statements,
                 store.transactions - transactions)

@@ -6,13 +6,13 @@ import fixtures
 from taskflow import engines
 from taskflow import states
 
-from fleetflow.db import models
 from fleetflow import exceptions
 from fleetflow.execution import base as exec_base
 from fleetflow.execution import local
 from fleetflow import flowinfo
 from fleetflow.flows import delete as delete_flows
 from fleetflow.flows import launch as launch_flows
+from fleetflow import node_states
 from tests import base
 from tests.unit import ssh_fixture
 
@@ -66,10 +66,13 @@ class TestLaunchAndDelete(FlowTestCase):
         self.assertEqual(6, len({run.flow_id for run in runs}))
         rows = [ff.node(node['id']) for node in nodes]
         self.assertEqual(6, len({row['external_id'] for row in rows}))
-        self.assertEqual([models.READY] * 6, [row['state'] for row in rows])
+        self.assertEqual([node_states.READY] * 6,
+                         [row['state'] for row in rows])
         self.assertEqual(
             ['launch-%s' % node['id'] for node in nodes],
             [run.name for run in runs])
+        for row in rows:
+            ff.store.set_node_state(row['id'], node_states.USED)
         deletes = [ff.runner.delete(row) for row in rows]
         for run in deletes:
             ff.wait_run(run)
@@ -99,7 +102,7 @@ class TestFaults(FlowTestCase):
         start = time.time()
         node, run = ff.launch()
         elapsed = time.time() - start
-        self.assertEqual(models.READY, node['state'])
+        self.assertEqual(node_states.READY, node['state'])
         self.assertEqual(2, node['launch_attempts'])
         # The ERROR ended the first attempt long before launch-timeout.
         self.assertLess(elapsed, timeout / 2)
@@ -113,9 +116,9 @@ class TestFaults(FlowTestCase):
     def test_quota_exceeded_aborts(self):
         ff = self.fleet(quota={'instances': 1})
         first, _run = ff.launch()
-        self.assertEqual(models.READY, first['state'])
+        self.assertEqual(node_states.READY, first['state'])
         node, run = ff.launch()
-        self.assertEqual(models.ABORTED, node['state'])
+        self.assertEqual(node_states.ABORTED, node['state'])
         self.assertIn('quota exceeded for instances', node['failure'])
         self.assertEqual(2, ff.driver.call_counts()['create'])
 
@@ -129,12 +132,12 @@ class TestFaults(FlowTestCase):
         # The waiting flow holds no worker: with one worker, another
         # node launches while the first waits.
         other, other_run = ff.launch()
-        self.assertEqual(models.READY, other['state'])
+        self.assertEqual(node_states.READY, other['state'])
         self.assertFalse(limited.done.is_set())
         ff.wait_run(limited)
         node = ff.node(node['id'])
         self.assertEqual(states.SUCCESS, limited.state)
-        self.assertEqual(models.READY, node['state'])
+        self.assertEqual(node_states.READY, node['state'])
         # Not an attempt spent: the retry ran again for attempt 1.
         self.assertEqual(1, node['launch_attempts'])
         history = self.retry_history(limited)
@@ -151,7 +154,7 @@ class TestFaults(FlowTestCase):
     def test_create_errors_exhaust_retries(self):
         ff = self.fleet(launch_retries=3, faults={'create-error': 1})
         node, run = ff.launch()
-        self.assertEqual(models.FAILED, node['state'])
+        self.assertEqual(node_states.FAILED, node['state'])
         self.assertIn('simulated create error', node['failure'])
         self.assertEqual(3, ff.driver.call_counts()['create'])
         self.assertEqual(
@@ -164,11 +167,80 @@ class TestFaults(FlowTestCase):
         start = time.time()
         node, run = ff.launch()
         self.assertLess(time.time() - start, 15)
-        self.assertEqual(models.FAILED, node['state'])
+        self.assertEqual(node_states.FAILED, node['state'])
         self.assertIsInstance(run.error, exceptions.LaunchTimeout)
         poll = self.atom(ff, node['id'], 'wait-instance-active')
         self.assertIn('not active within launch-timeout', poll['failure'])
         self.assertIn('launch-timeout', node['failure'])
+        self.assertNoInstances(ff)
+
+
+class TestRevertWaitsParked(FlowTestCase):
+    """A reverted attempt's instance is waited for with no worker held."""
+
+    def slow_fleet(self, **kwargs):
+        # Deleted instances stay until end_delete(): the test says when.
+        return self.fleet(create_latency=0.05, delete_latency=3600,
+                          **kwargs)
+
+    @staticmethod
+    def end_delete(ff, external_id):
+        ff.driver._connection().execute(
+            'UPDATE instances SET gone_at = ? WHERE id = ?',
+            (time.time(), external_id))
+
+    @staticmethod
+    def history_of(ff, node):
+        return [r for r in ff.driver.instance_history()
+                if r['node_id'] == node['id']]
+
+    def test_next_attempt_waits_parked_for_the_last_instance_gone(self):
+        ff = self.slow_fleet(workers=1)
+        ff.script_faults('instance-error', [True])
+        slow = ff.create_node()
+        slow_run = ff.runner.launch(slow)
+        # The first attempt's instance went to ERROR; its revert asked for
+        # the delete, which does not end.
+        ff.wait_for(lambda: any(r['gone_at'] for r in
+                                self.history_of(ff, slow)))
+        # The only worker is free: another node launches meanwhile.
+        other, other_run = ff.launch()
+        self.assertEqual(states.SUCCESS, other_run.state)
+        self.assertEqual(node_states.READY, other['state'])
+        self.assertFalse(slow_run.done.is_set())
+        [first] = self.history_of(ff, slow)
+        self.assertEqual(first['external_id'],
+                         ff.node(slow['id'])['external_id'])
+        self.assertGreaterEqual(ff.runner.parks, 1)
+        # Once the first instance is gone, the next attempt creates.
+        self.end_delete(ff, first['external_id'])
+        ff.wait_run(slow_run)
+        self.assertEqual(states.SUCCESS, slow_run.state)
+        first, second = self.history_of(ff, slow)
+        self.assertLessEqual(first['gone_at'], second['created'])
+        node = ff.node(slow['id'])
+        self.assertEqual(node_states.READY, node['state'])
+        self.assertEqual(second['external_id'], node['external_id'])
+        self.assertEqual(2, node['launch_attempts'])
+
+    def test_last_revert_leaves_the_delete_to_the_delete_flow(self):
+        ff = self.slow_fleet(launch_retries=1)
+        ff.script_faults('instance-error', [True])
+        node, run = ff.launch()
+        # The revert did not wait for the delete it asked for.
+        self.assertEqual(states.REVERTED, run.state)
+        self.assertEqual(node_states.FAILED, node['state'])
+        [instance] = ff.instances()
+        self.assertEqual(instance.external_id, node['external_id'])
+        # The delete flow waits for it, parked, then removes the node.
+        parks = ff.runner.parks
+        delete_run = ff.runner.delete(node)
+        ff.wait_for(lambda: ff.runner.parks > parks)
+        self.assertIsNotNone(ff.node(node['id']))
+        self.end_delete(ff, instance.external_id)
+        ff.wait_run(delete_run)
+        self.assertEqual(states.SUCCESS, delete_run.state)
+        self.assertIsNone(ff.node(node['id']))
         self.assertNoInstances(ff)
 
 
@@ -188,7 +260,7 @@ class TestParking(FlowTestCase):
                          ['attempts'])
         self.assertEqual(1, len(self.retry_history(
             runs[0], 'wait-active-deadline')))
-        self.assertEqual(models.READY, ff.node(first)['state'])
+        self.assertEqual(node_states.READY, ff.node(first)['state'])
 
     def test_a_woken_flow_runs_before_new_ones(self):
         ff = self.fleet(create_latency=0.1, workers=1)
@@ -209,7 +281,7 @@ class TestKeyscan(FlowTestCase):
                         connection_port=server.port)
         node, run = ff.launch()
         self.assertEqual(states.SUCCESS, run.state, run.error)
-        self.assertEqual(models.READY, node['state'])
+        self.assertEqual(node_states.READY, node['state'])
         self.assertEqual(server.keys, sorted(node['host_keys']))
         self.assertEqual(server.port, node['connection_port'])
         scan = self.atom(ff, node['id'], 'scan-host-keys')
@@ -230,7 +302,7 @@ class TestKeyscan(FlowTestCase):
         server.listen()
         ff.wait_run(run)
         node = ff.node(node['id'])
-        self.assertEqual(models.READY, node['state'], node['failure'])
+        self.assertEqual(node_states.READY, node['state'], node['failure'])
         self.assertEqual(2, node['launch_attempts'])
         self.assertEqual(server.keys, sorted(node['host_keys']))
         first, second = ff.driver.instance_history()
@@ -270,7 +342,8 @@ class TestResume(FlowTestCase):
         self.assertEqual(2, ff.runner.resume_all())
         self.assertIn('not resumed', self.logger.output)
         for node in (twice, other):
-            ff.wait_for(lambda: ff.node(node['id'])['state'] == models.READY)
+            ff.wait_for(
+                lambda: ff.node(node['id'])['state'] == node_states.READY)
 
     def test_a_stop_while_a_flow_loads_suspends_it(self):
         # A SIGTERM soon after a start finds flows still being loaded.
@@ -294,4 +367,4 @@ class TestResume(FlowTestCase):
         runner = local.LocalRunner(ff.ctx, workers=2)
         self.addCleanup(runner.stop)
         self.assertEqual(1, runner.resume_all())
-        ff.wait_for(lambda: ff.node(node['id'])['state'] == models.READY)
+        ff.wait_for(lambda: ff.node(node['id'])['state'] == node_states.READY)

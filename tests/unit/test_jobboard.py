@@ -35,6 +35,7 @@ from fleetflow.execution import service as ff_service
 from fleetflow import flowinfo
 from fleetflow import instance_cache
 from fleetflow import launcher as ff_launcher
+from fleetflow import node_states
 from tests import base
 from tests import board_servers
 from tests import db_urls
@@ -323,7 +324,7 @@ class TestSharedStateOnPostgres(base.TestCase):
     def test_a_ready_node_goes_to_one_request(self):
         for _ in range(10):
             node = self.store.create_node('small', 'p', 'main',
-                                          state=models.READY)
+                                          state=node_states.READY)
             requests = iter([self.store.create_request(['small'])['id']
                              for _ in self.stores])
             lock = threading.Lock()
@@ -411,7 +412,8 @@ class BoardTests:
         # stopped unfinished: the node is used, and must be deleted.
         node = self.ff.create_node()
         stale = self.record_only(node)
-        self.ff.store.set_node_state(node['id'], models.USED)
+        self.ff.store.set_node_state(node['id'], node_states.READY)
+        self.ff.store.set_node_state(node['id'], node_states.USED)
         self.runner.refresh()
         self.runner.delete(self.ff.node(node['id']))
         job = self.jobs()[node['id']]
@@ -463,7 +465,7 @@ class BoardTests:
         self.ff.wait_for(lambda: conductor.waiting() == 1, timeout=10)
         self.assertEqual(1, conductor.running())
         self.ff.wait_for(lambda: self.ff.node(node['id'])['state']
-                         == models.READY, timeout=20)
+                         == node_states.READY, timeout=20)
         # 1.5 s of create latency, one poll per listing change or 0.2 s.
         self.assertLess(polls['active'], 20)
 
@@ -477,7 +479,7 @@ class BoardTests:
         self.ff.wait_for(lambda: self.jobs()[node['id']]['state']
                          == 'CLAIMED', timeout=10)
         owners = set()
-        while self.ff.node(node['id'])['state'] != models.READY:
+        while self.ff.node(node['id'])['state'] != node_states.READY:
             job = self.jobs().get(node['id'])
             if job:
                 owners.add(job['owner'])
@@ -505,7 +507,7 @@ class BoardTests:
         self.ff.wait_for(lambda: failed, timeout=20)
         # The job leaves the board: its claim does not hold it there.
         self.ff.wait_for(lambda: node['id'] not in self.jobs(), timeout=20)
-        self.assertEqual(models.READY, self.ff.node(node['id'])['state'])
+        self.assertEqual(node_states.READY, self.ff.node(node['id'])['state'])
 
     def test_stopped_conductor_gives_its_jobs_back(self):
         first = ff_conductor.Conductor(self.ff.ctx, self.board)
@@ -520,7 +522,7 @@ class BoardTests:
         self.assertEqual(('UNCLAIMED', None), (job['state'], job['owner']))
         second = self.conductor()
         self.ff.wait_for(lambda: self.ff.node(node['id'])['state']
-                         == models.READY, timeout=20)
+                         == node_states.READY, timeout=20)
         self.assertNotEqual(first.name, second.name)
         self.assertEqual(1, len(self.ff.driver.instance_history()))
 
@@ -544,7 +546,7 @@ class BoardTests:
         # one ran it.
         self.conductor()
         self.ff.wait_for(lambda: self.ff.node(node['id'])['state']
-                         == models.READY, timeout=20)
+                         == node_states.READY, timeout=20)
         self.assertEqual(1, len(self.ff.driver.instance_history()))
 
     def in_use_node(self):
@@ -552,9 +554,9 @@ class BoardTests:
         self.runner.refresh()
         self.runner.launch(node)
         self.ff.wait_for(lambda: self.ff.node(node['id'])['state']
-                         == models.READY, timeout=20)
+                         == node_states.READY, timeout=20)
         self.ff.wait_for(lambda: node['id'] not in self.jobs(), timeout=10)
-        self.ff.store.set_node_state(node['id'], models.IN_USE)
+        self.ff.store.set_node_state(node['id'], node_states.IN_USE)
         return self.ff.node(node['id'])
 
     def record_delete(self, node):
@@ -574,8 +576,7 @@ class BoardTests:
         self.ff.driver.create_latency = 0
         self.conductor()
         victim = self.in_use_node()
-        used = self.ff.create_node()
-        self.ff.store.set_node_state(used['id'], models.USED)
+        used = self.ff.create_node(state=node_states.USED)
         # An old delete flow of a node, reverted, and its current one.
         old = self.record_delete(used)
         old.state = states.REVERTED
@@ -605,7 +606,8 @@ class BoardTests:
         self.ff.wait_for(lambda: self.ff.node(used['id']) is None,
                          timeout=20)
         self.ff.wait_for(lambda: not self.jobs(), timeout=20)
-        self.assertEqual(models.IN_USE, self.ff.node(victim['id'])['state'])
+        self.assertEqual(node_states.IN_USE,
+                         self.ff.node(victim['id'])['state'])
         self.assertEqual([victim['external_id']],
                          [i.external_id for i in self.ff.instances()])
         log = self.logger.output
@@ -632,7 +634,7 @@ class BoardTests:
         flow_id = self.ff.node(node['id'])['flow_id']
         self.forge(node['id'], flow_id)
         self.ff.wait_for(lambda: not self.jobs(), timeout=20)
-        self.assertEqual(models.IN_USE, self.ff.node(node['id'])['state'])
+        self.assertEqual(node_states.IN_USE, self.ff.node(node['id'])['state'])
         self.assertIn('not run: flow %s of node %s ended SUCCESS'
                       % (flow_id, node['id']), self.logger.output)
         self.assertNotIn('SECURITY', self.logger.output)
@@ -835,7 +837,7 @@ class TestJobboardLauncherPass(base.TestCase):
         self.assertTrue(launcher.runner.is_running(node['id']))
         self.assertEqual(1, len(board.jobs()))
         # Its launch is done (by some conductor): the request is settled.
-        ff.store.set_node_state(node['id'], models.READY)
+        ff.store.set_node_state(node['id'], node_states.READY)
         for job in board.jobs():
             board.jobboard.claim(job, 'c')
             board.jobboard.consume(job, 'c')

@@ -14,10 +14,10 @@ import uuid
 
 from taskflow.persistence import models as tf_models
 
-from fleetflow.db import models
 from fleetflow.execution import base as exec_base
 from fleetflow import flowinfo
 from fleetflow.flows import registry
+from fleetflow import node_states
 from tests import base
 from tests import db_urls
 from tests.unit import test_cli
@@ -75,17 +75,17 @@ class PlantedFactoryTests:
                                    launch_inputs(honest))
         self.assertEqual(1, self.ff.runner.resume_all())
         self.ff.wait_for(lambda: self.ff.node(honest['id'])['state']
-                         == models.READY)
+                         == node_states.READY)
         self.assertFalse(os.path.exists(self.marker))
         self.assertIn("SECURITY: [node %s]" % victim['id'],
                       self.logger.output)
         self.assertIn("factory 'os.system' is not a registered flow "
                       "factory", self.logger.output)
         # Nothing lost: the node is as it was, and launched when asked.
-        self.assertEqual(models.BUILDING,
+        self.assertEqual(node_states.BUILDING,
                          self.ff.node(victim['id'])['state'])
         node, run = self.ff.launch(node=self.ff.node(victim['id']))
-        self.assertEqual(models.READY, node['state'])
+        self.assertEqual(node_states.READY, node['state'])
 
     def test_flow_show_refuses_a_planted_factory(self):
         victim = self.ff.create_node()
@@ -126,7 +126,7 @@ class PlantedFactoryTests:
                                   detail, victim['id'])
         self.assertIn('store differs', str(error))
         self.assertEqual(0, self.ff.runner.resume_all())
-        self.assertEqual(models.BUILDING,
+        self.assertEqual(node_states.BUILDING,
                          self.ff.node(victim['id'])['state'])
 
 
