@@ -34,9 +34,10 @@ Waiting flows
     A conductor cannot: a suspended job is abandoned, goes back on the
     board and is claimed again at once. So a flow that waits (an instance
     not active yet, a rate limit) holds its conductor worker, blocked on
-    the same wake-ups as the runner's parked flows (the provider's shared
-    instance listing, or its time to try again), and its claim is kept
-    alive meanwhile. A conductor claims no more jobs than it has workers
+    the same wake-ups as the runner's parked flows
+    (:meth:`fleetflow.execution.waits.Waits.wait_here`), and its claim is
+    kept alive meanwhile; it stops waiting once its claim is lost or may
+    have expired. A conductor claims no more jobs than it has workers
     (``conductor_workers``), so at most that many flows, waiting ones
     included, run on one host; the rest stay unclaimed on the board for
     other hosts (the bound is per host: the fleet runs ``hosts x
