@@ -116,6 +116,11 @@ def free_port():
 
 
 def proc_stats(pid):
+    """CPU seconds, peak RSS and threads of a process.
+
+    :raises ProcessLookupError: it is gone, or a zombie (it has no memory
+        left to measure).
+    """
     with open('/proc/%d/stat' % pid) as f:
         fields = f.read().rsplit(')', 1)[1].split()
     cpu = (int(fields[11]) + int(fields[12])) / CLK_TCK
@@ -124,6 +129,8 @@ def proc_stats(pid):
         for line in f:
             key, _, value = line.partition(':')
             status[key] = value.strip()
+    if 'VmHWM' not in status:
+        raise ProcessLookupError('process %d exited' % pid)
     return {'cpu': cpu, 'peak_rss_mb': int(status['VmHWM'].split()[0]) / 1024,
             'threads': int(status['Threads'])}
 

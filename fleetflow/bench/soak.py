@@ -123,8 +123,10 @@ def parse_args(argv):
                         help='seed of every random choice (printed)')
     parser.add_argument('--launchers', type=int, default=2,
                         help='launcher processes in a jobboard mode')
-    parser.add_argument('--rate', type=float, default=1.0,
-                        help='requests submitted a second (Poisson)')
+    parser.add_argument('--rate', type=float, default=0.5,
+                        help='requests submitted a second (Poisson); the '
+                             'default fills about half the default pool, '
+                             'so the run measures faults, not a queue')
     parser.add_argument('--max-size', type=int, default=3,
                         help='nodes a request asks for, at most')
     parser.add_argument('--labels', default='small,large',
@@ -163,7 +165,14 @@ def parse_args(argv):
     parser.add_argument('--slack', type=float, default=60,
                         help='seconds a node may exceed its timeouts by '
                              '(restarts, a loaded machine)')
-    parser.add_argument('--drain-timeout', type=float, default=240)
+    parser.add_argument('--drain-timeout', type=float, default=240,
+                        help='seconds the drain may take beyond twice the '
+                             'time its backlog takes at the run\'s '
+                             'measured throughput')
+    parser.add_argument('--drain-stall', type=float, default=180,
+                        help='seconds the drain may go with nothing '
+                             'finished (no request settled or released, '
+                             'no node gone)')
     parser.add_argument('--workers', type=int, default=8)
     parser.add_argument('--keep', action='store_true',
                         help='keep the state directory and logs')
@@ -664,6 +673,41 @@ class Checker:
         return evidence
 
 
+class Drain:
+    """Tells a backlog still being served from a hang, at the soak's end.
+
+    The drain fails when nothing finished for ``stall`` seconds, or when it
+    lasts longer than ``bound``: twice the time its starting ``backlog`` of
+    requests takes at the run's measured ``throughput`` (requests settled a
+    second), plus ``grace``.
+    """
+
+    def __init__(self, start, backlog, throughput, grace, stall):
+        self.start = start
+        self.backlog = backlog
+        self.bound = grace + (2 * backlog / throughput if throughput else 0)
+        self.stall = stall
+        self.finished = 0
+        self.last_finished = start
+
+    def verdict(self, now, finished):
+        """Why the drain failed, or None while it may go on.
+
+        :param finished: how many requests settled or were released, and
+            nodes went, since the soak began (it only grows).
+        """
+        if finished > self.finished:
+            self.finished = finished
+            self.last_finished = now
+        if now - self.last_finished > self.stall:
+            return 'nothing finished for %.0f s' % (now - self.last_finished)
+        if now - self.start > self.bound:
+            return 'still draining after %.0f s (bound %.0f s: %d requests ' \
+                'at the measured throughput, plus grace)' % (
+                    now - self.start, self.bound, self.backlog)
+        return None
+
+
 class Requests:
     """The soak's requests: submitted, watched, released after a hold."""
 
@@ -759,8 +803,6 @@ class ZuulRequests(Requests):
         self.zuul = new_requester()
         #: request -> the node znodes it holds the lock of
         self.held = {}
-        #: until when a request may vanish: its session may have ended
-        self.excused_until = 0
         #: whether ZooKeeper is down: Zuul's side waits
         self.paused = False
 
@@ -777,8 +819,10 @@ class ZuulRequests(Requests):
 
     def create(self, labels):
         request_id = self.call('request', labels=labels, requestor='soak')
+        # Asked after: a session expires only after ZooKeeper was down for
+        # seconds, and a request is made in the session it answered in.
         return {'id': request_id, 'labels': labels,
-                'state': models.REQUESTED}
+                'state': models.REQUESTED, 'session': self.call('session')}
 
     def refresh(self, now):
         if self.paused:
@@ -788,7 +832,7 @@ class ZuulRequests(Requests):
                 continue
             data = self.call('request_data', id=request_id)
             if data is None:
-                if now > self.excused_until:
+                if self.session_lives(old):
                     self.lost.append(request_id)
                 else:
                     self.outcomes['abandoned'] += 1
@@ -810,9 +854,19 @@ class ZuulRequests(Requests):
                 self.settled(row, now)
             self.mine[request_id] = row
 
+    def session_lives(self, request):
+        """Whether the ZooKeeper session that made ``request`` lives on.
+
+        A session that expired (ZooKeeper down for longer than its
+        timeout) took its requests (ephemeral znodes) and node locks with
+        it, as when Zuul loses its session; the requester goes on in a new
+        one.
+        """
+        return request['session'] == self.call('session')
+
     def release(self, request_id):
         nodes = self.held.pop(request_id, [])
-        if nodes:
+        if nodes and self.session_lives(self.mine[request_id]):
             self.call('use', nodes=nodes)
             self.call('give_back', nodes=nodes)
 
@@ -863,6 +917,11 @@ class Soak:
         self.db_errors = 0
         self.cleanups = []
         self.server = None
+        #: node rows at the last check, by id
+        self.nodes = {}
+        #: nodes gone (deleted) since the soak began
+        self.nodes_gone = 0
+        self.drain = None
 
     def elapsed(self):
         return time.time() - self.started
@@ -1051,7 +1110,6 @@ class Soak:
         """
         self.servers_down_until = until
         if isinstance(self.requests, ZuulRequests):
-            self.requests.excused_until = until
             self.requests.paused = until == float('inf')
 
     #: until when a launcher may give up for a server the soak restarted
@@ -1125,6 +1183,8 @@ class Soak:
         now = time.time()
         self.requests.refresh(now)
         nodes = {n['id']: n for n in self.ctx.store.list_nodes()}
+        self.nodes_gone += len(self.nodes.keys() - nodes.keys())
+        self.nodes = nodes
         self.track_recoveries(nodes, now)
         self.checker.check(self.requests, nodes, now)
         for name, code in sorted(self.launchers.unexpected_exits().items()):
@@ -1150,7 +1210,9 @@ class Soak:
         fulfilled = self.requests.outcomes[models.FULFILLED]
         self.windows.append(dict(
             t=round(self.elapsed()), fulfilled=fulfilled - self._last[0],
-            launches=made - self._last[1]))
+            launches=made - self._last[1],
+            queued=len(self.requests.unsettled()),
+            busy_nodes=sum(not spare(n) for n in self.nodes.values())))
         self.launchers.sample(self.elapsed())
         self._last = fulfilled, made
 
@@ -1202,11 +1264,24 @@ class Soak:
                     ', '.join(self.kinds) or 'none'))
         end = self.started + args.duration
         self.loop(lambda nodes: time.time() >= end)
-        # The end: no more faults or requests; everything down comes back,
-        # every request settles, is released, and its nodes go.
+        self.run_drain()
+
+    def run_drain(self):
+        """The end: no more faults or requests.
+
+        Everything down comes back, every request settles, is released,
+        and its nodes go; a backlog may take its time while it shrinks.
+        """
+        args = self.args
         self.requests.stop_submitting()
-        drained = time.time() + args.drain_timeout
-        self.log('draining')
+        outcomes = self.requests.outcomes
+        settled_so_far = outcomes[models.FULFILLED] + \
+            outcomes[models.REQUEST_FAILED]
+        self.drain = Drain(time.time(), len(self.requests.unsettled()),
+                           settled_so_far / self.elapsed(),
+                           args.drain_timeout, args.drain_stall)
+        self.log('draining %d queued requests (bound %.0f s)'
+                 % (self.drain.backlog, self.drain.bound))
 
         def settled(nodes):
             if not self.requests.unsettled():
@@ -1215,12 +1290,11 @@ class Soak:
             # after an abort leaves the ready nodes it had).
             busy = sorted(node_id for node_id, node in nodes.items()
                           if not spare(node))
-            if time.time() > drained:
-                raise Violation('not-drained', 'left after %.0f s: '
-                                'requests %s, nodes %s' % (
-                                    args.drain_timeout,
-                                    [r['id'] for r in
-                                     self.requests.unsettled()], busy))
+            why = self.drain.verdict(time.time(), self.finished())
+            if why:
+                raise Violation('not-drained', '%s: requests %s, nodes %s'
+                                % (why, [r['id'] for r in
+                                         self.requests.unsettled()], busy))
             self.spares_left = len(nodes) - len(busy)
             return not (self.timers or self.requests.mine or busy
                         or len(self.cloud.list_instances())
@@ -1228,6 +1302,13 @@ class Soak:
 
         self.loop(settled, inject=False)
         self.check()
+
+    def finished(self):
+        """Requests settled or let go, and nodes gone, so far."""
+        outcomes = self.requests.outcomes
+        return sum(outcomes[kind] for kind in (
+            models.FULFILLED, models.REQUEST_FAILED, 'released',
+            'abandoned')) + self.nodes_gone
 
     def figures(self, violation=None):
         outcomes = self.requests.outcomes
@@ -1247,6 +1328,12 @@ class Soak:
             'process_faults': dict(self.process_faults),
             'restarts': self.restarts,
             'spares_left': self.spares_left,
+            'drain_backlog': self.drain and self.drain.backlog,
+            'drain_bound_s': self.drain and round(self.drain.bound, 1),
+            'drain_s': self.drain and round(time.time() - self.drain.start,
+                                            1),
+            'max_queued': max((w['queued'] for w in self.windows),
+                              default=0),
             'start_failures': self.start_failures,
             'invariant_checks': self.checker.checks,
             'violations': 0 if violation is None else 1,
@@ -1270,10 +1357,11 @@ def print_table(result):
     width = max(len(k) for k in scalars)
     for key, value in scalars.items():
         print('%-*s  %s' % (width, key, value))
-    print('\nwindow  fulfilled  launches')
+    print('\nwindow  fulfilled  launches  queued  busy-nodes')
     for window in result['throughput']:
-        print('%5ds  %9d  %8d' % (window['t'], window['fulfilled'],
-                                  window['launches']))
+        print('%5ds  %9d  %8d  %6d  %10d' % (
+            window['t'], window['fulfilled'], window['launches'],
+            window['queued'], window['busy_nodes']))
     print('\nlauncher  t(s)  pid      cpu(s)  peak-rss(MB)  threads')
     for name, samples in sorted(result['launcher_samples'].items()):
         for s in samples:

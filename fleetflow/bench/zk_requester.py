@@ -234,6 +234,16 @@ class Zuul:
         self.client.client.stop()
         self.client.client.close()
 
+    def session(self):
+        """The id of this side's ZooKeeper session, or None.
+
+        A session that expires (ZooKeeper down for longer than its
+        timeout) takes this side's requests (ephemeral) and node locks
+        with it; the client goes on with a new one.
+        """
+        client_id = self.client.client.client_id
+        return client_id[0] if client_id else None
+
 
 class ZuulClient:
     """The same part, with Zuul's own ``ZooKeeperNodepool``.
@@ -324,6 +334,7 @@ class ZuulClient:
                 for launcher in self.zk.getRegisteredLaunchers()]
 
     drop = Zuul.drop
+    session = Zuul.session
 
 
 CLIENTS = {'nodepool': Zuul, 'zuul': ZuulClient}

@@ -1,5 +1,6 @@
 """The soak's invariants, its request stream and its figures."""
 
+import collections
 import io
 import os
 import random
@@ -12,6 +13,7 @@ import uuid
 import fixtures
 import testtools
 
+from fleetflow.bench import launcher as bench
 from fleetflow.bench import soak
 from fleetflow.bench import zk_requester
 from fleetflow.db import models
@@ -106,6 +108,49 @@ class TestPureChecks(testtools.TestCase):
         self.assertEqual({1: 5}, soak.memory_growth(samples))
 
 
+class TestDrain(testtools.TestCase):
+    """The end check tells a backlog still served from a hang."""
+
+    def drain(self):
+        # 100 requests queued, served at 0.5 a second: 400 s, plus 60.
+        return soak.Drain(start=0, backlog=100, throughput=0.5, grace=60,
+                          stall=30)
+
+    def test_bound_from_the_measured_throughput(self):
+        self.assertEqual(460, self.drain().bound)
+        self.assertEqual(60, soak.Drain(0, 5, 0, 60, 30).bound)
+
+    def test_a_backlog_that_keeps_shrinking_may_go_on(self):
+        drain = self.drain()
+        for t in range(0, 451, 10):
+            self.assertIsNone(drain.verdict(t, finished=t // 10))
+
+    def test_nothing_finished_for_the_stall_window_fails(self):
+        drain = self.drain()
+        self.assertIsNone(drain.verdict(10, finished=7))
+        self.assertIsNone(drain.verdict(40, finished=7))
+        self.assertIn('nothing finished for 31 s',
+                      drain.verdict(41, finished=7))
+
+    def test_past_the_bound_fails_though_it_moves(self):
+        drain = self.drain()
+        for t in range(0, 461, 10):
+            drain.verdict(t, finished=t)
+        self.assertIn('bound 460 s', drain.verdict(461, finished=462))
+
+    def test_the_end_check_raises_not_drained(self):
+        # Nothing served during the run: the bound is the grace alone.
+        soak_ = soak.Soak(soak.parse_args(
+            ['--mode', 'single', '--drain-timeout', '-1']), None)
+        soak_.requests = mock.Mock(outcomes=collections.Counter(),
+                                   unsettled=lambda: [{'id': 'r1'}])
+        soak_.loop = lambda until, inject: until({})
+        soak_.check = mock.Mock()
+        error = self.assertRaises(soak.Violation, soak_.run_drain)
+        self.assertEqual('not-drained', error.evidence['kind'])
+        self.assertIn('r1', error.evidence['message'])
+
+
 class TestRequesterAnswer(testtools.TestCase):
 
     def test_a_requester_that_does_not_answer_is_killed(self):
@@ -173,6 +218,27 @@ class TestLaunchers(testtools.TestCase):
     def test_a_young_launcher_is_not_late(self):
         self.start(long_ago=5)
         self.assertEqual({}, self.launchers.not_started(soak.START_LIMIT))
+
+    def test_a_killed_launcher_not_yet_reaped_is_not_sampled(self):
+        # A zombie: its /proc files are there, its memory is not.
+        # (Popen is this test's mock: the child is spawned, not reaped.)
+        zombie = os.spawnv(os.P_NOWAIT, sys.executable,
+                           [sys.executable, '-c', ''])
+        self.addCleanup(os.waitpid, zombie, 0)
+        for _ in range(600):
+            with open('/proc/%d/stat' % zombie) as f:
+                if f.read().rsplit(')', 1)[1].split()[0] == 'Z':
+                    break
+            time.sleep(0.1)
+        self.assertRaises(ProcessLookupError, bench.proc_stats, zombie)
+        self.launchers.start('soak-1')
+        self.launchers.procs['soak-1'] = mock.Mock(
+            pid=zombie, **{'poll.return_value': None})
+        self.launchers.sample(10)
+        self.assertEqual([], self.launchers.samples['soak-1'])
+        self.launchers.procs['soak-1'].pid = os.getpid()
+        self.launchers.sample(20)
+        self.assertEqual(20, self.launchers.samples['soak-1'][0]['t'])
 
 
 class TestArgs(testtools.TestCase):
@@ -344,18 +410,24 @@ class FakeZuul:
         self.requests = {}
         self.calls = []
         self.killed = False
+        #: its ZooKeeper session (a new one once it expired)
+        self.session = 1
+        self.made = 0
         #: the child process: alive
         self.proc = mock.Mock(**{'poll.return_value': None})
 
     def call(self, op, answer_within=None, **args):
         self.calls.append((op, args))
         if op == 'request':
-            request_id = '%03d' % len(self.requests)
+            self.made += 1
+            request_id = '%03d' % self.made
             self.requests[request_id] = {'state': 'requested',
                                          'nodes': [], 'declined_by': []}
             return request_id
         if op == 'request_data':
             return self.requests.get(args['id'])
+        if op == 'session':
+            return self.session
         if op == 'accept':
             data = self.requests.pop(args['id'])
             return [{'id': node_id, 'type': [label], 'state': 'ready',
@@ -414,17 +486,36 @@ class TestZuulRequests(testtools.TestCase):
                               self.requests, {})
         self.assertEqual('fulfilled-wrong', e.evidence['kind'])
 
-    def test_vanished_request_is_lost_unless_zookeeper_was_down(self):
-        gone, excused = self.submit(2)[:2]
+    def test_vanished_request_is_lost_while_its_session_lives(self):
+        gone, kept = self.submit(2)[:2]
         zuul = self.zuuls[-1]
         del zuul.requests[gone]
         self.requests.refresh(time.time())
         self.assertEqual([gone], self.requests.lost)
-        self.requests.excused_until = time.time() + 30
-        del zuul.requests[excused]
+        self.assertIn(kept, self.requests.mine)
+
+    def test_requests_of_an_expired_session_are_abandoned(self):
+        # ZooKeeper was down past the session's timeout: the session's
+        # ephemeral requests and node locks went with it.
+        old, held = self.submit(2)[:2]
+        zuul = self.zuuls[-1]
+        zuul.requests[held].update(state='fulfilled',
+                                   nodes=[('n1', 'small', held)])
         self.requests.refresh(time.time())
-        self.assertEqual([gone], self.requests.lost)
+        zuul.session = 2
+        del zuul.requests[old]
+        new = self.submit(1)[0]
+        self.requests.refresh(time.time())
+        self.assertEqual([], self.requests.lost)
         self.assertEqual(1, self.requests.outcomes['abandoned'])
+        self.assertIn(new, self.requests.mine)
+        # The locks of the expired session are not the requester's.
+        self.requests.release_due(time.time())
+        self.assertNotIn('give_back', [op for op, _ in zuul.calls])
+        # A request of the new session may not vanish.
+        del zuul.requests[new]
+        self.requests.refresh(time.time())
+        self.assertEqual([new], self.requests.lost)
 
     def test_session_loss_abandons_requests_and_starts_a_requester(self):
         self.submit(3)
