@@ -57,17 +57,10 @@ from fleetflow import conf as ff_conf
 from fleetflow.db import api as db_api
 from fleetflow.db import models
 from fleetflow import exceptions
+from fleetflow import node_states
 
 #: Request states after which nothing more happens to a request.
 FINAL_REQUEST_STATES = (models.FULFILLED, models.REQUEST_FAILED)
-
-#: States from which :meth:`Client.delete_node` marks a node ``used``.
-DELETABLE_STATES = (models.READY, models.IN_USE)
-#: States in which a node is already on its way out.
-DOOMED_STATES = (models.USED, models.DELETING, models.FAILED,
-                 models.ABORTED)
-#: States from which :meth:`Client.hold_node` holds a node.
-HOLDABLE_STATES = (models.READY, models.IN_USE, models.USED, models.HOLD)
 
 
 class NotFound(exceptions.FleetflowError):
@@ -263,17 +256,17 @@ class Client:
         :raises NotFound: when there is no such node.
         """
         node = self.get_node(node_id)
-        if node['state'] in DOOMED_STATES:
+        if node['state'] in node_states.DOOMED:
             return node
-        if node['state'] == models.HOLD:
+        if node['state'] == node_states.HOLD:
             raise exceptions.NodeStateConflict(
                 'node %s is held (%s); release it first'
                 % (node_id, node['hold_reason'] or 'no reason given'))
-        if node['state'] not in DELETABLE_STATES:
+        if node['state'] not in node_states.RELEASABLE:
             raise exceptions.NodeStateConflict(
                 'node %s is %s; it can be deleted once it is ready or its '
                 'launch failed' % (node_id, node['state']))
-        self._change(node, models.USED, DELETABLE_STATES)
+        self._change(node, node_states.USED, node_states.RELEASABLE)
         return self.get_node(node_id)
 
     def hold_node(self, node_id, reason=None, expires_seconds=None):
@@ -291,13 +284,15 @@ class Client:
             raise InvalidRequest('expires_seconds must be positive, not %r'
                                  % (expires_seconds,))
         node = self.get_node(node_id)
-        if node['state'] not in HOLDABLE_STATES:
+        if node['state'] not in node_states.HOLDABLE:
             raise exceptions.NodeStateConflict(
                 'node %s is %s; only a node that is %s can be held'
-                % (node_id, node['state'], ', '.join(HOLDABLE_STATES[:-1])))
+                % (node_id, node['state'],
+                   ', '.join(state for state in node_states.ALL if state
+                             in node_states.HOLDABLE - {node_states.HOLD})))
         expires = (None if expires_seconds is None
                    else time.time() + expires_seconds)
-        self._change(node, models.HOLD, HOLDABLE_STATES,
+        self._change(node, node_states.HOLD, node_states.HOLDABLE,
                      hold_reason=reason, hold_expires=expires)
         return self.get_node(node_id)
 
@@ -311,10 +306,11 @@ class Client:
         :raises NotFound: when there is no such node.
         """
         node = self.get_node(node_id)
-        if node['state'] != models.HOLD:
+        if node['state'] != node_states.HOLD:
             raise exceptions.NodeStateConflict(
                 'node %s is not held (it is %s)' % (node_id, node['state']))
-        self._change(node, models.USED, [models.HOLD], hold_expires=None)
+        self._change(node, node_states.USED, [node_states.HOLD],
+                     hold_expires=None)
         return self.get_node(node_id)
 
     def wait_node_gone(self, node_id, timeout=None):

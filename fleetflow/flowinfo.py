@@ -31,10 +31,10 @@ import contextlib
 import time
 
 from taskflow import exceptions as tf_exceptions
-from taskflow.listeners import base as listener_base
 from taskflow.persistence import models as tf_models
 from taskflow import states
 
+from fleetflow.execution import taskflow_overrides
 from fleetflow.flows import registry
 
 STARTING = frozenset((states.RUNNING, states.REVERTING))
@@ -51,7 +51,7 @@ def _failure_text(failure):
     return getattr(failure, 'exception_str', None) or str(failure)
 
 
-class AtomTimes(listener_base.Listener):
+class AtomTimes(taskflow_overrides.Listener):
     """Notes times and counts in the atom details' meta; no writes."""
 
     def __init__(self, engine):
@@ -60,8 +60,8 @@ class AtomTimes(listener_base.Listener):
         self._began = {}
 
     def _detail(self, name):
-        storage = self._engine.storage
-        flow_detail = getattr(storage, '_flowdetail', None)
+        storage = self.engine.storage
+        flow_detail = taskflow_overrides.flow_detail(self.engine)
         if flow_detail is None:
             return None
         try:
@@ -103,10 +103,10 @@ class AtomTimes(listener_base.Listener):
                 meta['busy'] = round(meta.get('busy', 0.0) + now - began, 6)
         detail.meta = meta
 
-    def _task_receiver(self, state, details):
+    def on_task(self, state, details):
         self._note(details['task_name'], state)
 
-    def _retry_receiver(self, state, details):
+    def on_retry(self, state, details):
         self._note(details['retry_name'], state, retry=True)
 
 

@@ -140,28 +140,6 @@ class InstanceCache:
         for callback in fire:
             callback()
 
-    def wait_gone(self, external_id, timeout):
-        """Block until a listing no longer holds the instance.
-
-        :returns: True when it is gone, False when ``timeout`` passed.
-        """
-        deadline = time.time() + timeout
-        gone = threading.Event()
-        since = time.time()
-
-        def check():
-            known, instance = self.lookup(external_id, since)
-            if known and instance is None:
-                gone.set()
-            elif time.time() < deadline:
-                # Not known yet: the listing that woke it had started
-                # before the wait; the next one tells.
-                self.watch(external_id,
-                           state_of(instance) if known else None, check)
-
-        self.watch(external_id, None, check)
-        return gone.wait(timeout)
-
     def waiting(self):
         """Whether a flow waits on this cache."""
         with self._lock:

@@ -39,10 +39,11 @@ from fleetflow.db import locks
 from fleetflow.db import models
 from fleetflow.drivers import base as driver_base
 from fleetflow import exceptions
+from fleetflow.execution import local
 from fleetflow import layout as ff_layout
 from fleetflow import logutils
+from fleetflow import node_states
 from fleetflow import quota
-from fleetflow import runner as ff_runner
 from fleetflow import scheduler as ff_scheduler
 
 LOG = logging.getLogger(__name__)
@@ -58,9 +59,13 @@ PASS_SHARE = 5
 
 
 class Launcher:
-    """Serves requests in one process; see the module docstring."""
+    """Serves requests; see the module docstring.
 
-    def __init__(self, ctx):
+    :param runner: the :class:`~fleetflow.execution.base.FlowRunner` that
+        runs its flows (default: in this process).
+    """
+
+    def __init__(self, ctx, runner=None):
         self.ctx = ctx
         # The pass has connections of its own: it must not queue behind
         # the flows' workers.
@@ -69,7 +74,8 @@ class Launcher:
         #: called when a request is fulfilled or fails (the ZooKeeper
         #: front end mirrors it)
         self.on_settled = None
-        self.runner = self._make_runner()
+        self.runner = runner or local.LocalRunner(ctx)
+        self.runner.on_done = self._flow_done
         self._wake = threading.Event()
         self._marker = None
         self._probe = direct.ChangeProbe(self.store.engine)
@@ -98,26 +104,20 @@ class Launcher:
         self._scheduler.add_periodic(self._tick, TICK)
         self._scheduler.add_periodic(self._check_layout, LAYOUT_CHECK)
 
-    def _make_runner(self):
-        return ff_runner.Runner(self.ctx, on_done=self._flow_done)
-
     def _owns(self, launcher):
         """Whether this launcher looks after what ``launcher`` started."""
-        return launcher in (None, self.host)
-
-    def _owner_lock(self):
-        """The lock of the one launcher that runs the database's flows."""
-        return locks.OwnerLock(self.ctx.engine)
+        return self.runner.fleet_wide or launcher in (None, self.host)
 
     def start(self):
         """Start, resuming unfinished flows.
 
         :raises LockHeld: when another launcher runs the database's flows.
         """
-        self._owner = self._owner_lock()
+        self._owner = self.runner.owner_lock()
         if self._owner is not None:
             self._owner.acquire()
         self.ctx.start()
+        self.runner.start()
         resumed = self.runner.resume_all()
         LOG.info('Launcher %s started; %d unfinished flows resumed',
                  self.host, resumed)
@@ -184,7 +184,7 @@ class Launcher:
             if (request['state'] == models.PENDING
                     and self._owns(request['launcher'])
                     and len(nodes) == len(request['labels'])
-                    and all(n['state'] == models.READY for n in nodes)):
+                    and all(n['state'] == node_states.READY for n in nodes)):
                 return self._settle(request, nodes)
         except Exception:
             LOG.exception('[node %s] Fulfilling its request failed; the '
@@ -247,19 +247,25 @@ class Launcher:
 
     def run_pass(self):
         try:
-            nodes = self.store.list_nodes()
-            requests = self.store.list_requests(
-                states=[models.REQUESTED, models.PENDING])
-            self._handle_nodes(nodes)
-            self.ctx.retire_providers({node['provider'] for node in nodes})
-            usage = quota.Usage(self.ctx, _counts(nodes))
-            self._settle_pending(requests, nodes)
-            budget = self._serve_new(requests, nodes, usage)
-            self._keep_min_ready(nodes, usage, budget)
-            self.ctx.stats.pass_gauges(self.ctx.layout, nodes, requests)
-            self.passes += 1
+            with self.runner.pass_turn():
+                self._pass()
+        except locks.LockTimeout as e:
+            LOG.info('Pass skipped: %s', e)
         except Exception:
             LOG.exception('Launcher pass failed')
+
+    def _pass(self):
+        nodes = self.store.list_nodes()
+        requests = self.store.list_requests(
+            states=[models.REQUESTED, models.PENDING])
+        self._handle_nodes(nodes)
+        self.ctx.retire_providers({node['provider'] for node in nodes})
+        usage = quota.Usage(self.ctx, _counts(nodes))
+        self._settle_pending(requests, nodes)
+        budget = self._serve_new(requests, nodes, usage)
+        self._keep_min_ready(nodes, usage, budget)
+        self.ctx.stats.pass_gauges(self.ctx.layout, nodes, requests)
+        self.passes += 1
 
     def _handle_nodes(self, nodes):
         now = time.time()
@@ -273,9 +279,9 @@ class Launcher:
             if node['provider'] not in self.ctx.layout.providers \
                     and self._drain(node):
                 continue
-            if state in (models.USED, models.FAILED, models.ABORTED):
+            if state in node_states.TO_DELETE:
                 self._start(self.runner.delete, node)
-            elif state == models.DELETING:
+            elif state == node_states.DELETING:
                 # The node's last delete failed: deleted again after a
                 # wait that doubles with each failure seen here.
                 tries = self._delete_tries.get(node['id'], 0)
@@ -288,11 +294,11 @@ class Launcher:
                     self._start(self.runner.delete, node)
                 else:
                     next_delete = min(next_delete or due, due)
-            elif state == models.HOLD:
+            elif state == node_states.HOLD:
                 if _hold_expiry(node, self.ctx.layout) <= now:
                     self._node_log(node).info('Hold expired')
-                    self._cas(node, models.USED, [models.HOLD])
-            elif state == models.READY and node['request_id'] is None:
+                    self._cas(node, node_states.USED, [node_states.HOLD])
+            elif state == node_states.READY and node['request_id'] is None:
                 max_age = self.ctx.layout.labels.get(
                     node['label'], {}).get('max-ready-age')
                 if max_age and now - node['ready_at'] > max_age:
@@ -300,7 +306,8 @@ class Launcher:
                         self._node_log(node).info(
                             'Ready for longer than max-ready-age (%ss); '
                             'replacing it', max_age)
-            elif state == models.BUILDING and self._owns(node['launcher']):
+            elif state == node_states.BUILDING and \
+                    self._owns(node['launcher']):
                 self._start(self.runner.launch, node)
         self._delete_tries.update(deleting)
         for node_id in set(self._delete_tries) - set(deleting):
@@ -320,15 +327,15 @@ class Launcher:
         released. :returns: whether the node was handled here.
         """
         state = node['state']
-        if state == models.READY and node['request_id'] is None:
-            if self._cas(node, models.USED, [models.READY]):
+        if state == node_states.READY and node['request_id'] is None:
+            if self._cas(node, node_states.USED, [node_states.READY]):
                 self._node_log(node).info('Its provider %s left the '
                                           'layout: deleting it',
                                           node['provider'])
             return True
-        if state == models.BUILDING:
+        if state == node_states.BUILDING:
             if self._owns(node['launcher']):
-                self._cas(node, models.ABORTED, [models.BUILDING])
+                self._cas(node, node_states.ABORTED, [node_states.BUILDING])
             return True
         return False
 
@@ -345,7 +352,7 @@ class Launcher:
 
     def _settle(self, request, nodes):
         states = {node['state'] for node in nodes}
-        failed = [n for n in nodes if n['state'] == models.FAILED]
+        failed = [n for n in nodes if n['state'] == node_states.FAILED]
         if failed:
             reason = 'node %s failed: %s' % (failed[0]['id'],
                                              failed[0]['failure'])
@@ -353,9 +360,8 @@ class Launcher:
             self._request_state(request, models.REQUEST_FAILED,
                                 reason=reason)
             self._settled()
-        elif models.ABORTED in states or len(nodes) != len(
-                request['labels']) or states - {models.BUILDING,
-                                                models.READY}:
+        elif node_states.ABORTED in states or len(nodes) != len(
+                request['labels']) or states - node_states.SERVING:
             self.store.detach_nodes(request['id'])
             self._request_state(
                 request, models.REQUESTED, reason='a node was aborted '
@@ -363,7 +369,7 @@ class Launcher:
                 provider=None, pool=None, launcher=None,
                 not_before=time.time()
                 + self.ctx.conf.launcher.aborted_request_delay)
-        elif states == {models.READY} and self.store.fulfil_request(
+        elif states == {node_states.READY} and self.store.fulfil_request(
                 request['id'], [node['id'] for node in nodes]):
             LOG.info('[request %s] Fulfilled with nodes %s', request['id'],
                      ', '.join(n['id'] for n in nodes))
@@ -385,7 +391,8 @@ class Launcher:
         budget = self.ctx.conf.launcher.max_launches_per_pass
         spares = collections.defaultdict(list)
         for node in nodes:
-            if node['state'] == models.READY and node['request_id'] is None:
+            if node['state'] == node_states.READY and \
+                    node['request_id'] is None:
                 spares[(node['provider'], node['pool'], node['label'])] \
                     .append(node)
         paused = set()
@@ -492,10 +499,10 @@ class Launcher:
 
     def _keep_min_ready(self, nodes, usage, budget):
         """Launch spares up to min-ready, at most ``budget`` of them."""
-        spare_states = (models.READY, models.BUILDING)
         have = collections.Counter(
             node['label'] for node in nodes
-            if node['state'] in spare_states and node['request_id'] is None)
+            if node['state'] in node_states.SPARE
+            and node['request_id'] is None)
         for name, label in self.ctx.layout.labels.items():
             for _ in range(label['min-ready'] - have[name]):
                 if budget <= 0:
@@ -542,7 +549,7 @@ class Launcher:
             node = nodes.get(instance.node_id)
             if node is None or (node['external_id'] not in (
                     None, instance.external_id)
-                    and node['state'] != models.BUILDING):
+                    and node['state'] != node_states.BUILDING):
                 found[('instance', instance.external_id)] = instance
         for resource in driver.list_resources():
             if resource.metadata.get(driver_base.META_NODE_ID) not in nodes:

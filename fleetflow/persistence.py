@@ -39,7 +39,7 @@ from taskflow.persistence.backends import impl_sqlalchemy
 from taskflow.persistence import models as tf_models
 from taskflow import states
 
-from fleetflow import taskflow_fixes  # noqa: F401 (fixes RetryDetail)
+from fleetflow.execution import taskflow_overrides
 
 FINISHED = (states.SUCCESS, states.REVERTED, states.FAILURE)
 
@@ -62,7 +62,7 @@ class LeanConnection(impl_sqlalchemy.Connection):
         self._written = {}
         self._states = {}
         self._flow_atoms = {}
-        tables = self._tables
+        tables = taskflow_overrides.tables(self)
         self._tables_by_name = {'logbooks': tables.logbooks,
                                 'flows': tables.flowdetails,
                                 'atoms': tables.atomdetails}
@@ -159,7 +159,7 @@ class LeanConnection(impl_sqlalchemy.Connection):
         return book
 
     def _prune(self, tx, book_uuid, keep):
-        flows = self._tables.flowdetails
+        flows = taskflow_overrides.tables(self).flowdetails
         finished = [row['uuid'] for row in tx.rows(self._db.statement(
             ('newest', flows.name),
             lambda: sa.select(flows.c.uuid, flows.c.state).where(
@@ -334,7 +334,8 @@ class SharedConnectionBackend(impl_sqlalchemy.SQLAlchemyBackend):
     def get_connection(self):
         with self._connection_lock:
             if self._connection is None:
-                self._connection = LeanConnection(self, self._upgrade_lock)
+                self._connection = LeanConnection(
+                    self, taskflow_overrides.upgrade_lock(self))
                 self._connection.validate()
             return self._connection
 
@@ -357,7 +358,7 @@ def upgrade(engine):
     backend = impl_sqlalchemy.SQLAlchemyBackend(_conf(engine), engine=engine)
     with contextlib.closing(backend.get_connection()) as connection:
         connection.upgrade()
-        tables = connection._tables
+        tables = taskflow_overrides.tables(connection)
     children = ((tables.flowdetails, tables.logbooks),
                 (tables.atomdetails, tables.flowdetails))
     for table, _parent in children:

@@ -10,12 +10,12 @@ import logging
 import time
 
 import statsd
-from taskflow.listeners import base as listener_base
 from taskflow import states
 
-from fleetflow.db import models
 from fleetflow.drivers import base as driver_base
 from fleetflow import exceptions
+from fleetflow.execution import taskflow_overrides
+from fleetflow import node_states
 
 LOG = logging.getLogger(__name__)
 
@@ -92,7 +92,7 @@ class Stats:
         if self.client is None:
             return
         gauges = collections.Counter()
-        for state in models.NODE_STATES:
+        for state in node_states.ALL:
             gauges['nodes.%s' % state] = 0
             for provider in layout.providers:
                 gauges['provider.%s.nodes.%s' % (provider, state)] = 0
@@ -138,7 +138,7 @@ def stat_key(failures):
     return 'error.unknown'
 
 
-class LaunchResults(listener_base.Listener):
+class LaunchResults(taskflow_overrides.Listener):
     """Sends ``launch.ready`` or ``launch.error.<kind>`` when a launch ends.
 
     Registered on the engine of every launch flow, wherever it runs (a
@@ -152,8 +152,8 @@ class LaunchResults(listener_base.Listener):
                          retry_listen_for=())
         self._ctx = ctx
 
-    def _flow_receiver(self, state, details):
-        storage = self._engine.storage
+    def on_flow(self, state, details):
+        storage = self.engine.storage
         if not storage.flow_name.startswith('launch'):
             return
         try:

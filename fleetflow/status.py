@@ -16,7 +16,7 @@ import time
 import waitress.server
 from waitress import wasyncore
 
-from fleetflow.db import models
+from fleetflow import node_states
 from fleetflow import quota
 
 LOG = logging.getLogger(__name__)
@@ -32,10 +32,10 @@ def label_counts(ctx, nodes):
         of_label = [n for n in nodes if n['label'] == name]
         rows.append({
             'name': name, 'min_ready': label['min-ready'],
-            'ready': sum(n['state'] == models.READY for n in of_label),
-            'building': sum(n['state'] == models.BUILDING
+            'ready': sum(n['state'] == node_states.READY for n in of_label),
+            'building': sum(n['state'] == node_states.BUILDING
                             for n in of_label),
-            'in_use': sum(n['state'] == models.IN_USE for n in of_label)})
+            'in_use': sum(n['state'] == node_states.IN_USE for n in of_label)})
     return rows
 
 

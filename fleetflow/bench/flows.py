@@ -33,9 +33,10 @@ from fleetflow import cmd
 from fleetflow import conf as ff_conf
 from fleetflow import context
 from fleetflow.db import migration
-from fleetflow.db import models
+from fleetflow.execution import local
+from fleetflow.execution import taskflow_overrides
 from fleetflow import layout as ff_layout
-from fleetflow import runner as ff_runner
+from fleetflow import node_states
 
 BACKENDS = ('memory', 'sql')
 #: also measurable: TaskFlow's own SQL connection, one object reused
@@ -117,8 +118,8 @@ class _StockBackend(impl_sqlalchemy.SQLAlchemyBackend):
     def __init__(self, engine):
         super().__init__({'connection': engine.url.render_as_string(
             hide_password=False)}, engine=engine)
-        self._connection = impl_sqlalchemy.Connection(self,
-                                                      self._upgrade_lock)
+        self._connection = impl_sqlalchemy.Connection(
+            self, taskflow_overrides.upgrade_lock(self))
 
     def get_connection(self):
         return self._connection
@@ -150,7 +151,7 @@ class Fleet:
         migration.upgrade(self.ctx.engine)
         context.set_current(self.ctx)
         self.ctx.start()
-        self.runner = ff_runner.Runner(self.ctx, workers=workers)
+        self.runner = local.LocalRunner(self.ctx, workers=workers)
         # CPU of the flow workers alone: the engines, the tasks and the
         # persistence they pay for, not the listing and timer threads.
         self.flow_cpu = 0.0
@@ -199,8 +200,11 @@ class Fleet:
             self._wait([self.runner.launch(node)
                         for node in nodes[first:first + step]], timeout)
             launching += time.perf_counter() - began
-            group = store.list_nodes(states=[models.READY])
+            group = store.list_nodes(states=[node_states.READY])
             ready += len(group)
+            # Given up as the launcher gives up a spare, then deleted.
+            for node in group:
+                store.retire_spare(node['id'])
             self._wait([self.runner.delete(node) for node in group], timeout)
             deletes += len(group)
         cpu, end = time.process_time() - cpu, time.perf_counter()

@@ -55,6 +55,7 @@ from fleetflow.db import migration
 from fleetflow.db import models
 from fleetflow.drivers import fake
 from fleetflow import flowinfo
+from fleetflow import node_states
 
 PROVIDER = 'fake-1'
 #: seconds a launcher process may take to start (to log that it started)
@@ -64,7 +65,7 @@ STARTED_LINE = re.compile(rb'INFO fleetflow\.launcher \[-\] Launcher \S+ '
                           rb'started')
 #: seconds after a server restart that a launcher may fail to reach it
 SERVER_GRACE = 30
-LIVE_NODE = (models.BUILDING, models.DELETING)
+LIVE_NODE = (node_states.BUILDING, node_states.DELETING)
 #: where tools/test-servers keeps the URL of its PostgreSQL test role
 TEST_POSTGRES_URL_FILE = '~/.config/fleetflow/test-postgres-url'
 #: the process and infrastructure faults, and the modes they apply to
@@ -501,7 +502,7 @@ def unowned(instances, nodes):
         node = nodes.get(instance.node_id)
         if node is None or (node['external_id'] not in (
                 None, instance.external_id)
-                and node['state'] != models.BUILDING):
+                and node['state'] != node_states.BUILDING):
             found.append(instance.external_id)
     return found
 
@@ -510,13 +511,13 @@ def instance_lost(nodes, instances):
     """Ready or in-use nodes whose instance the cloud does not list."""
     live = {instance.external_id for instance in instances}
     return [node for node in nodes
-            if node['state'] in (models.READY, models.IN_USE)
+            if node['state'] in (node_states.READY, node_states.IN_USE)
             and node['external_id'] not in live]
 
 
 def spare(node):
     """Whether a node is ready and no request's."""
-    return node['state'] == models.READY and node['request_id'] is None
+    return node['state'] == node_states.READY and node['request_id'] is None
 
 
 def overdue(nodes, now, limits):
@@ -605,7 +606,8 @@ class Checker:
         for request in requests.newly(models.FULFILLED):
             given = request.get('given')
             if given is None:
-                given = [(n['id'], n['label'], n['state'] == models.IN_USE)
+                given = [(n['id'], n['label'],
+                          n['state'] == node_states.IN_USE)
                          for n in by_request[request['id']]]
             self.handed_over(request, given)
         for request in requests.newly(models.REQUEST_FAILED):
@@ -983,11 +985,11 @@ class Soak:
         attempt = self.launch_timeout + self.boot_timeout
         self.checker = Checker(
             self.ctx, self.cloud,
-            dict({models.BUILDING: 3 * attempt + args.slack,
-                  models.DELETING: 30 + 5 + args.slack},
+            dict({node_states.BUILDING: 3 * attempt + args.slack,
+                  node_states.DELETING: 30 + 5 + args.slack},
                  # What waits for its delete flow to start.
-                 **dict.fromkeys((models.USED, models.FAILED,
-                                  models.ABORTED), 30 + args.slack)),
+                 **dict.fromkeys((node_states.USED, node_states.FAILED,
+                                  node_states.ABORTED), 30 + args.slack)),
             leak_grace=2 * args.cleanup_interval + args.slack,
             max_logbook_rows=args.max_logbook_rows)
         self.kinds = [kind for kind in args.process_faults

@@ -27,13 +27,13 @@ class JobList(base.Lister):
     """
 
     def take_action(self, parsed_args):
-        from fleetflow import jobboard
+        from fleetflow.execution import board as ff_board
         conf = self.app.conf
         if not conf.jobboard.enabled:
             raise exceptions.FleetflowError(
                 'the jobboard is not enabled ([jobboard] enabled = false): '
                 'launchers run their flows in process')
-        board = jobboard.Board(conf)
+        board = ff_board.Board(conf)
         board.connect()
         try:
             rows = board.describe()

@@ -14,7 +14,7 @@ from fleetflow.cmd import manage
 from fleetflow import context
 from fleetflow.db import migration
 from fleetflow import exceptions
-from fleetflow import jobboard
+from fleetflow.execution import service
 from fleetflow import status
 from fleetflow.zk import frontend as zk_frontend
 
@@ -47,7 +47,7 @@ def main(argv=None):
     try:
         # The launcher; with [jobboard] enabled, a launcher and/or a
         # conductor per [launcher] role.
-        launcher = jobboard.make_service(ctx)
+        launcher = service.make_service(ctx)
     except exceptions.ConfigError as e:
         common.fail(PROG, e)
     context.set_current(ctx)

@@ -17,6 +17,7 @@ from sqlalchemy import event
 from fleetflow.db import direct
 from fleetflow.db import models
 from fleetflow import exceptions
+from fleetflow import node_states
 
 NODES = models.Node.__table__
 REQUESTS = models.NodeRequest.__table__
@@ -201,8 +202,16 @@ class Store:
 
         With ``expected``, only a row in one of those states changes; with
         ``unheld``, only a node no request holds. The UPDATE runs in
-        ``tx`` if given.
+        ``tx`` if given. A node's state changes only as
+        :mod:`fleetflow.node_states` allows: without ``expected``, from
+        the states it may move to the new one from.
+
+        :raises IllegalTransition: for a move the table does not allow.
         """
+        if table is NODES and 'state' in values:
+            if expected is None:
+                expected = node_states.sources(values['state'])
+            node_states.check(expected, values['state'])
         columns = sorted(values)
         count = None if expected is None else len(expected)
         statement = self.db.statement(
@@ -214,7 +223,7 @@ class Store:
 
     def _change_spare(self, node_id, values, tx=None):
         """Change a node while it is ready and no request's."""
-        return self._change(NODES, node_id, values, [models.READY],
+        return self._change(NODES, node_id, values, [node_states.READY],
                             unheld=True, tx=tx)
 
     def _row(self, table, row_id):
@@ -240,7 +249,7 @@ class Store:
     # Nodes
 
     @staticmethod
-    def _node_row(label, provider, pool, now, state=models.BUILDING,
+    def _node_row(label, provider, pool, now, state=node_states.BUILDING,
                   **fields):
         values = dict(id=str(uuid.uuid4()), label=label, provider=provider,
                       pool=pool, state=state, created_at=now, state_time=now,
@@ -249,7 +258,7 @@ class Store:
         values.update(fields)
         return values
 
-    def create_node(self, label, provider, pool, state=models.BUILDING,
+    def create_node(self, label, provider, pool, state=node_states.BUILDING,
                     **fields):
         values = self._node_row(label, provider, pool, time.time(), state,
                                 **fields)
@@ -290,15 +299,20 @@ class Store:
     def set_node_state(self, node_id, state, expected=None, **fields):
         """Move a node to ``state`` if it is in one of ``expected``.
 
+        Without ``expected``, from any state :mod:`fleetflow.node_states`
+        allows it to move to ``state`` from.
+
         :raises NodeStateConflict: when the node is in another state or gone.
+        :raises IllegalTransition: for a move the table does not allow.
         """
         now = time.time()
         values = dict(state=state, state_time=now, **fields)
-        if state == models.READY:
+        if state == node_states.READY:
             values.setdefault('ready_at', now)
         if not self._change(NODES, node_id, values, expected):
             raise exceptions.NodeStateConflict(
-                'node %s is not in state %s' % (node_id, expected))
+                'node %s is not %s' % (node_id, ' or '.join(
+                    sorted(expected or node_states.sources(state)))))
 
     def assign_node(self, node_id, request_id):
         """Give a ready, unassigned node to a request (compare-and-set)."""
@@ -350,8 +364,9 @@ class Store:
         statement = self.db.statement(
             ('take', len(node_ids)), lambda: _taking(len(node_ids)),
             ['state', 'state_time'])
-        values = dict(_states([models.READY]), request=request_id,
-                      state=models.IN_USE, state_time=time.time())
+        node_states.check([node_states.READY], node_states.IN_USE)
+        values = dict(_states([node_states.READY]), request=request_id,
+                      state=node_states.IN_USE, state_time=time.time())
         values.update(('id_%d' % index, node_id)
                       for index, node_id in enumerate(node_ids))
         try:
@@ -373,7 +388,7 @@ class Store:
         :returns: whether it was still a spare.
         """
         return self._change_spare(
-            node_id, dict(state=models.USED, state_time=time.time()))
+            node_id, dict(state=node_states.USED, state_time=time.time()))
 
     def detach_nodes(self, request_id):
         """Take a request's nodes away from it (they stay as they are)."""
@@ -430,12 +445,13 @@ class Store:
     def release_request(self, request_id):
         """Hand a request's nodes back (they become used) and forget it."""
         now = time.time()
+        node_states.check(node_states.RELEASABLE, node_states.USED)
         with self.engine.begin() as conn:
             conn.execute(NODES.update()
                          .where(NODES.c.request_id == request_id)
-                         .where(NODES.c.state.in_([models.IN_USE,
-                                                   models.READY]))
-                         .values(state=models.USED, state_time=now))
+                         .where(NODES.c.state.in_(
+                             sorted(node_states.RELEASABLE)))
+                         .values(state=node_states.USED, state_time=now))
             conn.execute(NODES.update()
                          .where(NODES.c.request_id == request_id)
                          .values(request_id=None))

@@ -3,18 +3,6 @@
 import sqlalchemy as sa
 from sqlalchemy import orm
 
-# Node states, as nodepool spells them.
-BUILDING = 'building'
-READY = 'ready'
-IN_USE = 'in-use'
-USED = 'used'
-HOLD = 'hold'
-DELETING = 'deleting'
-FAILED = 'failed'
-ABORTED = 'aborted'
-NODE_STATES = (BUILDING, READY, IN_USE, USED, HOLD, DELETING, FAILED,
-               ABORTED)
-
 # Request states.
 REQUESTED = 'requested'
 PENDING = 'pending'

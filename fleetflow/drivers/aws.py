@@ -585,9 +585,6 @@ class AwsDriver(base.Driver):
         data.setdefault('Tags', tag_list)
         return self._instance(data)
 
-    def get_instance(self, external_id):
-        return self._get(external_id)[1]
-
     def list_instances(self):
         found = self._describe('list instances',
                                Filters=[self._owned_filter()],

@@ -241,10 +241,6 @@ class Driver(abc.ABC):
         """
 
     @abc.abstractmethod
-    def get_instance(self, external_id):
-        """Return the instance's current :class:`Instance`, or NotFound."""
-
-    @abc.abstractmethod
     def list_instances(self):
         """Return every instance of this provider, with its metadata."""
 
@@ -267,14 +263,6 @@ class Driver(abc.ABC):
     def get_quota_for_label(self, pool, label):
         """Return the :class:`Quota` one node of this label takes."""
         return Quota(instances=1)
-
-    def upload_image(self, name, filename, metadata):
-        """Upload an image file and return its id."""
-        raise NotImplementedError(self.__class__.__name__)
-
-    def delete_image(self, image_id):
-        """Delete an uploaded image."""
-        raise NotImplementedError(self.__class__.__name__)
 
     def find_instance(self, node_id):
         """Return the instance tagged with ``node_id``, or None."""

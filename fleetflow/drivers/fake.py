@@ -34,7 +34,7 @@ FAULTS = ('create-error', 'instance-error', 'capacity-error', 'quota-error',
 #: an instance's ``error`` column: its fault and fault kind in ERROR
 ERRORS = {1: ('simulated instance error', None),
           2: ('simulated capacity error: no valid host', 'capacity')}
-CALLS = ('create', 'get', 'list', 'delete')
+CALLS = ('create', 'list', 'delete')
 #: the prefix of a fault kind's count in the calls table
 FAULT_CALL = 'fault:'
 
@@ -217,13 +217,6 @@ class FakeDriver(base.Driver):
                         ram, now, now + self.create_latency,
                         self._error()))
             return self._select(db, 'AND id = ?', (instance_id,))[0]
-
-    def get_instance(self, external_id):
-        with self._call('get') as db:
-            found = self._select(db, 'AND id = ?', (external_id,))
-        if not found:
-            raise base.NotFound('instance %s not found' % external_id)
-        return found[0]
 
     def list_instances(self):
         with self._call('list') as db:

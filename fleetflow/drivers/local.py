@@ -434,9 +434,6 @@ class LocalDriver(base.Driver):
         except base.NotFound:
             return {}
 
-    def get_instance(self, external_id):
-        return self._instance(external_id, self._read_info(external_id))
-
     def list_instances(self):
         instances = []
         for external_id in self._ids():

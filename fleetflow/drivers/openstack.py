@@ -24,11 +24,9 @@ flow waits on, rather than a worker asleep inside the SDK.
 
 import base64
 import email.utils
-import hashlib
 import ipaddress
 import json
 import logging
-import os
 import random
 import re
 import threading
@@ -66,7 +64,6 @@ DEFAULT_VOLUME_SIZE = 50
 IMAGE_CACHE_TTL = 300
 FLAVOR_CACHE_TTL = 3600
 FLAVOR_REFRESH_MIN = 60
-CHECKSUM_CHUNK = 1024 * 1024
 #: the compute microversion fleetflow reads servers with (or the cloud's
 #: highest below it): 2.47 embeds the flavor's vcpus and ram in a server
 COMPUTE_MICROVERSION = '2.47'
@@ -88,11 +85,6 @@ PRIVATE_V4 = tuple(ipaddress.ip_network(n) for n in (
     '169.254.0.0/16', '127.0.0.0/8'))
 PRIVATE_V6 = tuple(ipaddress.ip_network(n) for n in (
     'fc00::/7', 'fe80::/10', '::1/128'))
-
-DISK_FORMATS = {
-    '.qcow2': 'qcow2', '.raw': 'raw', '.img': 'raw', '.vhd': 'vhd',
-    '.vhdx': 'vhdx', '.vmdk': 'vmdk', '.vdi': 'vdi', '.iso': 'iso',
-}
 
 # openstacksdk retries 429/503 answers itself when told to (and does so by
 # default for the image service); fleetflow wants them as RateLimitError.
@@ -710,9 +702,6 @@ class OpenStackDriver(base.Driver):
             return servers
         return self._call('list servers', list_servers)
 
-    def get_instance(self, external_id):
-        return self._instance(self._get_server(external_id))
-
     def list_instances(self):
         return [self._instance(server) for server in self._servers()
                 if self.owned_metadata(server.get('metadata') or {})]
@@ -886,45 +875,3 @@ class OpenStackDriver(base.Driver):
             with self._lock:
                 self._label_quota[key] = quota
         return base.Quota(**quota.to_dict())
-
-    # -- images --------------------------------------------------------------
-
-    def upload_image(self, name, filename, metadata):
-        md5, sha256 = _checksums(filename)
-        properties = {str(k): str(val) for k, val in
-                      (metadata or {}).items()}
-        disk_format = properties.pop('disk_format', None) or \
-            DISK_FORMATS.get(os.path.splitext(filename)[1].lower(), 'qcow2')
-        container_format = properties.pop('container_format', None) or \
-            'bare'
-        properties.setdefault('visibility', 'private')
-
-        def upload(conn):
-            with open(filename, 'rb') as data:
-                return conn.image.create_image(
-                    name, data=data, md5=md5, sha256=sha256,
-                    disk_format=disk_format,
-                    container_format=container_format,
-                    allow_duplicates=True, validate_checksum=False,
-                    wait=False, **properties)
-
-        image = self._call('upload image %s' % name, upload)
-        LOG.info('Provider %s: uploaded image %s as %s', self.name, name,
-                 image.id)
-        return image.id
-
-    def delete_image(self, image_id):
-        self._call('delete image %s' % image_id,
-                   lambda c: c.image.delete_image(image_id,
-                                                  ignore_missing=False))
-        LOG.info('Provider %s: deleted image %s', self.name, image_id)
-
-
-def _checksums(filename):
-    md5 = hashlib.md5(usedforsecurity=False)
-    sha256 = hashlib.sha256()
-    with open(filename, 'rb') as f:
-        for chunk in iter(lambda: f.read(CHECKSUM_CHUNK), b''):
-            md5.update(chunk)
-            sha256.update(chunk)
-    return md5.hexdigest(), sha256.hexdigest()

@@ -348,13 +348,6 @@ class StaticDriver(base.Driver):
                      self.name, slot, host['id'], node_id, allocation['id'])
             return self._instance(allocation, state)
 
-    def get_instance(self, external_id):
-        state = self._snapshot()
-        allocation = state['allocations'].get(external_id)
-        if allocation is None:
-            raise base.NotFound('no static allocation %s' % external_id)
-        return self._instance(allocation, state)
-
     def list_instances(self):
         state = self._snapshot()
         return [self._instance(a, state)

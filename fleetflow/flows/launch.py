@@ -13,6 +13,8 @@ def get_launch_flow(node_id, provider, pool, label, launch_retries,
                     launch_timeout, boot_timeout, host_key_checking):
     """Launch one node: building, create, active, addresses, keys, ready.
 
+    Each attempt first waits until the last attempt's instance is gone.
+
     All inputs are plain values, so any process can rebuild the flow from
     its logbook. The same values are the flow's store; the flow itself
     depends only on the retries, timeouts and host key checking, and is
@@ -29,6 +31,11 @@ def _launch_flow(launch_retries, launch_timeout, boot_timeout,
         'launch-attempt',
         retry=retries.LaunchAttempts(launch_retries,
                                      name='launch-attempts'))
+    # A reverted attempt asked for its instance's delete: the next one
+    # waits, parked, until it is gone before it creates another.
+    attempt.add(retries.polled(
+        'wait-last-gone', launch_timeout, instances.WaitForLastInstanceGone,
+        'wait-last-instance-gone', poll_timeout=launch_timeout))
     attempt.add(instances.CreateInstance(name='create-instance',
                                          provides='created'))
     attempt.add(retries.polled(

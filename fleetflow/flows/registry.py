@@ -20,10 +20,10 @@ from taskflow import engines
 from taskflow.persistence import models as tf_models
 from taskflow import storage as tf_storage
 
-from fleetflow.db import models
 from fleetflow import exceptions
 from fleetflow.flows import delete
 from fleetflow.flows import launch
+from fleetflow import node_states
 
 SECURITY_LOG = logging.getLogger('fleetflow.security')
 
@@ -69,14 +69,17 @@ class Factory:
     :param build: the factory.
     :param inputs: ``{input name: check}``; every input is required.
     :param node_states: the states a node may be in while the flow runs.
+    :param inputs_for: ``inputs_for(ctx, node)``: the inputs of the flow
+        of a node row, from the node and the layout.
     """
 
-    def __init__(self, kind, build, inputs, node_states):
+    def __init__(self, kind, build, inputs, node_states, inputs_for):
         self.kind = kind
         self.build = build
         self.name = reflection.get_callable_name(build)
         self.inputs = inputs
         self.node_states = frozenset(node_states)
+        self.inputs_for = inputs_for
 
     def check(self, inputs):
         """Raise :class:`UntrustedFlow` unless the inputs fit the factory."""
@@ -107,43 +110,62 @@ _DELETE_INPUTS = {
     'node_id': _node_id, 'provider': _name, 'delete_timeout': _seconds,
 }
 
+
+def _launch_inputs_for(ctx, node):
+    provider = ctx.layout.providers[node['provider']]
+    label = ctx.layout.pool_label(
+        ctx.layout.get_pool(node['provider'], node['pool']), node['label'])
+    return dict(node_id=node['id'], provider=node['provider'],
+                pool=node['pool'], label=node['label'],
+                launch_retries=provider['launch-retries'],
+                launch_timeout=provider['launch-timeout'],
+                boot_timeout=provider['boot-timeout'],
+                host_key_checking=label['host-key-checking'])
+
+
+def _delete_inputs_for(ctx, node):
+    return dict(node_id=node['id'], provider=node['provider'],
+                delete_timeout=ctx.conf.launcher.delete_timeout)
+
+
 #: the factories fleetflow rebuilds flows from, by their recorded name
 FACTORIES = {factory.name: factory for factory in (
     # A launch flow that saved the node ready but not its own end is
     # resumed with the node ready.
     Factory('launch', launch.get_launch_flow, _LAUNCH_INPUTS,
-            (models.BUILDING, models.READY)),
+            node_states.LAUNCH_FLOW, _launch_inputs_for),
     # What the launcher deletes, and the delete flow's own state.
     Factory('delete', delete.get_delete_flow, _DELETE_INPUTS,
-            (models.USED, models.FAILED, models.ABORTED, models.DELETING)),
+            node_states.DELETE_FLOW, _delete_inputs_for),
 )}
+#: the same factories by kind (``launch``, ``delete``): what runners start
+KINDS = {factory.kind: factory for factory in FACTORIES.values()}
 
 
-def factory_of(build):
-    """The registered :class:`Factory` of the callable ``build``."""
-    factory = FACTORIES.get(reflection.get_callable_name(build))
-    if factory is None or factory.build is not build:
-        raise UntrustedFlow('%s is not a registered flow factory'
-                            % reflection.get_callable_name(build))
-    return factory
+def factory(kind):
+    """The registered :class:`Factory` of flows of ``kind``."""
+    found = KINDS.get(kind)
+    if found is None:
+        raise UntrustedFlow('%.80r is not a kind of flow' % (kind,))
+    return found
 
 
-def record(build, inputs):
-    """A new flow of factory ``build``, and its flow detail.
+def record(kind, inputs):
+    """A new flow of the factory of ``kind``, and its flow detail.
 
     The detail notes the factory and the inputs that rebuild the flow.
 
     :returns: ``(flow, flow detail)``
-    :raises UntrustedFlow: for a factory not registered or bad inputs;
+    :raises UntrustedFlow: for a kind not registered or bad inputs;
         nothing is called then.
     """
-    factory = factory_of(build)
-    factory.check(inputs)
-    flow = build(**inputs)
-    detail = tf_models.FlowDetail('%s-%s' % (factory.kind,
+    chosen = factory(kind)
+    chosen.check(inputs)
+    flow = chosen.build(**inputs)
+    detail = tf_models.FlowDetail('%s-%s' % (chosen.kind,
                                              inputs['node_id']),
                                   uuid=str(uuid.uuid4()))
-    engines.save_factory_details(detail, build, (), inputs)
+    engines.save_factory_details(detail, chosen.build, (), inputs)
     return flow, detail
 
 

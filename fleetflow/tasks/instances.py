@@ -3,12 +3,11 @@
 import time
 
 from taskflow.types import failure as tf_failure
-import tenacity
 
-from fleetflow.db import models
 from fleetflow.drivers import base as driver_base
 from fleetflow import exceptions
 from fleetflow import instance_cache
+from fleetflow import node_states
 from fleetflow.tasks import base
 
 
@@ -31,20 +30,6 @@ def _look(ctx, provider, external_id, not_before, settled):
     return known, current
 
 
-def _retryable(error):
-    return isinstance(error, driver_base.DriverError) and not isinstance(
-        error, driver_base.NotFound)
-
-
-def _wait_for_cloud(retry_state):
-    """Until the time a rate limit gave, else a doubling pause up to 5 s."""
-    error = retry_state.outcome.exception()
-    retry_at = getattr(error, 'retry_at', None)
-    if retry_at is not None:
-        return max(0.0, retry_at - time.time())
-    return min(5.0, 0.1 * 2 ** (retry_state.attempt_number - 1))
-
-
 def _still_waiting(ctx, what, deadline, provider, external_id, known,
                    current):
     wake_at = min(deadline, time.time() + ctx.conf.launcher.poll_attempt)
@@ -60,10 +45,13 @@ class CreateInstance(base.FleetflowTask):
     after a crash), the instance is looked up by its tag first, so a
     resumed launch never makes a second one.
 
-    Revert: delete the instance and wait until it is gone; unless the node
-    has left the building state: then another run of the same launch (a
-    conductor that took the flow over from one that froze past its claim)
-    finished it, and the instance is the node's now.
+    Revert: record the instance on the node (its ``external_id``) and ask
+    the cloud to delete it, without waiting: the next attempt waits until
+    it is gone (:class:`WaitForLastInstanceGone`), and after the last
+    attempt the node's delete flow does. Unless the node has left the
+    building state: then another run of the same launch (a conductor that
+    took the flow over from one that froze past its claim) finished it,
+    and the instance is the node's now.
     """
 
     def execute(self, node_id, provider, pool, label, attempt):
@@ -90,40 +78,28 @@ class CreateInstance(base.FleetflowTask):
     def revert(self, node_id, provider, result, **kwargs):
         if isinstance(result, tf_failure.Failure) or result is None:
             return
-        cloud = self.ctx.provider(provider)
         external_id = result['external_id']
         log = self.log(node_id)
-        node = self.ctx.store.find_node(node_id)
-        if node is not None and node['state'] != models.BUILDING:
-            log.warning('Not deleting instance %s: the node is %s, another '
-                        'run of its launch finished it', external_id,
-                        node['state'])
-            return
-        # The next attempt must not start while this instance lives: a
-        # failed delete is tried again until delete_timeout.
-        deadline = time.time() + self.ctx.conf.launcher.delete_timeout
+        # Recorded first: whatever happens next, the next attempt, or the
+        # node's delete flow, knows which instance to see gone.
+        if not self.ctx.store.update_node(
+                node_id, expected=[node_states.BUILDING],
+                external_id=external_id):
+            node = self.ctx.store.find_node(node_id)
+            if node is not None:
+                log.warning('Not deleting instance %s: the node is %s, '
+                            'another run of its launch finished it',
+                            external_id, node['state'])
+                return
         try:
-            for attempt in tenacity.Retrying(
-                    retry=tenacity.retry_if_exception(_retryable),
-                    stop=tenacity.stop_before_delay(
-                        self.ctx.conf.launcher.delete_timeout),
-                    wait=_wait_for_cloud, reraise=True,
-                    before_sleep=lambda state: log.info(
-                        'Deleting instance %s failed (%s); trying again',
-                        external_id, state.outcome.exception())):
-                with attempt:
-                    cloud.driver.delete_instance(external_id)
+            self.ctx.provider(provider).driver.delete_instance(external_id)
         except driver_base.NotFound:
             return
         except driver_base.DriverError as e:
-            log.warning('Deleting instance %s failed (%s); the leak cleanup '
-                        'deletes it later', external_id, e)
+            log.warning('Deleting instance %s failed (%s); asked again '
+                        'while it is waited for', external_id, e)
             return
-        if not cloud.cache.wait_gone(external_id,
-                                     max(0, deadline - time.time())):
-            log.warning('Instance %s still exists after %ss; the node\'s '
-                        'cleanup deletes it later', external_id,
-                        self.ctx.conf.launcher.delete_timeout)
+        log.info('Deleting instance %s', external_id)
 
 
 def _active_or_failed(known, current):
@@ -242,3 +218,72 @@ class WaitForInstanceGone(base.FleetflowTask):
         raise _still_waiting(
             self.ctx, self.STILL % external_id, deadline,
             provider, external_id, known, current)
+
+
+class WaitForLastInstanceGone(WaitForInstanceGone):
+    """Before an attempt: poll until the last attempt's instance is gone.
+
+    The instance is the one :meth:`CreateInstance.revert` recorded on the
+    node; while the listing still holds it, not deleting, a
+    ``poll_attempt`` after the wait began, its delete is asked for again
+    (the revert's may have failed); once it is gone, the node forgets it.
+    Like :class:`WaitForInstanceActive`, the flow is parked while it
+    waits, holding no worker, and ``waiting`` lets the runner park it
+    before the poll. An attempt that created its instance already (run
+    again after a crash) has nothing left to wait for.
+
+    :param poll_timeout: the poll's timeout: the wait began that long
+        before its deadline, after the revert asked for the delete.
+    """
+
+    STILL = 'the last attempt\'s instance %s not gone yet'
+
+    def __init__(self, poll_timeout, **kwargs):
+        super().__init__(**kwargs)
+        self.poll_timeout = poll_timeout
+
+    def _last(self, node_id, attempt, deadline):
+        """What :class:`WaitForInstanceGone` waits for, or None."""
+        if attempt == 1:
+            return None   # no attempt before it: nothing to read
+        node = self.ctx.store.get_node(node_id)
+        if node['external_id'] is None or node['launch_attempts'] >= attempt:
+            return None
+        return {'external_id': node['external_id'],
+                'deleted_at': deadline - self.poll_timeout}
+
+    def _asks_again(self, last, waiting):
+        """Whether to ask for the delete again (see the class)."""
+        return waiting.seen_state not in (
+            None, instance_cache.GONE, driver_base.DELETING) and \
+            time.time() - last['deleted_at'] >= \
+            self.ctx.conf.launcher.poll_attempt
+
+    def waiting(self, node_id, provider, attempt, deadline):
+        last = self._last(node_id, attempt, deadline)
+        reason = super().waiting(provider, last, deadline)
+        if reason is not None and self._asks_again(last, reason):
+            return None   # the poll asks
+        return reason
+
+    def execute(self, node_id, provider, attempt, deadline):
+        last = self._last(node_id, attempt, deadline)
+        if last is None:
+            return
+        try:
+            super().execute(provider, last, deadline)
+        except exceptions.StillWaiting as waiting:
+            if self._asks_again(last, waiting):
+                self._delete(node_id, provider, waiting.external_id)
+            raise
+        self.ctx.store.update_node(node_id, expected=[node_states.BUILDING],
+                                   external_id=None)
+
+    def _delete(self, node_id, provider, external_id):
+        try:
+            self.ctx.provider(provider).driver.delete_instance(external_id)
+        except driver_base.NotFound:
+            pass
+        except driver_base.DriverError as e:
+            self.log(node_id).warning('Deleting instance %s failed (%s)',
+                                      external_id, e)

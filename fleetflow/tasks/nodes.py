@@ -2,7 +2,7 @@
 
 from taskflow.types import failure as tf_failure
 
-from fleetflow.db import models
+from fleetflow import node_states
 from fleetflow import retries
 from fleetflow.tasks import base
 
@@ -20,7 +20,7 @@ class MarkNodeBuilding(base.FleetflowTask):
 
     def execute(self, node_id):
         self.ctx.store.set_node_state(
-            node_id, models.BUILDING, expected=[models.BUILDING],
+            node_id, node_states.BUILDING, expected=[node_states.BUILDING],
             launcher=self.ctx.conf.host)
 
     def revert(self, node_id, result, flow_failures, **kwargs):
@@ -28,11 +28,11 @@ class MarkNodeBuilding(base.FleetflowTask):
             return
         failures = list(flow_failures.values())
         aborted = any(f.check(*retries.ABORTING) for f in failures)
-        state = models.ABORTED if aborted else models.FAILED
+        state = node_states.ABORTED if aborted else node_states.FAILED
         reason = '; '.join(f.exception_str for f in failures)
         self.log(node_id).warning('Launch %s: %s', state, reason)
         self.ctx.store.set_node_state(node_id, state,
-                                      expected=[models.BUILDING],
+                                      expected=[node_states.BUILDING],
                                       failure=reason)
 
 
@@ -51,9 +51,10 @@ class UpdateNodeFromInstance(base.FleetflowTask):
     def revert(self, node_id, result, **kwargs):
         if isinstance(result, tf_failure.Failure):
             return
-        self.ctx.store.update_node(node_id, expected=[models.BUILDING], **{
-            field: None for field in ADDRESS_FIELDS
-            if field not in ('connection_port', 'connection_type')})
+        cleared = {field: None for field in ADDRESS_FIELDS
+                   if field not in ('connection_port', 'connection_type')}
+        self.ctx.store.update_node(node_id, expected=[node_states.BUILDING],
+                                   **cleared)
 
 
 class SaveHostKeys(base.FleetflowTask):
@@ -67,8 +68,8 @@ class SaveHostKeys(base.FleetflowTask):
 
     def revert(self, node_id, result, **kwargs):
         if not isinstance(result, tf_failure.Failure):
-            self.ctx.store.update_node(node_id, expected=[models.BUILDING],
-                                       host_keys=[])
+            self.ctx.store.update_node(
+                node_id, expected=[node_states.BUILDING], host_keys=[])
 
 
 class MarkNodeReady(base.FleetflowTask):
@@ -78,15 +79,12 @@ class MarkNodeReady(base.FleetflowTask):
     on from ready (in use, used, held, deleting): that is done.
     """
 
-    PAST_READY = (models.READY, models.IN_USE, models.USED, models.HOLD,
-                  models.DELETING)
-
     def execute(self, node_id):
         node = self.ctx.store.get_node(node_id)
-        if node['state'] in self.PAST_READY:
+        if node['state'] in node_states.PAST_READY:
             return
-        self.ctx.store.set_node_state(node_id, models.READY,
-                                      expected=[models.BUILDING])
+        self.ctx.store.set_node_state(node_id, node_states.READY,
+                                      expected=[node_states.BUILDING])
         self.log(node_id, node).info('Node ready: %s', node['external_id'])
 
 
@@ -97,16 +95,12 @@ class MarkNodeDeleting(base.FleetflowTask):
     the launcher deletes it again later.
     """
 
-    DELETABLE = (models.READY, models.USED, models.FAILED, models.ABORTED,
-                 models.HOLD, models.DELETING, models.BUILDING,
-                 models.IN_USE)
-
     def execute(self, node_id):
         node = self.ctx.store.find_node(node_id)
         if node is None:
             return None
-        self.ctx.store.set_node_state(node_id, models.DELETING,
-                                      expected=self.DELETABLE)
+        self.ctx.store.set_node_state(node_id, node_states.DELETING,
+                                      expected=node_states.DELETE_FLOW)
         return node['external_id']
 
 

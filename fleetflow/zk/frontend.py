@@ -42,6 +42,7 @@ from kazoo.recipe import cache as kazoo_cache
 from fleetflow.db import api as db_api
 from fleetflow.db import models
 from fleetflow import exceptions
+from fleetflow import node_states
 from fleetflow.zk import components
 from fleetflow.zk import connection
 from fleetflow.zk import records
@@ -54,8 +55,6 @@ PASS_SHARE = 2
 #: ZooKeeper calls the front end makes at once (taking requests' locks,
 #: fulfilling them)
 WORKERS = 8
-#: store states of a node on its way out
-DOOMED = (models.USED, models.DELETING, models.FAILED, models.ABORTED)
 
 
 # What a Node of fleetflow's needs (node_action)
@@ -85,14 +84,15 @@ def node_action(node_id, data, row, requests, locked_here):
         return REMOVE
     if row['zk_node'] is None:
         return LINK
-    if state == records.DELETING and locked_here and row['state'] in DOOMED:
+    if state == records.DELETING and locked_here and \
+            row['state'] in node_states.DOOMED:
         return None
     if state in (records.USED, records.IN_USE, records.DELETING) or (
             state == records.READY
             and data.get('allocated_to') not in requests) or \
-            row['state'] in DOOMED:
+            row['state'] in node_states.DOOMED:
         return RETIRE
-    if state == records.HOLD and row['state'] != models.HOLD:
+    if state == records.HOLD and row['state'] != node_states.HOLD:
         return HOLD
     return None
 
@@ -699,7 +699,7 @@ class Frontend:
         named = {node_id for node_id, _ in nodes}
         work.extend((self._orphaned, row['zk_node'], None, row)
                     for row in rows.values()
-                    if row['state'] == models.IN_USE
+                    if row['state'] == node_states.IN_USE
                     and row['zk_node'] is not None
                     and row['zk_node'] not in named)
         self._each(self._act_on_node, work)
@@ -731,11 +731,11 @@ class Frontend:
                      node_id, data.get('state'))
             data.update(state=records.DELETING, state_time=time.time())
             self.client.set(self._node_path(node_id), connection.encode(data))
-        if row['state'] not in DOOMED:
+        if row['state'] not in node_states.DOOMED:
             try:
                 self.store.set_node_state(
-                    row['id'], models.USED,
-                    expected=[models.READY, models.IN_USE, models.HOLD],
+                    row['id'], node_states.USED,
+                    expected=node_states.RETIRABLE,
                     hold_expires=None)
             except exceptions.NodeStateConflict:
                 return
@@ -751,8 +751,8 @@ class Frontend:
                 is not None:
             return
         try:
-            self.store.set_node_state(row['id'], models.USED,
-                                      expected=[models.IN_USE])
+            self.store.set_node_state(row['id'], node_states.USED,
+                                      expected=[node_states.IN_USE])
         except exceptions.NodeStateConflict:
             return
         LOG.info('[node %s] Node %s is gone: deleting the node', row['id'],
@@ -764,14 +764,14 @@ class Frontend:
         state = data.get('state')
         if state == records.READY:
             request = data.get('allocated_to')
-            return row['state'] in DOOMED or not (
+            return row['state'] in node_states.DOOMED or not (
                 isinstance(request, str)
                 and connection.REQUEST_ID.match(request)
                 and self.client.exists(self._request_path(request)))
         if state == records.HOLD:
-            return row['state'] in DOOMED
+            return row['state'] in node_states.DOOMED
         return state in (records.USED, records.IN_USE, records.DELETING) \
-            or row['state'] in DOOMED
+            or row['state'] in node_states.DOOMED
 
     def _hold(self, node_id, data, row):
         """Zuul held the node: hold it in the store, until it expires."""
@@ -783,8 +783,8 @@ class Frontend:
         comment = data.get('comment')
         try:
             self.store.set_node_state(
-                row['id'], models.HOLD, expected=[models.IN_USE,
-                                                  models.READY],
+                row['id'], node_states.HOLD,
+                expected=[node_states.IN_USE, node_states.READY],
                 hold_reason=comment if isinstance(comment, str) else None,
                 hold_expires=expires)
         except exceptions.NodeStateConflict:

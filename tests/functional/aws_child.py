@@ -15,12 +15,12 @@ import yaml
 
 from fleetflow import context
 from fleetflow.db import migration
-from fleetflow.db import models
+from fleetflow.execution import local
 from fleetflow import layout as ff_layout
-from fleetflow import runner as ff_runner
+from fleetflow import node_states
 from tests import base
 
-DONE_STATES = (models.READY, models.FAILED, models.ABORTED)
+DONE_STATES = (node_states.READY, node_states.FAILED, node_states.ABORTED)
 
 
 def main(argv=None):
@@ -37,7 +37,7 @@ def main(argv=None):
     migration.upgrade(ctx.engine)
     context.set_current(ctx)
     ctx.start()
-    runner = ff_runner.Runner(ctx, workers=2)
+    runner = local.LocalRunner(ctx, workers=2)
     resumed = runner.resume_all()
     provider = next(iter(layout.providers.values()))
     pool = provider['pools'][0]

@@ -34,14 +34,14 @@ import time
 import uuid
 
 from fleetflow import context
-from fleetflow.db import models
+from fleetflow.execution import local
 from fleetflow import flowinfo
 from fleetflow import layout as ff_layout
-from fleetflow import runner as ff_runner
+from fleetflow import node_states
 from tests import base
 
 NAMESPACE = uuid.UUID('5b0c3c1e-6c1e-4c49-9a59-3f6a7f1f0a11')
-DONE_STATES = (models.READY, models.FAILED, models.ABORTED)
+DONE_STATES = (node_states.READY, node_states.FAILED, node_states.ABORTED)
 
 
 def node_id(index):
@@ -162,13 +162,17 @@ class Plan:
             if node is None:
                 continue
             state = node['state']
-            if state == models.BUILDING:
+            if state == node_states.READY and \
+                    to_delete(index, self.args.delete_every):
+                # Given up as a user gives it up, then deleted.
+                self.ctx.store.set_node_state(ident, node_states.USED,
+                                              expected=[node_states.READY])
+                state = node_states.USED
+            if state == node_states.BUILDING:
                 # Created, but the launch flow was never recorded.
                 done = False
                 self.runner.launch(node)
-            elif state == models.DELETING or (
-                    state == models.READY
-                    and to_delete(index, self.args.delete_every)):
+            elif state in (node_states.USED, node_states.DELETING):
                 done = False
                 self.runner.delete(node)
             elif state not in DONE_STATES:
@@ -180,7 +184,7 @@ def main(argv=None):
     args = parse(argv)
     Trace.open(args.trace)
     Trace.write('--- start')
-    ff_runner.flowinfo.AtomTimes = TracingTimes
+    flowinfo.AtomTimes = TracingTimes
     rng = random.Random(args.seed)
     ctx = make_context(args)
     context.set_current(ctx)
@@ -188,7 +192,7 @@ def main(argv=None):
     driver._random.seed(args.seed)
     add_crash_points(driver, args.crash_after, rng)
     ctx.start()
-    runner = ff_runner.Runner(ctx, workers=args.workers)
+    runner = local.LocalRunner(ctx, workers=args.workers)
     resumed = runner.resume_all()
     plan = Plan(args, ctx, runner)
     plan.step()

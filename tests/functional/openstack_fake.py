@@ -9,7 +9,7 @@ Neutron and Cinder v3 for openstacksdk and fleetflow's openstack driver:
 - Nova: servers (create, list detail, get, delete, metadata), flavors,
   limits, ``os-availability-zone``; a server goes BUILD -> ACTIVE after
   ``build_delay`` seconds, and quotas are enforced;
-- Glance v2: image create, file upload, get, list, delete;
+- Glance v2: image get and list;
 - Neutron: networks, ports and floating IPs;
 - Cinder v3: volumes (list detail, get, metadata, delete), made by Nova for
   boot-from-volume servers.
@@ -22,7 +22,6 @@ instance ``calls['compute.servers.detail']``). Faults are injected with
 
 import base64
 import collections
-import hashlib
 import http.server
 import ipaddress
 import itertools
@@ -112,7 +111,6 @@ class FakeCloud:
             for fid, name, vcpus, ram, disk in DEFAULT_FLAVORS}
         self.servers = {}
         self.images = {}
-        self.image_data = {}
         self.networks = {}
         self.subnets = {}
         self.ports = {}
@@ -944,42 +942,6 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     def image_versions_explicit(self):
         return 200, {'versions': self._image_versions()}
 
-    IMAGE_ATTRS = ('name', 'visibility', 'disk_format', 'container_format',
-                   'min_disk', 'min_ram', 'protected', 'tags', 'id')
-    IMAGE_READONLY = ('status', 'owner', 'size', 'checksum', 'created_at',
-                      'updated_at', 'self', 'file', 'schema',
-                      'os_hash_algo', 'os_hash_value', 'virtual_size',
-                      'locations', 'direct_url')
-
-    @ROUTES.add('POST', '/image/v2/images', 'image.images.create')
-    def images_create(self):
-        body = self._json()
-        for key in self.IMAGE_READONLY:
-            if key in body:
-                raise FakeError(403, 'Attribute %r is read-only.' % key)
-        for key, value in body.items():
-            if key not in self.IMAGE_ATTRS and not isinstance(value, str):
-                raise FakeError(400, 'Property %r must be a string' % key)
-        props = dict(body)
-        name = props.pop('name', None)
-        image = self.cloud.add_image(name, **props)
-        return 201, image
-
-    @ROUTES.add('PUT', '/image/v2/images/' + ID + '/file',
-                'image.images.upload')
-    def images_upload(self, id):
-        image = self.cloud.images.get(id)
-        if image is None:
-            raise FakeError(404, 'No image found with ID %s' % id)
-        data = self.raw_body
-        self.cloud.image_data[id] = data
-        image.update(status='active', size=len(data),
-                     checksum=hashlib.md5(data).hexdigest(),
-                     os_hash_algo='sha512',
-                     os_hash_value=hashlib.sha512(data).hexdigest(),
-                     updated_at=_now_iso())
-        return 204, None
-
     @ROUTES.add('GET', '/image/v2/images/' + ID, 'image.images.get')
     def images_get(self, id):
         image = self.cloud.images.get(id)
@@ -993,13 +955,6 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                            ('name', 'status', 'visibility', 'id'))
         return 200, {'images': images, 'schema': '/v2/schemas/images',
                      'first': '/v2/images'}
-
-    @ROUTES.add('DELETE', '/image/v2/images/' + ID, 'image.images.delete')
-    def images_delete(self, id):
-        if self.cloud.images.pop(id, None) is None:
-            raise FakeError(404, 'No image found with ID %s' % id)
-        self.cloud.image_data.pop(id, None)
-        return 204, None
 
     # -- network -----------------------------------------------------------
 

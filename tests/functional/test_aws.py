@@ -25,11 +25,11 @@ import fixtures
 import testtools
 import yaml
 
-from fleetflow.db import models
 from fleetflow.drivers import aws
 from fleetflow.drivers import base as driver_base
 from fleetflow import launcher as ff_launcher
 from fleetflow import layout as ff_layout
+from fleetflow import node_states
 from tests import base
 from tests.functional import aws_fake
 
@@ -119,7 +119,7 @@ class AwsTestCase(base.TestCase):
     def wait_state(self, external_id, state):
         deadline = time.time() + WAIT
         while True:
-            instance = self.driver.get_instance(external_id)
+            instance = base.listed(self.driver, external_id)
             if instance.state == state:
                 return instance
             if time.time() > deadline:
@@ -203,8 +203,7 @@ class TestInstances(AwsTestCase):
         self.assertIsNone(self.driver.find_instance('no-such-node'))
 
         self.driver.delete_instance(instance.external_id)
-        self.assertRaises(driver_base.NotFound, self.driver.get_instance,
-                          instance.external_id)
+        self.assertIsNone(base.listed(self.driver, instance.external_id))
         self.assertEqual([], self.driver.list_instances())
         self.assertEqual([], self.moto_instances(node_id))
 
@@ -250,8 +249,6 @@ class TestInstances(AwsTestCase):
 
     def test_not_found(self):
         missing = 'i-0123456789abcdef0'
-        self.assertRaises(driver_base.NotFound, self.driver.get_instance,
-                          missing)
         self.assertRaises(driver_base.NotFound, self.driver.delete_instance,
                           missing)
         instance = self.create()
@@ -267,7 +264,7 @@ class TestInstances(AwsTestCase):
             instance = self.create()
             self.proxy.end_instance(instance.external_id, code,
                                     '%s: ended' % code)
-            ended = self.driver.get_instance(instance.external_id)
+            ended = base.listed(self.driver, instance.external_id)
             self.assertEqual((driver_base.ERROR, kind),
                              (ended.state, ended.fault_kind))
             self.assertIn(code, ended.fault)
@@ -419,7 +416,7 @@ class TestFlows(FlowTestCase):
                                    timeout=WAIT)
         self.assertEqual('SUCCESS', run.state, run.error)
         [data] = self.moto_instances(node['id'])
-        self.assertEqual((models.READY, data['InstanceId'],
+        self.assertEqual((node_states.READY, data['InstanceId'],
                           data['PublicIpAddress'], 'ubuntu'),
                          (node['state'], node['external_id'],
                           node['interface_ip'], node['username']))
@@ -461,7 +458,7 @@ class TestFlows(FlowTestCase):
         node, run = self.ff.launch(label='small', provider=PROVIDER,
                                    timeout=WAIT)
         # no room: the node is aborted after one attempt, not retried
-        self.assertEqual(models.ABORTED, node['state'])
+        self.assertEqual(node_states.ABORTED, node['state'])
         self.assertEqual(1, len(self.proxy.calls('RunInstances')))
         self.assertIn('Insufficient capacity', str(run.error))
         self.assertEqual([], self.driver.list_instances())
@@ -472,7 +469,7 @@ class TestFlows(FlowTestCase):
         node, run = self.ff.launch(label='small', provider=PROVIDER,
                                    timeout=WAIT)
         self.assertEqual('SUCCESS', run.state, run.error)
-        self.assertEqual((models.READY, 2),
+        self.assertEqual((node_states.READY, 2),
                          (node['state'], node['launch_attempts']))
         # a new attempt, a new token
         self.assertEqual(
@@ -628,7 +625,7 @@ class TestCrash(AwsTestCase):
     def test_resumed_launch_finds_the_instance_by_tag(self):
         self.kill_while_answer_held()
         state, external_id = self.finish(self.child())
-        self.assertEqual(models.READY, state)
+        self.assertEqual(node_states.READY, state)
         [instance] = self.moto_instances(self.node_id)
         self.assertEqual(instance['InstanceId'], external_id)
         # the tag lookup found it: no second RunInstances
@@ -642,7 +639,7 @@ class TestCrash(AwsTestCase):
         self.proxy.lag_new_instances = True
         self.kill_while_answer_held()
         state, external_id = self.finish(self.child())
-        self.assertEqual(models.READY, state)
+        self.assertEqual(node_states.READY, state)
         [instance] = self.moto_instances(self.node_id)
         self.assertEqual(instance['InstanceId'], external_id)
         tokens = [c['ClientToken'] for c in self.proxy.calls('RunInstances')]

@@ -80,7 +80,7 @@ class TestLocalFlow(base.TestCase):
         self.assertTrue(test_local.pid_running(pid))
 
         # The keys were scanned from the server: the ones it generated.
-        instance = self.driver.get_instance(node['external_id'])
+        instance = base.listed(self.driver, node['external_id'])
         self.assertEqual(3, len(node['host_keys']))
         self.assertEqual(sorted(instance.host_keys),
                          sorted(node['host_keys']))

@@ -37,6 +37,7 @@ from fleetflow.db import api
 from fleetflow.db import migration
 from fleetflow.db import models
 from fleetflow.drivers import fake
+from fleetflow import node_states
 from tests import base
 from tests import board_servers
 from tests import db_urls
@@ -214,7 +215,7 @@ class MultiLauncherTests:
             self.assertEqual(labels, len(by_request[request_id]),
                              'request %s' % request_id)
             for node in by_request[request_id]:
-                self.assertEqual(models.IN_USE, node['state'])
+                self.assertEqual(node_states.IN_USE, node['state'])
         served = [n['id'] for i in ids for n in by_request[i]]
         self.assertEqual(len(served), len(set(served)))
         made = fleet.instances_per_node()
@@ -268,7 +269,8 @@ class MultiLauncherTests:
             """Nodes whose instance is being made, by conductor host."""
             by_host = collections.defaultdict(list)
             for node in fleet.nodes():
-                if node['state'] == models.BUILDING and made()[node['id']]:
+                if node['state'] == node_states.BUILDING and \
+                        made()[node['id']]:
                     by_host[node['launcher']].append(node)
             return by_host
 
@@ -298,7 +300,7 @@ class MultiLauncherTests:
             'requests adopted' % (dead, took, len(victims), len(orphans))))
         self.assert_served_once(fleet, ids)
         for node in victims:
-            self.assertEqual(models.IN_USE,
+            self.assertEqual(node_states.IN_USE,
                              fleet.store.get_node(node['id'])['state'])
         for request_id in orphans:
             self.assertGreater(fleet.requests()[request_id]['state_time'],
@@ -314,7 +316,7 @@ class MultiLauncherTests:
         def spares():
             count = sum(1 for n in fleet.nodes()
                         if n['request_id'] is None
-                        and n['state'] in (models.BUILDING, models.READY))
+                        and n['state'] in node_states.SPARE)
             most[0] = max(most[0], count)
             return count
 
@@ -322,7 +324,7 @@ class MultiLauncherTests:
             spares()
             return sum(1 for n in fleet.nodes()
                        if n['request_id'] is None
-                       and n['state'] == models.READY) == 4
+                       and n['state'] == node_states.READY) == 4
 
         fleet.wait_for(ready_spares, 30, 'min-ready not reached')
         # Every launcher passes a few times over the same full pool.

@@ -24,6 +24,7 @@ from fleetflow.cmd import manage
 from fleetflow.db import api as db_api
 from fleetflow.db import models
 from fleetflow.drivers import base as driver_base
+from fleetflow import node_states
 from tests import base
 
 Result = collections.namedtuple('Result', 'rc stdout stderr')
@@ -157,7 +158,7 @@ class CliTestCase(base.TestCase):
         values = dict(external_id='fake-1234', interface_ip='192.0.2.7',
                       username='zuul', host_keys=['ssh-ed25519 AAAAC3'])
         values.update(fields)
-        store.set_node_state(node['id'], models.READY, **values)
+        store.set_node_state(node['id'], node_states.READY, **values)
         return store.get_node(node['id'])
 
     def later(self, delay, function, *args, **kwargs):
@@ -171,7 +172,7 @@ class CliTestCase(base.TestCase):
         store.set_request_state(request_id, models.PENDING)
         for label in labels:
             node = self.ready_node(label, request_id=request_id)
-            store.set_node_state(node['id'], models.IN_USE)
+            store.set_node_state(node['id'], node_states.IN_USE)
         store.set_request_state(request_id, models.FULFILLED)
 
 
@@ -345,7 +346,7 @@ class TestNodeCommands(CliTestCase):
 
     def test_node_hold_refused(self):
         node = self.env.store.create_node('small', base.PROVIDER, base.POOL,
-                                          state=models.DELETING)
+                                          state=node_states.DELETING)
         self.assertFails(self.env.cli('node', 'hold', node['id']),
                          'is deleting; only a node that is ready, in-use, '
                          'used can be held')
@@ -553,7 +554,7 @@ class TestFleetCommands(CliTestCase):
         self.ready_node('small')
         self.ready_node('small')
         in_use = self.ready_node('large')
-        env.store.set_node_state(in_use['id'], models.IN_USE)
+        env.store.set_node_state(in_use['id'], node_states.IN_USE)
         env.store.create_node('small', base.PROVIDER, base.POOL)
         env.store.create_node('retired', base.PROVIDER, base.POOL)
         labels = {row['name']: row for row in env.json('label', 'list')}

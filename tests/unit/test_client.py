@@ -14,6 +14,7 @@ from fleetflow import client as ff_client
 from fleetflow import conf as ff_conf
 from fleetflow.db import models
 from fleetflow import exceptions
+from fleetflow import node_states
 from tests import base
 
 
@@ -37,7 +38,7 @@ class ClientTestCase(base.TestCase):
     def ready_node(self, label=base.LABEL, **fields):
         node = self.ff.create_node(label=label, **fields)
         self.store.set_node_state(
-            node['id'], models.READY, interface_ip='192.0.2.10',
+            node['id'], node_states.READY, interface_ip='192.0.2.10',
             username='zuul', connection_port=2222,
             host_keys=['ssh-ed25519 AAAAC3Nz'])
         return self.store.get_node(node['id'])
@@ -48,8 +49,8 @@ class ClientTestCase(base.TestCase):
                                      expected=[models.REQUESTED])
         for label in labels:
             node = self.ready_node(label=label, request_id=request_id)
-            self.store.set_node_state(node['id'], models.IN_USE,
-                                      expected=[models.READY])
+            self.store.set_node_state(node['id'], node_states.IN_USE,
+                                      expected=[node_states.READY])
         self.store.set_request_state(request_id, models.FULFILLED,
                                      expected=[models.PENDING])
 
@@ -174,7 +175,7 @@ class TestRequests(ClientTestCase):
         self.assertEqual(sorted(got['nodes']),
                          sorted(n['id'] for n in nodes))
         for node in nodes:
-            self.assertEqual(models.IN_USE, node['state'])
+            self.assertEqual(node_states.IN_USE, node['state'])
             self.assertEqual('192.0.2.10', node['interface_ip'])
             self.assertEqual(2222, node['connection_port'])
             self.assertEqual('zuul', node['username'])
@@ -242,9 +243,9 @@ class TestRequests(ClientTestCase):
         self.client.release_request(request['id'])
         self.assertRaises(ff_client.NotFound, self.client.get_request,
                           request['id'])
-        self.assertEqual(models.HOLD,
+        self.assertEqual(node_states.HOLD,
                          self.client.get_node(held['id'])['state'])
-        self.assertEqual(models.USED,
+        self.assertEqual(node_states.USED,
                          self.client.get_node(node_ids[1])['state'])
 
     def test_release_unknown_request(self):
@@ -276,26 +277,26 @@ class TestNodes(ClientTestCase):
                                              states='ready')])
         self.assertEqual([building['id']], [
             n['id'] for n in self.client.list_nodes(
-                states=[models.BUILDING], provider=base.PROVIDER,
+                states=[node_states.BUILDING], provider=base.PROVIDER,
                 label='other', pool=base.POOL)])
         self.assertEqual([], self.client.list_nodes(provider='elsewhere'))
 
     def test_delete_ready_node(self):
         node = self.ready_node()
         deleted = self.client.delete_node(node['id'])
-        self.assertEqual(models.USED, deleted['state'])
-        self.assertEqual(models.USED,
+        self.assertEqual(node_states.USED, deleted['state'])
+        self.assertEqual(node_states.USED,
                          self.store.get_node(node['id'])['state'])
 
     def test_delete_in_use_node(self):
         node = self.ready_node()
-        self.store.set_node_state(node['id'], models.IN_USE)
-        self.assertEqual(models.USED,
+        self.store.set_node_state(node['id'], node_states.IN_USE)
+        self.assertEqual(node_states.USED,
                          self.client.delete_node(node['id'])['state'])
 
     def test_delete_node_on_its_way_out_is_left_alone(self):
-        for state in (models.USED, models.DELETING, models.FAILED,
-                      models.ABORTED):
+        for state in (node_states.USED, node_states.DELETING,
+                      node_states.FAILED, node_states.ABORTED):
             node = self.ff.create_node(state=state)
             self.assertEqual(state,
                              self.client.delete_node(node['id'])['state'])
@@ -307,7 +308,7 @@ class TestNodes(ClientTestCase):
                               self.client.delete_node, node['id'])
         self.assertIn('held (debugging a failure); release it first',
                       str(e))
-        self.assertEqual(models.HOLD,
+        self.assertEqual(node_states.HOLD,
                          self.store.get_node(node['id'])['state'])
 
     def test_delete_building_node_refused(self):
@@ -325,7 +326,7 @@ class TestNodes(ClientTestCase):
         before = time.time()
         held = self.client.hold_node(node['id'], reason='look at logs',
                                      expires_seconds=3600)
-        self.assertEqual(models.HOLD, held['state'])
+        self.assertEqual(node_states.HOLD, held['state'])
         self.assertEqual('look at logs', held['hold_reason'])
         self.assertGreaterEqual(held['hold_expires'], before + 3600)
         self.assertLess(held['hold_expires'], time.time() + 3600 + 1)
@@ -338,12 +339,12 @@ class TestNodes(ClientTestCase):
         self.assertIsNone(held['hold_expires'])
 
     def test_hold_used_node(self):
-        node = self.ff.create_node(state=models.USED)
-        self.assertEqual(models.HOLD,
+        node = self.ff.create_node(state=node_states.USED)
+        self.assertEqual(node_states.HOLD,
                          self.client.hold_node(node['id'])['state'])
 
     def test_hold_refused_while_deleting(self):
-        node = self.ff.create_node(state=models.DELETING)
+        node = self.ff.create_node(state=node_states.DELETING)
         e = self.assertRaises(exceptions.NodeStateConflict,
                               self.client.hold_node, node['id'])
         self.assertIn('is deleting', str(e))
@@ -357,7 +358,7 @@ class TestNodes(ClientTestCase):
         node = self.ready_node()
         self.client.hold_node(node['id'], expires_seconds=60)
         released = self.client.release_node(node['id'])
-        self.assertEqual(models.USED, released['state'])
+        self.assertEqual(node_states.USED, released['state'])
         self.assertIsNone(released['hold_expires'])
 
     def test_release_node_not_held(self):
@@ -371,14 +372,14 @@ class TestNodes(ClientTestCase):
         real = self.client.store.set_node_state
 
         def racing(node_id, state, expected=None, **fields):
-            real(node_id, models.DELETING)  # the launcher got there first
+            real(node_id, node_states.HOLD)  # Zuul held it first
             return real(node_id, state, expected=expected, **fields)
 
         self.useFixture(fixtures.MockPatchObject(
             self.client.store, 'set_node_state', side_effect=racing))
         e = self.assertRaises(exceptions.NodeStateConflict,
                               self.client.delete_node, node['id'])
-        self.assertIn('changed to deleting meanwhile', str(e))
+        self.assertIn('changed to hold meanwhile', str(e))
 
     def test_wait_node_gone(self):
         node = self.ready_node()

@@ -10,8 +10,8 @@ import os
 
 import fixtures
 
-from fleetflow.db import models
 from fleetflow import drivers
+from fleetflow import node_states
 from tests import base
 
 PATH = os.path.join(os.path.dirname(__file__), '..', '..', 'doc', 'source',
@@ -50,12 +50,12 @@ class TestToyDriver(base.TestCase):
     def test_launch_and_delete(self):
         node, run = self.ff.launch()
         self.assertEqual('SUCCESS', run.state)
-        self.assertEqual(models.READY, node['state'])
+        self.assertEqual(node_states.READY, node['state'])
         self.assertEqual('127.0.0.1', node['interface_ip'])
         instance, = self.ff.instances()
         self.assertEqual(node['external_id'], instance.external_id)
         self.assertEqual(node['id'], instance.node_id)
-        self.ff.store.set_node_state(node['id'], models.USED)
+        self.ff.store.set_node_state(node['id'], node_states.USED)
         self.ff.delete(self.ff.node(node['id']))
         self.assertIsNone(self.ff.node(node['id']))
         self.assertEqual({}, self.toy.CLOUD)
@@ -63,7 +63,7 @@ class TestToyDriver(base.TestCase):
     def test_quota_error_aborts_the_node(self):
         self.ff.launch()
         node, run = self.ff.launch()
-        self.assertEqual(models.ABORTED, node['state'])
+        self.assertEqual(node_states.ABORTED, node['state'])
         self.assertEqual(1, len(self.ff.instances()))
 
     def test_quota_for_label(self):

@@ -40,7 +40,7 @@ class TestFakeDriver(testtools.TestCase):
         self.assertEqual(base.BUILDING, instance.state)
         self.assertEqual('n1', instance.node_id)
         time.sleep(0.35)
-        active = driver.get_instance(instance.external_id)
+        active = test_base.listed(driver, instance.external_id)
         self.assertEqual(base.ACTIVE, active.state)
         self.assertIsNotNone(active.interface_ip)
 
@@ -52,8 +52,7 @@ class TestFakeDriver(testtools.TestCase):
                          [i.external_id for i in driver.list_instances()])
         time.sleep(0.35)
         self.assertEqual([], driver.list_instances())
-        self.assertRaises(base.NotFound, driver.get_instance,
-                          instance.external_id)
+        self.assertIsNone(test_base.listed(driver, instance.external_id))
         self.assertRaises(base.NotFound, driver.delete_instance,
                           instance.external_id)
 
@@ -76,7 +75,7 @@ class TestFakeDriver(testtools.TestCase):
     def test_instance_error(self):
         driver = self.driver(faults={'instance-error': 1})
         instance = self.create(driver)
-        errored = driver.get_instance(instance.external_id)
+        errored = test_base.listed(driver, instance.external_id)
         self.assertEqual(base.ERROR, errored.state)
         self.assertTrue(errored.fault)
         self.assertIsNone(errored.fault_kind)
@@ -84,7 +83,7 @@ class TestFakeDriver(testtools.TestCase):
     def test_capacity_error(self):
         driver = self.driver(faults={'capacity-error': 1})
         instance = self.create(driver)
-        errored = driver.get_instance(instance.external_id)
+        errored = test_base.listed(driver, instance.external_id)
         self.assertEqual((base.ERROR, 'capacity'),
                          (errored.state, errored.fault_kind))
         self.assertIn('no valid host', errored.fault)
@@ -121,16 +120,15 @@ class TestFakeDriver(testtools.TestCase):
         driver = self.driver()
         instance = self.create(driver)
         driver.list_instances()
-        driver.get_instance(instance.external_id)
         driver.delete_instance(instance.external_id)
-        self.assertEqual({'create': 1, 'get': 1, 'list': 1, 'delete': 1},
+        self.assertEqual({'create': 1, 'list': 1, 'delete': 1},
                          driver.call_counts())
 
     def test_failed_calls_are_counted(self):
         driver = self.driver(faults={'create-error': 1, 'delete-error': 1})
         self.assertRaises(base.DriverError, self.create, driver)
-        self.assertRaises(base.NotFound, driver.get_instance, 'fake-none')
-        self.assertEqual({'create': 1, 'get': 1, 'list': 0, 'delete': 0},
+        self.assertRaises(base.NotFound, driver.delete_instance, 'fake-none')
+        self.assertEqual({'create': 1, 'list': 0, 'delete': 1},
                          driver.call_counts())
 
     def test_injected_faults_are_counted_by_kind(self):
@@ -146,7 +144,7 @@ class TestFakeDriver(testtools.TestCase):
                        'delete-error': 1})
         self.assertEqual(counts, driver.fault_counts())
         # Faults are not calls.
-        self.assertEqual({'create': 2, 'get': 0, 'list': 0, 'delete': 1},
+        self.assertEqual({'create': 2, 'list': 0, 'delete': 1},
                          driver.call_counts())
 
     def test_history_keeps_deleted_instances_out_of_listings(self):
@@ -158,7 +156,7 @@ class TestFakeDriver(testtools.TestCase):
         live = self.create(driver, 'new').external_id
         self.assertEqual([live], [i.external_id
                                   for i in driver.list_instances()])
-        self.assertRaises(base.NotFound, driver.get_instance, gone[0])
+        self.assertIsNone(test_base.listed(driver, gone[0]))
         history = driver.instance_history()
         self.assertEqual(gone + [live], [r['external_id'] for r in history])
         self.assertEqual([False] * 3 + [True],

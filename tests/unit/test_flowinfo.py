@@ -2,15 +2,14 @@
 
 from unittest import mock
 
-from taskflow.persistence import models as tf_models
 from taskflow import states
-from taskflow.types import failure as tf_failure
 
-from fleetflow.db import models
 from fleetflow import flowinfo
+from fleetflow import node_states
 from tests import base
 
-LAUNCH_ATOMS = ['mark-building', 'launch-attempts', 'create-instance',
+LAUNCH_ATOMS = ['mark-building', 'launch-attempts', 'wait-last-gone-deadline',
+                'wait-last-instance-gone', 'create-instance',
                 'wait-active-deadline', 'wait-instance-active',
                 'update-node', 'mark-ready']
 
@@ -139,7 +138,7 @@ class TestTimingCost(FlowinfoTestCase):
         statements, transactions = store.statements, store.transactions
         for _ in range(count):
             node, run = ff.launch()
-            self.assertEqual(models.READY, node['state'])
+            self.assertEqual(node_states.READY, node['state'])
             ff.delete(node)
         return (store.statements - statements,
                 store.transactions - transactions)
@@ -154,17 +153,3 @@ class TestTimingCost(FlowinfoTestCase):
         # The notes of a flow's last atoms ride on its last save: one
         # statement for all of them, in that save's transaction.
         self.assertLessEqual(with_times[0], without[0] + 2 * 3)
-
-
-class TestRetryDetailFix(base.TestCase):
-
-    def test_history_values_survive_a_round_trip(self):
-        try:
-            raise RuntimeError('still waiting')
-        except RuntimeError:
-            failure = tf_failure.Failure()
-        detail = tf_models.RetryDetail('poll', 'uuid-1')
-        detail.results = [(1234.5, {'wait': failure}), (1234.5, {})]
-        again = tf_models.RetryDetail.from_dict(detail.to_dict())
-        self.assertEqual([1234.5, 1234.5], [v for v, _f in again.results])
-        self.assertTrue(again.results[0][1]['wait'].check(RuntimeError))

@@ -6,13 +6,13 @@ import fixtures
 from taskflow import engines
 from taskflow import states
 
-from fleetflow.db import models
-from fleetflow.drivers import base as driver_base
 from fleetflow import exceptions
+from fleetflow.execution import base as exec_base
+from fleetflow.execution import local
 from fleetflow import flowinfo
 from fleetflow.flows import delete as delete_flows
 from fleetflow.flows import launch as launch_flows
-from fleetflow import runner as runner_mod
+from fleetflow import node_states
 from tests import base
 from tests.unit import ssh_fixture
 
@@ -54,30 +54,6 @@ class FlowTestCase(base.TestCase):
 
 class TestLaunchAndDelete(FlowTestCase):
 
-    def test_launch_then_delete(self):
-        ff = self.fleet(create_latency=0.1, delete_latency=0.1)
-        node, run = ff.launch()
-        self.assertEqual(states.SUCCESS, run.state)
-        self.assertEqual(models.READY, node['state'])
-        self.assertEqual(1, node['launch_attempts'])
-        self.assertEqual('198.51.100.1', node['interface_ip'])
-        self.assertEqual('fake-region', node['region'])
-        self.assertEqual('fake-az', node['az'])
-        self.assertEqual('test-host', node['launcher'])
-        self.assertIsNotNone(node['ready_at'])
-        self.assertEqual(run.flow_id, node['flow_id'])
-        [instance] = ff.instances()
-        self.assertEqual(node['external_id'], instance.external_id)
-        self.assertEqual(node['id'], instance.node_id)
-
-        run = ff.delete(node)
-        self.assertEqual(states.SUCCESS, run.state)
-        self.assertIsNone(ff.node(node['id']))
-        self.assertNoInstances(ff)
-        counts = ff.driver.call_counts()
-        self.assertEqual(1, counts['create'])
-        self.assertEqual(1, counts['delete'])
-
     def test_nodes_share_one_flow_and_its_compilation(self):
         ff = self.fleet(create_latency=0.2, delete_latency=0.1)
         nodes, runs = ff.launch_many(6)
@@ -90,10 +66,13 @@ class TestLaunchAndDelete(FlowTestCase):
         self.assertEqual(6, len({run.flow_id for run in runs}))
         rows = [ff.node(node['id']) for node in nodes]
         self.assertEqual(6, len({row['external_id'] for row in rows}))
-        self.assertEqual([models.READY] * 6, [row['state'] for row in rows])
+        self.assertEqual([node_states.READY] * 6,
+                         [row['state'] for row in rows])
         self.assertEqual(
             ['launch-%s' % node['id'] for node in nodes],
             [run.name for run in runs])
+        for row in rows:
+            ff.store.set_node_state(row['id'], node_states.USED)
         deletes = [ff.runner.delete(row) for row in rows]
         for run in deletes:
             ff.wait_run(run)
@@ -116,21 +95,6 @@ class TestLaunchAndDelete(FlowTestCase):
 
 class TestFaults(FlowTestCase):
 
-    def test_create_error_then_success(self):
-        ff = self.fleet()
-        ff.script_faults('create-error', [True])
-        node, run = ff.launch()
-        self.assertEqual(states.SUCCESS, run.state)
-        self.assertEqual(models.READY, node['state'])
-        self.assertEqual(2, node['launch_attempts'])
-        history = self.retry_history(run)
-        self.assertEqual(2, len(history))
-        [failure] = [f for _n, f in history.outcomes_iter(0)]
-        self.assertIn('simulated create error', failure.exception_str)
-        self.assertEqual(2, ff.driver.call_counts()['create'])
-        self.assertEqual([node['external_id']],
-                         [i.external_id for i in ff.instances()])
-
     def test_instance_error_fails_the_attempt_at_once(self):
         timeout = 20
         ff = self.fleet(create_latency=0.1, launch_timeout=timeout)
@@ -138,7 +102,7 @@ class TestFaults(FlowTestCase):
         start = time.time()
         node, run = ff.launch()
         elapsed = time.time() - start
-        self.assertEqual(models.READY, node['state'])
+        self.assertEqual(node_states.READY, node['state'])
         self.assertEqual(2, node['launch_attempts'])
         # The ERROR ended the first attempt long before launch-timeout.
         self.assertLess(elapsed, timeout / 2)
@@ -149,36 +113,12 @@ class TestFaults(FlowTestCase):
         self.assertEqual([node['external_id']],
                          [i.external_id for i in ff.instances()])
 
-    def assert_aborts_without_spending_an_attempt(self, fault, message,
-                                                  error_class):
-        ff = self.fleet(launch_retries=3)
-        ff.script_faults(fault, [True])
-        node, run = ff.launch()
-        self.assertEqual(states.REVERTED, run.state)
-        self.assertEqual(models.ABORTED, node['state'])
-        self.assertIn(message, node['failure'])
-        # One call, no second attempt.
-        self.assertEqual(1, ff.driver.call_counts()['create'])
-        attempts = self.atom(ff, node['id'], 'launch-attempts')
-        self.assertEqual(1, attempts['attempts'])
-        self.assertIsInstance(run.error, error_class)
-        self.assertNoInstances(ff)
-
-    def test_quota_error_aborts_without_spending_an_attempt(self):
-        self.assert_aborts_without_spending_an_attempt(
-            'quota-error', 'simulated quota error', driver_base.QuotaError)
-
-    def test_no_capacity_aborts_without_spending_an_attempt(self):
-        # The instance is made, then goes to ERROR: it is deleted.
-        self.assert_aborts_without_spending_an_attempt(
-            'capacity-error', 'no valid host', driver_base.CapacityError)
-
     def test_quota_exceeded_aborts(self):
         ff = self.fleet(quota={'instances': 1})
         first, _run = ff.launch()
-        self.assertEqual(models.READY, first['state'])
+        self.assertEqual(node_states.READY, first['state'])
         node, run = ff.launch()
-        self.assertEqual(models.ABORTED, node['state'])
+        self.assertEqual(node_states.ABORTED, node['state'])
         self.assertIn('quota exceeded for instances', node['failure'])
         self.assertEqual(2, ff.driver.call_counts()['create'])
 
@@ -192,12 +132,12 @@ class TestFaults(FlowTestCase):
         # The waiting flow holds no worker: with one worker, another
         # node launches while the first waits.
         other, other_run = ff.launch()
-        self.assertEqual(models.READY, other['state'])
+        self.assertEqual(node_states.READY, other['state'])
         self.assertFalse(limited.done.is_set())
         ff.wait_run(limited)
         node = ff.node(node['id'])
         self.assertEqual(states.SUCCESS, limited.state)
-        self.assertEqual(models.READY, node['state'])
+        self.assertEqual(node_states.READY, node['state'])
         # Not an attempt spent: the retry ran again for attempt 1.
         self.assertEqual(1, node['launch_attempts'])
         history = self.retry_history(limited)
@@ -211,40 +151,10 @@ class TestFaults(FlowTestCase):
                                 start + delay)
         self.assertEqual(3, ff.driver.call_counts()['create'])
 
-    def test_delete_error_leaves_node_deleting(self):
-        ff = self.fleet()
-        node, _run = ff.launch()
-        ff.script_faults('delete-error', [True])
-        run = ff.delete(node)
-        self.assertEqual(states.REVERTED, run.state)
-        self.assertIn('simulated delete error', str(run.error))
-        again = ff.node(node['id'])
-        self.assertEqual(models.DELETING, again['state'])
-        self.assertEqual(1, len(ff.instances()))
-        # Deleting again later succeeds.
-        run = ff.delete(again)
-        self.assertEqual(states.SUCCESS, run.state)
-        self.assertIsNone(ff.node(node['id']))
-        self.assertNoInstances(ff)
-
-    def test_launch_retries_exhausted(self):
-        ff = self.fleet(launch_retries=2, faults={'instance-error': 1})
-        node, run = ff.launch()
-        self.assertEqual(states.REVERTED, run.state)
-        self.assertEqual(models.FAILED, node['state'])
-        self.assertEqual(2, node['launch_attempts'])
-        self.assertIn('went to ERROR', node['failure'])
-        self.assertEqual(2, ff.driver.call_counts()['create'])
-        # Each attempt's instance was deleted by the attempt's revert.
-        self.assertNoInstances(ff)
-        history = ff.driver.instance_history()
-        self.assertEqual(2, len(history))
-        self.assertTrue(all(r['gone_at'] for r in history))
-
     def test_create_errors_exhaust_retries(self):
         ff = self.fleet(launch_retries=3, faults={'create-error': 1})
         node, run = ff.launch()
-        self.assertEqual(models.FAILED, node['state'])
+        self.assertEqual(node_states.FAILED, node['state'])
         self.assertIn('simulated create error', node['failure'])
         self.assertEqual(3, ff.driver.call_counts()['create'])
         self.assertEqual(
@@ -257,27 +167,81 @@ class TestFaults(FlowTestCase):
         start = time.time()
         node, run = ff.launch()
         self.assertLess(time.time() - start, 15)
-        self.assertEqual(models.FAILED, node['state'])
+        self.assertEqual(node_states.FAILED, node['state'])
         self.assertIsInstance(run.error, exceptions.LaunchTimeout)
         poll = self.atom(ff, node['id'], 'wait-instance-active')
         self.assertIn('not active within launch-timeout', poll['failure'])
         self.assertIn('launch-timeout', node['failure'])
         self.assertNoInstances(ff)
 
-    def test_revert_deletes_even_when_a_delete_fails(self):
-        ff = self.fleet(create_latency=0.05)
+
+class TestRevertWaitsParked(FlowTestCase):
+    """A reverted attempt's instance is waited for with no worker held."""
+
+    def slow_fleet(self, **kwargs):
+        # Deleted instances stay until end_delete(): the test says when.
+        return self.fleet(create_latency=0.05, delete_latency=3600,
+                          **kwargs)
+
+    @staticmethod
+    def end_delete(ff, external_id):
+        ff.driver._connection().execute(
+            'UPDATE instances SET gone_at = ? WHERE id = ?',
+            (time.time(), external_id))
+
+    @staticmethod
+    def history_of(ff, node):
+        return [r for r in ff.driver.instance_history()
+                if r['node_id'] == node['id']]
+
+    def test_next_attempt_waits_parked_for_the_last_instance_gone(self):
+        ff = self.slow_fleet(workers=1)
         ff.script_faults('instance-error', [True])
-        ff.script_faults('delete-error', [True])
-        node, run = ff.launch()
-        self.assertEqual(models.READY, node['state'])
-        history = ff.driver.instance_history()
-        self.assertEqual(2, len(history))
-        first, second = history
-        # The first instance was gone before the second was created.
-        self.assertIsNotNone(first['gone_at'])
+        slow = ff.create_node()
+        slow_run = ff.runner.launch(slow)
+        # The first attempt's instance went to ERROR; its revert asked for
+        # the delete, which does not end.
+        ff.wait_for(lambda: any(r['gone_at'] for r in
+                                self.history_of(ff, slow)))
+        # The only worker is free: another node launches meanwhile.
+        other, other_run = ff.launch()
+        self.assertEqual(states.SUCCESS, other_run.state)
+        self.assertEqual(node_states.READY, other['state'])
+        self.assertFalse(slow_run.done.is_set())
+        [first] = self.history_of(ff, slow)
+        self.assertEqual(first['external_id'],
+                         ff.node(slow['id'])['external_id'])
+        self.assertGreaterEqual(ff.runner.parks, 1)
+        # Once the first instance is gone, the next attempt creates.
+        self.end_delete(ff, first['external_id'])
+        ff.wait_run(slow_run)
+        self.assertEqual(states.SUCCESS, slow_run.state)
+        first, second = self.history_of(ff, slow)
         self.assertLessEqual(first['gone_at'], second['created'])
-        self.assertEqual([node['external_id']],
-                         [i.external_id for i in ff.instances()])
+        node = ff.node(slow['id'])
+        self.assertEqual(node_states.READY, node['state'])
+        self.assertEqual(second['external_id'], node['external_id'])
+        self.assertEqual(2, node['launch_attempts'])
+
+    def test_last_revert_leaves_the_delete_to_the_delete_flow(self):
+        ff = self.slow_fleet(launch_retries=1)
+        ff.script_faults('instance-error', [True])
+        node, run = ff.launch()
+        # The revert did not wait for the delete it asked for.
+        self.assertEqual(states.REVERTED, run.state)
+        self.assertEqual(node_states.FAILED, node['state'])
+        [instance] = ff.instances()
+        self.assertEqual(instance.external_id, node['external_id'])
+        # The delete flow waits for it, parked, then removes the node.
+        parks = ff.runner.parks
+        delete_run = ff.runner.delete(node)
+        ff.wait_for(lambda: ff.runner.parks > parks)
+        self.assertIsNotNone(ff.node(node['id']))
+        self.end_delete(ff, instance.external_id)
+        ff.wait_run(delete_run)
+        self.assertEqual(states.SUCCESS, delete_run.state)
+        self.assertIsNone(ff.node(node['id']))
+        self.assertNoInstances(ff)
 
 
 class TestParking(FlowTestCase):
@@ -296,7 +260,7 @@ class TestParking(FlowTestCase):
                          ['attempts'])
         self.assertEqual(1, len(self.retry_history(
             runs[0], 'wait-active-deadline')))
-        self.assertEqual(models.READY, ff.node(first)['state'])
+        self.assertEqual(node_states.READY, ff.node(first)['state'])
 
     def test_a_woken_flow_runs_before_new_ones(self):
         ff = self.fleet(create_latency=0.1, workers=1)
@@ -317,7 +281,7 @@ class TestKeyscan(FlowTestCase):
                         connection_port=server.port)
         node, run = ff.launch()
         self.assertEqual(states.SUCCESS, run.state, run.error)
-        self.assertEqual(models.READY, node['state'])
+        self.assertEqual(node_states.READY, node['state'])
         self.assertEqual(server.keys, sorted(node['host_keys']))
         self.assertEqual(server.port, node['connection_port'])
         scan = self.atom(ff, node['id'], 'scan-host-keys')
@@ -338,7 +302,7 @@ class TestKeyscan(FlowTestCase):
         server.listen()
         ff.wait_run(run)
         node = ff.node(node['id'])
-        self.assertEqual(models.READY, node['state'], node['failure'])
+        self.assertEqual(node_states.READY, node['state'], node['failure'])
         self.assertEqual(2, node['launch_attempts'])
         self.assertEqual(server.keys, sorted(node['host_keys']))
         first, second = ff.driver.instance_history()
@@ -365,68 +329,42 @@ class TestResume(FlowTestCase):
                     launch_retries=3, launch_timeout=60, boot_timeout=10,
                     host_key_checking=False)
 
-    def test_recorded_flow_resumes_with_its_inputs(self):
-        # A process that recorded a flow and died before running it.
-        ff = self.fleet()
-        node = ff.create_node()
-        ff.runner.record_flow(node['id'], launch_flows.get_launch_flow,
-                              self.inputs(ff, node))
-        self.assertEqual(1, ff.runner.resume_all())
-        ff.wait_for(lambda: ff.node(node['id'])['state'] == models.READY)
-        ff.wait_for(lambda: not ff.runner.is_running(node['id']))
-        self.assertEqual(1, len(ff.instances()))
-
     def test_a_bad_logbook_does_not_stop_resume_all(self):
         ff = self.fleet()
         twice = ff.create_node()
         for _ in range(2):
-            ff.runner.record_flow(twice['id'], launch_flows.get_launch_flow,
+            ff.runner.record_flow(twice['id'], 'launch',
                                   self.inputs(ff, twice))
         other = ff.create_node()
-        ff.runner.record_flow(other['id'], launch_flows.get_launch_flow,
+        ff.runner.record_flow(other['id'], 'launch',
                               self.inputs(ff, other))
         # One flow of each node runs; the second of the first is left.
         self.assertEqual(2, ff.runner.resume_all())
         self.assertIn('not resumed', self.logger.output)
         for node in (twice, other):
-            ff.wait_for(lambda: ff.node(node['id'])['state'] == models.READY)
+            ff.wait_for(
+                lambda: ff.node(node['id'])['state'] == node_states.READY)
 
     def test_a_stop_while_a_flow_loads_suspends_it(self):
         # A SIGTERM soon after a start finds flows still being loaded.
         ff = self.fleet()
         node = ff.create_node()
-        listen = runner_mod.listen
+        listen = exec_base.listen
 
         def listen_until_stopping(engine, ctx):
             listen(engine, ctx)
             ff.wait_for(lambda: ff.runner._stopping)
 
         self.useFixture(fixtures.MockPatchObject(
-            runner_mod, 'listen', side_effect=listen_until_stopping))
+            exec_base, 'listen', side_effect=listen_until_stopping))
         run = ff.runner.launch(node)
         ff.wait_for(lambda: run.engine is not None)
         ff.runner.stop()
         self.assertEqual(states.SUSPENDED, run.state)
         self.assertEqual(0, ff.driver.call_counts().get('create', 0))
-        self.useFixture(fixtures.MockPatchObject(runner_mod, 'listen',
+        self.useFixture(fixtures.MockPatchObject(exec_base, 'listen',
                                                  listen))
-        runner = runner_mod.Runner(ff.ctx, workers=2)
+        runner = local.LocalRunner(ff.ctx, workers=2)
         self.addCleanup(runner.stop)
         self.assertEqual(1, runner.resume_all())
-        ff.wait_for(lambda: ff.node(node['id'])['state'] == models.READY)
-
-    def test_stopped_runner_resumes_where_it_stopped(self):
-        ff = self.fleet(create_latency=0.5)
-        node = ff.create_node()
-        run = ff.runner.launch(node)
-        ff.wait_for(lambda: ff.driver.call_counts()['create'] == 1)
-        ff.runner.stop()
-        self.assertNotEqual(states.SUCCESS, run.state)
-        self.assertEqual(models.BUILDING, ff.node(node['id'])['state'])
-        runner = runner_mod.Runner(ff.ctx, workers=2)
-        self.addCleanup(runner.stop)
-        self.assertEqual(1, runner.resume_all())
-        ff.wait_for(lambda: ff.node(node['id'])['state'] == models.READY)
-        # The resumed flow found the instance: no second one.
-        self.assertEqual(1, ff.driver.call_counts()['create'])
-        self.assertEqual(1, len(ff.driver.instance_history()))
+        ff.wait_for(lambda: ff.node(node['id'])['state'] == node_states.READY)

@@ -1,7 +1,6 @@
 """The instance cache's waits, and their end when the process stops."""
 
 import threading
-import time
 from unittest import mock
 
 import fixtures
@@ -174,29 +173,3 @@ class TestWhenToList(testtools.TestCase):
         self.assertLessEqual(len(listed), span / self.INTERVAL
                              + instance_cache.BURST + 1)
         self.assertEqual(2000, len(self.active))
-
-    def test_a_wait_for_gone_outlives_a_listing_begun_before_it(self):
-        # i-1 is gone from the start; a waiter of i-0 makes the listings.
-        self.cloud.create('i-0')
-        self.wait_active('i-0')
-        gone = []
-        real_list = self.cloud.list_instances
-
-        def listing():
-            if not gone:
-                # The wait begins while this listing runs: the listing
-                # cannot tell it anything, the next one does.
-                self.cloud.now += 0.01
-                gone.append(threading.Thread(target=lambda: gone.append(
-                    self.cache.wait_gone('i-1', 60))))
-                gone[0].start()
-                for _ in range(500):
-                    if 'i-1' in self.cache._watchers:
-                        break
-                    time.sleep(0.01)
-            return real_list()
-
-        self.cloud.list_instances = listing
-        self.run_until(self.cloud.now + 3)
-        gone[0].join(10)
-        self.assertEqual([True], gone[1:])

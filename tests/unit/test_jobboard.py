@@ -28,11 +28,14 @@ from fleetflow.db import locks
 from fleetflow.db import migration
 from fleetflow.db import models
 from fleetflow import exceptions
+from fleetflow.execution import board as ff_board
+from fleetflow.execution import conductor as ff_conductor
+from fleetflow.execution import posting
+from fleetflow.execution import service as ff_service
 from fleetflow import flowinfo
-from fleetflow.flows import delete as delete_flows
 from fleetflow import instance_cache
-from fleetflow import jobboard
 from fleetflow import launcher as ff_launcher
+from fleetflow import node_states
 from tests import base
 from tests import board_servers
 from tests import db_urls
@@ -67,7 +70,7 @@ class TestBoardConfig(base.TestCase):
             self, **options))
 
     def test_redis(self):
-        backend, options = jobboard.board_config(self.jobboard_conf(
+        backend, options = ff_board.board_config(self.jobboard_conf(
             hosts=['redis.example.org:6380'], namespace='fleet-a',
             claim_expiry=20))
         self.assertEqual('redis', backend)
@@ -76,7 +79,7 @@ class TestBoardConfig(base.TestCase):
                           'socket_connect_timeout': 5.0}, options)
 
     def test_redis_default_port_tls_and_credentials(self):
-        _, options = jobboard.board_config(self.jobboard_conf(
+        _, options = ff_board.board_config(self.jobboard_conf(
             hosts=['10.0.0.5'], username='fleet', password='s3cret',
             tls=True, tls_ca_file='/etc/ssl/ca.pem', claim_expiry=4))
         self.assertEqual(6379, options['port'])
@@ -87,24 +90,24 @@ class TestBoardConfig(base.TestCase):
         # redis-py checks the server certificate's hostname.
         self.assertEqual((True, 'required'), (options['ssl_check_hostname'],
                                               options['ssl_cert_reqs']))
-        board = jobboard.Board(self.jobboard_conf(
+        board = ff_board.Board(self.jobboard_conf(
             hosts=['10.0.0.5'], tls=True, tls_ca_file='/etc/ssl/ca.pem'))
         self.assertTrue(board._client.connection_pool.connection_kwargs[
             'ssl_check_hostname'])
 
     def test_zookeeper_tls_needs_its_ca(self):
-        e = self.assertRaises(exceptions.ConfigError, jobboard.board_config,
+        e = self.assertRaises(exceptions.ConfigError, ff_board.board_config,
                               self.jobboard_conf(backend='zookeeper',
                                                  tls=True))
         self.assertIn('[jobboard] tls_ca_file: required', str(e))
 
     def test_redis_takes_one_host(self):
-        e = self.assertRaises(exceptions.ConfigError, jobboard.board_config,
+        e = self.assertRaises(exceptions.ConfigError, ff_board.board_config,
                               self.jobboard_conf(hosts=['a', 'b']))
         self.assertIn('Redis takes one host', str(e))
 
     def test_zookeeper(self):
-        backend, options = jobboard.board_config(self.jobboard_conf(
+        backend, options = ff_board.board_config(self.jobboard_conf(
             backend='zookeeper', hosts=['zk1', 'zk2:2182', '[::1]'],
             namespace='fleet-a', claim_expiry=12))
         self.assertEqual('zookeeper', backend)
@@ -117,7 +120,7 @@ class TestBoardConfig(base.TestCase):
         for backend, namespace in (('redis', 'a b'), ('redis', ''),
                                    ('zookeeper', 'a/b'),
                                    ('zookeeper', 'myjobs')):
-            self.assertRaises(exceptions.ConfigError, jobboard.board_config,
+            self.assertRaises(exceptions.ConfigError, ff_board.board_config,
                               self.jobboard_conf(backend=backend,
                                                  namespace=namespace))
 
@@ -125,7 +128,7 @@ class TestBoardConfig(base.TestCase):
         conf = self.jobboard_conf(backend='zookeeper', hosts=['zk1'],
                                   claim_expiry=7, username='u',
                                   password='p')
-        board = jobboard.Board(conf)
+        board = ff_board.Board(conf)
         self.assertEqual(7000, board._client._session_timeout)
         self.assertEqual({('digest', 'u:p')}, board._client.auth_data)
 
@@ -135,10 +138,10 @@ class TestBoardConfig(base.TestCase):
         forget_overrides(self, ff.conf, [('launcher', 'role'),
                                          ('jobboard', 'enabled')])
         ff.conf.set_override('role', 'conductor', 'launcher')
-        self.assertRaises(exceptions.ConfigError, jobboard.make_service,
+        self.assertRaises(exceptions.ConfigError, ff_service.make_service,
                           ff.ctx)
         ff.conf.set_override('role', 'both', 'launcher')
-        launcher = jobboard.make_service(ff.ctx)
+        launcher = ff_service.make_service(ff.ctx)
         self.addCleanup(launcher.runner.stop)
         self.assertIs(ff_launcher.Launcher, type(launcher))
         ff.conf.set_override('enabled', True, 'jobboard')
@@ -146,7 +149,7 @@ class TestBoardConfig(base.TestCase):
                             ('conductor', (False, True)),
                             ('both', (True, True))):
             ff.conf.set_override('role', role, 'launcher')
-            service = jobboard.make_service(ff.ctx)
+            service = ff_service.make_service(ff.ctx)
             if service.launcher is not None:
                 self.addCleanup(service.launcher.runner.stop)
             self.assertEqual(parts, (service.launcher is not None,
@@ -169,7 +172,7 @@ class TestBoardJobs(base.TestCase):
 
     def test_jobs_that_left_the_board_sort_last(self):
         """A job consumed while the board is listed has no creation time."""
-        board = jobboard.Board(base.make_conf(
+        board = ff_board.Board(base.make_conf(
             '/tmp/unused', overrides=jobboard_overrides(self)))
         times = [datetime.datetime(2026, 1, 1, 0, minute)
                  for minute in (2, 1)]
@@ -321,7 +324,7 @@ class TestSharedStateOnPostgres(base.TestCase):
     def test_a_ready_node_goes_to_one_request(self):
         for _ in range(10):
             node = self.store.create_node('small', 'p', 'main',
-                                          state=models.READY)
+                                          state=node_states.READY)
             requests = iter([self.store.create_request(['small'])['id']
                              for _ in self.stores])
             lock = threading.Lock()
@@ -350,15 +353,15 @@ class BoardTests:
                 namespace=board_servers.namespace(self, self.backend,
                                                   where),
                 claim_expiry=self.claim_expiry, conductor_workers=4)))
-        self.board = jobboard.Board(self.ff.conf, self.ff.ctx.persistence)
+        self.board = ff_board.Board(self.ff.conf, self.ff.ctx.persistence)
         self.board.connect()
         self.addCleanup(self.board.close)
-        self.runner = jobboard.JobboardRunner(
+        self.runner = posting.JobboardRunner(
             self.ff.ctx, self.board, locks.PassLock(self.ff.ctx.engine))
         self.addCleanup(self.runner.stop)
 
     def conductor(self, **kwargs):
-        conductor = jobboard.Conductor(self.ff.ctx, self.board, **kwargs)
+        conductor = ff_conductor.Conductor(self.ff.ctx, self.board, **kwargs)
         conductor.start()
         self.addCleanup(conductor.stop)
         return conductor
@@ -409,7 +412,8 @@ class BoardTests:
         # stopped unfinished: the node is used, and must be deleted.
         node = self.ff.create_node()
         stale = self.record_only(node)
-        self.ff.store.set_node_state(node['id'], models.USED)
+        self.ff.store.set_node_state(node['id'], node_states.READY)
+        self.ff.store.set_node_state(node['id'], node_states.USED)
         self.runner.refresh()
         self.runner.delete(self.ff.node(node['id']))
         job = self.jobs()[node['id']]
@@ -444,28 +448,6 @@ class BoardTests:
         self.assertEqual(flow_id, jobs[lost['id']]['flow_uuid'])
         self.assertEqual(0, self.runner.resume_all())
 
-    def test_conductor_runs_launch_and_delete(self):
-        done = []
-        conductor = self.conductor(on_done=done.append)
-        node = self.ff.create_node()
-        self.runner.refresh()
-        self.runner.launch(node)
-        self.ff.wait_for(lambda: self.ff.node(node['id'])['state']
-                         == models.READY, timeout=20)
-        self.ff.wait_for(lambda: not self.jobs() and done, timeout=10)
-        self.assertEqual(conductor.ctx.conf.host,
-                         self.ff.node(node['id'])['launcher'])
-        self.ff.store.set_node_state(node['id'], models.USED)
-        self.runner.refresh()
-        self.runner.delete(self.ff.node(node['id']))
-        self.ff.wait_for(lambda: self.ff.node(node['id']) is None,
-                         timeout=20)
-        self.ff.wait_for(lambda: len(done) == 2, timeout=10)
-        # The logbook of a node that is gone is gone too.
-        self.assertEqual([], flowinfo.describe_flows(
-            self.ff.ctx, node['id']))
-        self.assertEqual(1, len(self.ff.driver.instance_history()))
-
     def test_a_waiting_flow_holds_its_worker_without_spinning(self):
         polls = collections.Counter()
         lookup = instance_cache.InstanceCache.lookup
@@ -483,7 +465,7 @@ class BoardTests:
         self.ff.wait_for(lambda: conductor.waiting() == 1, timeout=10)
         self.assertEqual(1, conductor.running())
         self.ff.wait_for(lambda: self.ff.node(node['id'])['state']
-                         == models.READY, timeout=20)
+                         == node_states.READY, timeout=20)
         # 1.5 s of create latency, one poll per listing change or 0.2 s.
         self.assertLess(polls['active'], 20)
 
@@ -497,7 +479,7 @@ class BoardTests:
         self.ff.wait_for(lambda: self.jobs()[node['id']]['state']
                          == 'CLAIMED', timeout=10)
         owners = set()
-        while self.ff.node(node['id'])['state'] != models.READY:
+        while self.ff.node(node['id'])['state'] != node_states.READY:
             job = self.jobs().get(node['id'])
             if job:
                 owners.add(job['owner'])
@@ -525,10 +507,10 @@ class BoardTests:
         self.ff.wait_for(lambda: failed, timeout=20)
         # The job leaves the board: its claim does not hold it there.
         self.ff.wait_for(lambda: node['id'] not in self.jobs(), timeout=20)
-        self.assertEqual(models.READY, self.ff.node(node['id'])['state'])
+        self.assertEqual(node_states.READY, self.ff.node(node['id'])['state'])
 
     def test_stopped_conductor_gives_its_jobs_back(self):
-        first = jobboard.Conductor(self.ff.ctx, self.board)
+        first = ff_conductor.Conductor(self.ff.ctx, self.board)
         first.start()
         self.ff.driver.create_latency = 3
         node = self.ff.create_node()
@@ -540,7 +522,7 @@ class BoardTests:
         self.assertEqual(('UNCLAIMED', None), (job['state'], job['owner']))
         second = self.conductor()
         self.ff.wait_for(lambda: self.ff.node(node['id'])['state']
-                         == models.READY, timeout=20)
+                         == node_states.READY, timeout=20)
         self.assertNotEqual(first.name, second.name)
         self.assertEqual(1, len(self.ff.driver.instance_history()))
 
@@ -549,10 +531,10 @@ class BoardTests:
         other = context.Context(self.ff.conf, self.ff.layout)
         other.start()
         self.addCleanup(other.stop)
-        board = jobboard.Board(self.ff.conf, other.persistence)
+        board = ff_board.Board(self.ff.conf, other.persistence)
         board.connect()
         self.addCleanup(board.close)
-        elsewhere = jobboard.Conductor(other, board)
+        elsewhere = ff_conductor.Conductor(other, board)
         elsewhere.start()
         self.ff.driver.create_latency = 3
         node = self.ff.create_node()
@@ -564,7 +546,7 @@ class BoardTests:
         # one ran it.
         self.conductor()
         self.ff.wait_for(lambda: self.ff.node(node['id'])['state']
-                         == models.READY, timeout=20)
+                         == node_states.READY, timeout=20)
         self.assertEqual(1, len(self.ff.driver.instance_history()))
 
     def in_use_node(self):
@@ -572,14 +554,14 @@ class BoardTests:
         self.runner.refresh()
         self.runner.launch(node)
         self.ff.wait_for(lambda: self.ff.node(node['id'])['state']
-                         == models.READY, timeout=20)
+                         == node_states.READY, timeout=20)
         self.ff.wait_for(lambda: node['id'] not in self.jobs(), timeout=10)
-        self.ff.store.set_node_state(node['id'], models.IN_USE)
+        self.ff.store.set_node_state(node['id'], node_states.IN_USE)
         return self.ff.node(node['id'])
 
     def record_delete(self, node):
         return self.runner.record_flow(
-            node['id'], delete_flows.get_delete_flow,
+            node['id'], 'delete',
             dict(node_id=node['id'], provider=node['provider'],
                  delete_timeout=30))[1]
 
@@ -594,8 +576,7 @@ class BoardTests:
         self.ff.driver.create_latency = 0
         self.conductor()
         victim = self.in_use_node()
-        used = self.ff.create_node()
-        self.ff.store.set_node_state(used['id'], models.USED)
+        used = self.ff.create_node(state=node_states.USED)
         # An old delete flow of a node, reverted, and its current one.
         old = self.record_delete(used)
         old.state = states.REVERTED
@@ -625,7 +606,8 @@ class BoardTests:
         self.ff.wait_for(lambda: self.ff.node(used['id']) is None,
                          timeout=20)
         self.ff.wait_for(lambda: not self.jobs(), timeout=20)
-        self.assertEqual(models.IN_USE, self.ff.node(victim['id'])['state'])
+        self.assertEqual(node_states.IN_USE,
+                         self.ff.node(victim['id'])['state'])
         self.assertEqual([victim['external_id']],
                          [i.external_id for i in self.ff.instances()])
         log = self.logger.output
@@ -652,7 +634,7 @@ class BoardTests:
         flow_id = self.ff.node(node['id'])['flow_id']
         self.forge(node['id'], flow_id)
         self.ff.wait_for(lambda: not self.jobs(), timeout=20)
-        self.assertEqual(models.IN_USE, self.ff.node(node['id'])['state'])
+        self.assertEqual(node_states.IN_USE, self.ff.node(node['id'])['state'])
         self.assertIn('not run: flow %s of node %s ended SUCCESS'
                       % (flow_id, node['id']), self.logger.output)
         self.assertNotIn('SECURITY', self.logger.output)
@@ -755,7 +737,7 @@ class TestZooKeeperAccess(base.TestCase):
         conf = base.make_conf('/tmp/unused', overrides=jobboard_overrides(
             self, enabled=True, backend='zookeeper', hosts=[where],
             namespace=namespace, claim_expiry=4, **options))
-        board = jobboard.Board(conf)
+        board = ff_board.Board(conf)
         self.addCleanup(board.close)
         return board
 
@@ -830,8 +812,8 @@ class TestZooKeeperAccess(base.TestCase):
                       'issuer certificate', self.logger.output)
 
 
-class TestFleetLauncherPass(base.TestCase):
-    """A FleetLauncher's pass on SQLite, its board in Redis."""
+class TestJobboardLauncherPass(base.TestCase):
+    """A launcher's pass posting jobs, on SQLite, its board in Redis."""
 
     def test_adopts_what_a_dead_launcher_left(self):
         where = board_servers.address(self, 'redis')
@@ -839,11 +821,11 @@ class TestFleetLauncherPass(base.TestCase):
             runner=False, conf_overrides=jobboard_overrides(
                 self, enabled=True, backend='redis', hosts=[where],
                 namespace=board_servers.namespace(self, 'redis', where))))
-        board = jobboard.Board(ff.conf, ff.ctx.persistence)
+        board = ff_board.Board(ff.conf, ff.ctx.persistence)
         board.connect()
         self.addCleanup(board.close)
-        launcher = jobboard.FleetLauncher(
-            ff.ctx, board, locks.PassLock(ff.ctx.engine))
+        launcher = ff_launcher.Launcher(ff.ctx, posting.JobboardRunner(
+            ff.ctx, board, locks.PassLock(ff.ctx.engine)))
         self.addCleanup(launcher.runner.stop)
         request = ff.store.create_request(['small'])
         ff.store.set_request_state(request['id'], models.PENDING,
@@ -855,7 +837,7 @@ class TestFleetLauncherPass(base.TestCase):
         self.assertTrue(launcher.runner.is_running(node['id']))
         self.assertEqual(1, len(board.jobs()))
         # Its launch is done (by some conductor): the request is settled.
-        ff.store.set_node_state(node['id'], models.READY)
+        ff.store.set_node_state(node['id'], node_states.READY)
         for job in board.jobs():
             board.jobboard.claim(job, 'c')
             board.jobboard.consume(job, 'c')
@@ -877,7 +859,7 @@ class TestJobList(base.TestCase):
             'enabled': 'true', 'hosts': where, 'namespace': namespace}}))
         conf = base.make_conf(env.state_path, overrides=jobboard_overrides(
             self, enabled=True, hosts=[where], namespace=namespace))
-        board = jobboard.Board(conf)
+        board = ff_board.Board(conf)
         board.connect()
         self.addCleanup(board.close)
         first = board.jobboard.post('launch-n1', details={
@@ -895,7 +877,7 @@ class TestJobList(base.TestCase):
 
     def test_a_job_that_loses_its_owner_while_listed(self):
         where = board_servers.address(self, 'redis')
-        board = jobboard.Board(base.make_conf('/tmp/unused', overrides=(
+        board = ff_board.Board(base.make_conf('/tmp/unused', overrides=(
             jobboard_overrides(self, enabled=True, hosts=[where],
                                namespace=board_servers.namespace(
                                    self, 'redis', where)))))

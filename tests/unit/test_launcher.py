@@ -8,11 +8,12 @@ from taskflow import states
 
 from fleetflow.db import models
 from fleetflow import exceptions
+from fleetflow.execution import base as exec_base
 from fleetflow import flowinfo
 from fleetflow import launcher as ff_launcher
 from fleetflow import layout
+from fleetflow import node_states
 from fleetflow import quota as ff_quota
-from fleetflow import runner as ff_runner
 from tests import base
 from tests import db_urls
 
@@ -34,7 +35,7 @@ class TestFulfilWhenReady(base.TestCase):
         ff.wait_for(lambda: ff.store.get_request(request['id'])['state']
                     == models.FULFILLED, timeout=20)
         self.assertEqual(1, launcher.passes)
-        self.assertEqual(models.IN_USE, ff.node(node['id'])['state'])
+        self.assertEqual(node_states.IN_USE, ff.node(node['id'])['state'])
 
     def test_a_flow_that_left_the_jobboard_wakes_the_pass(self):
         # The jobboard runner says a job left the board, not which.
@@ -54,8 +55,7 @@ class TestFailingDeletes(base.TestCase):
         self.addCleanup(launcher.runner.stop)
         started = []
         launcher.runner.delete = started.append
-        node = ff.create_node()
-        ff.store.set_node_state(node['id'], models.DELETING)
+        node = ff.create_node(state=node_states.DELETING)
         # [launcher] delete_retry_initial = 1, delete_retry_interval = 30.
         waits = []
         for _ in range(8):
@@ -82,12 +82,12 @@ class TestFailingDeletes(base.TestCase):
             run = ff.delete(ff.node(node['id']))
             self.assertEqual(states.REVERTED, run.state)
             flows = flowinfo.describe_flows(ff.ctx, node['id'])
-            self.assertEqual(min(attempt + 2, ff_runner.FLOWS_KEPT + 1),
+            self.assertEqual(min(attempt + 2, exec_base.FLOWS_KEPT + 1),
                              len(flows))
         # The newest ones are kept: the last failures, not the launch.
         self.assertNotIn('launch-%s' % node['id'],
                          {flow['name'] for flow in flows})
-        self.assertEqual(models.DELETING, ff.node(node['id'])['state'])
+        self.assertEqual(node_states.DELETING, ff.node(node['id'])['state'])
         self.assertEqual(states.SUCCESS,
                          ff.delete(ff.node(node['id'])).state)
         self.assertIsNone(ff.node(node['id']))
@@ -287,13 +287,13 @@ class TestLayoutKeys(base.TestCase):
 
     def test_max_hold_age_ends_a_hold(self):
         ff, launcher = self.launcher(**{'max-hold-age': 60})
-        forever = ff.create_node(state=models.HOLD)
-        old = ff.create_node(state=models.HOLD)
+        forever = ff.create_node(state=node_states.HOLD)
+        old = ff.create_node(state=node_states.HOLD)
         ff.store.update_node(old['id'], state_time=time.time() - 61)
         launcher.run_pass()
-        self.assertEqual(models.HOLD, ff.node(forever['id'])['state'])
+        self.assertEqual(node_states.HOLD, ff.node(forever['id'])['state'])
         self.assertIn(ff.node(old['id'])['state'],
-                      (models.USED, models.DELETING, None))
+                      (node_states.USED, node_states.DELETING, None))
 
     def test_ignore_provider_quota(self):
         pool = {'name': 'own', 'max-servers': 5,

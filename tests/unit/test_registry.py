@@ -14,12 +14,10 @@ import uuid
 
 from taskflow.persistence import models as tf_models
 
-from fleetflow.db import models
+from fleetflow.execution import base as exec_base
 from fleetflow import flowinfo
-from fleetflow.flows import delete as delete_flows
-from fleetflow.flows import launch as launch_flows
 from fleetflow.flows import registry
-from fleetflow import runner as ff_runner
+from fleetflow import node_states
 from tests import base
 from tests import db_urls
 from tests.unit import test_cli
@@ -38,7 +36,7 @@ def plant(persistence, node_id, name, args=(), kwargs=None, store=None,
                                   uuid=str(uuid.uuid4()))
     detail.meta = {'factory': {'name': name, 'args': list(args),
                                'kwargs': kwargs or {}}}
-    detail.add(ff_runner._injector(store if store is not None
+    detail.add(exec_base._injector(store if store is not None
                                    else kwargs or {}))
     book = tf_models.LogBook('node-%s' % node_id, uuid=node_id)
     book.add(detail)
@@ -73,21 +71,21 @@ class PlantedFactoryTests:
         victim = self.ff.create_node()
         self.plant_system(victim['id'])
         honest = self.ff.create_node()
-        self.ff.runner.record_flow(honest['id'], launch_flows.get_launch_flow,
+        self.ff.runner.record_flow(honest['id'], 'launch',
                                    launch_inputs(honest))
         self.assertEqual(1, self.ff.runner.resume_all())
         self.ff.wait_for(lambda: self.ff.node(honest['id'])['state']
-                         == models.READY)
+                         == node_states.READY)
         self.assertFalse(os.path.exists(self.marker))
         self.assertIn("SECURITY: [node %s]" % victim['id'],
                       self.logger.output)
         self.assertIn("factory 'os.system' is not a registered flow "
                       "factory", self.logger.output)
         # Nothing lost: the node is as it was, and launched when asked.
-        self.assertEqual(models.BUILDING,
+        self.assertEqual(node_states.BUILDING,
                          self.ff.node(victim['id'])['state'])
         node, run = self.ff.launch(node=self.ff.node(victim['id']))
-        self.assertEqual(models.READY, node['state'])
+        self.assertEqual(node_states.READY, node['state'])
 
     def test_flow_show_refuses_a_planted_factory(self):
         victim = self.ff.create_node()
@@ -101,7 +99,7 @@ class PlantedFactoryTests:
         victim = self.ff.create_node()
         other = self.ff.create_node()
         good = launch_inputs(victim)
-        name = registry.factory_of(launch_flows.get_launch_flow).name
+        name = registry.factory("launch").name
         cases = {
             'input launch_retries of launch: bad value':
                 dict(good, launch_retries='3; rm -rf /'),
@@ -128,7 +126,7 @@ class PlantedFactoryTests:
                                   detail, victim['id'])
         self.assertIn('store differs', str(error))
         self.assertEqual(0, self.ff.runner.resume_all())
-        self.assertEqual(models.BUILDING,
+        self.assertEqual(node_states.BUILDING,
                          self.ff.node(victim['id'])['state'])
 
 
@@ -150,7 +148,7 @@ class TestRegistry(base.TestCase):
         self.assertRaises(registry.UntrustedFlow, ff.runner.record_flow,
                           node['id'], os.system, {'command': 'true'})
         self.assertRaises(registry.UntrustedFlow, ff.runner.record_flow,
-                          node['id'], launch_flows.get_launch_flow,
+                          node['id'], 'launch',
                           dict(launch_inputs(node), launch_timeout=-1))
         self.assertIsNone(ff.node(node['id'])['flow_id'])
 
@@ -158,7 +156,7 @@ class TestRegistry(base.TestCase):
         ff = self.useFixture(base.FleetflowFixture())
         node = ff.create_node()
         flow, detail, _book = ff.runner.record_flow(
-            node['id'], delete_flows.get_delete_flow,
+            node['id'], 'delete',
             dict(node_id=node['id'], provider='fake-1', delete_timeout=30))
         self.assertIs(flow, registry.rebuild(detail, node['id']))
 

@@ -19,6 +19,7 @@ from fleetflow import client as ff_client
 from fleetflow.db import api as db_api
 from fleetflow.db import migration
 from fleetflow.db import models
+from fleetflow import node_states
 from tests import base
 from tests import db_urls
 from tests.unit import test_cli
@@ -72,7 +73,7 @@ class TestRequesterRole(test_cli.CliTestCase):
             # A launcher serves it.
             self.admin.set_request_state(request['id'], models.PENDING)
             nodes = [self.admin.create_node('small', 'fake-1', 'main',
-                                            state=models.READY,
+                                            state=node_states.READY,
                                             request_id=request['id'])
                      for _ in range(2)]
             self.assertTrue(self.admin.fulfil_request(
@@ -83,7 +84,7 @@ class TestRequesterRole(test_cli.CliTestCase):
             self.assertEqual(2, len(fleet.list_nodes()))
             fleet.hold_node(nodes[0]['id'], reason='debugging')
             fleet.release_request(request['id'])
-            self.assertEqual({models.HOLD, models.USED},
+            self.assertEqual({node_states.HOLD, node_states.USED},
                              {node['state'] for node in fleet.list_nodes()})
             self.assertRaises(ff_client.NotFound, fleet.get_request,
                               request['id'])

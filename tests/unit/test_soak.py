@@ -18,8 +18,8 @@ from fleetflow.bench import soak
 from fleetflow.bench import zk_requester
 from fleetflow.db import models
 from fleetflow.drivers import base as driver_base
-from fleetflow.flows import delete as delete_flows
-from fleetflow import runner as ff_runner
+from fleetflow.execution import local
+from fleetflow import node_states
 from tests import base
 
 
@@ -53,10 +53,10 @@ class TestPureChecks(testtools.TestCase):
 
     def test_unowned(self):
         nodes = {
-            'ready': {'external_id': 'i1', 'state': models.READY},
-            'new': {'external_id': None, 'state': models.BUILDING},
-            'retry': {'external_id': 'i2', 'state': models.BUILDING},
-            'used': {'external_id': 'i4', 'state': models.IN_USE}}
+            'ready': {'external_id': 'i1', 'state': node_states.READY},
+            'new': {'external_id': None, 'state': node_states.BUILDING},
+            'retry': {'external_id': 'i2', 'state': node_states.BUILDING},
+            'used': {'external_id': 'i4', 'state': node_states.IN_USE}}
         instances = [self.instance('ready', 'i1'),
                      self.instance('new', 'i5'),
                      self.instance('retry', 'i3'),
@@ -65,28 +65,29 @@ class TestPureChecks(testtools.TestCase):
         self.assertEqual(['i6', 'i7'], soak.unowned(instances, nodes))
 
     def test_instance_lost(self):
-        nodes = [{'id': 'a', 'state': models.IN_USE, 'external_id': 'i1'},
-                 {'id': 'b', 'state': models.READY, 'external_id': 'i2'},
-                 {'id': 'c', 'state': models.READY, 'external_id': 'i3'},
-                 {'id': 'd', 'state': models.BUILDING, 'external_id': 'i4'}]
+        nodes = [{'id': 'a', 'state': node_states.IN_USE, 'external_id': 'i1'},
+                 {'id': 'b', 'state': node_states.READY, 'external_id': 'i2'},
+                 {'id': 'c', 'state': node_states.READY, 'external_id': 'i3'},
+                 {'id': 'd', 'state': node_states.BUILDING,
+                  'external_id': 'i4'}]
         self.assertEqual(['a', 'c'], [n['id'] for n in soak.instance_lost(
             nodes, [self.instance('b', 'i2')])])
 
     def test_spare(self):
-        self.assertTrue(soak.spare({'state': models.READY,
+        self.assertTrue(soak.spare({'state': node_states.READY,
                                     'request_id': None}))
-        self.assertFalse(soak.spare({'state': models.READY,
+        self.assertFalse(soak.spare({'state': node_states.READY,
                                      'request_id': 'r1'}))
-        self.assertFalse(soak.spare({'state': models.IN_USE,
+        self.assertFalse(soak.spare({'state': node_states.IN_USE,
                                      'request_id': None}))
 
     def test_overdue(self):
         now = 1000
-        nodes = [{'id': 'a', 'state': models.BUILDING, 'state_time': 800},
-                 {'id': 'b', 'state': models.BUILDING, 'state_time': 950},
-                 {'id': 'c', 'state': models.DELETING, 'state_time': 900},
-                 {'id': 'd', 'state': models.READY, 'state_time': 0}]
-        limits = {models.BUILDING: 100, models.DELETING: 50}
+        nodes = [{'id': 'a', 'state': node_states.BUILDING, 'state_time': 800},
+                 {'id': 'b', 'state': node_states.BUILDING, 'state_time': 950},
+                 {'id': 'c', 'state': node_states.DELETING, 'state_time': 900},
+                 {'id': 'd', 'state': node_states.READY, 'state_time': 0}]
+        limits = {node_states.BUILDING: 100, node_states.DELETING: 50}
         self.assertEqual(['a', 'c'], [n['id'] for n in soak.overdue(
             nodes, now, limits)])
 
@@ -191,8 +192,8 @@ class TestLaunchers(testtools.TestCase):
         self.log('fleetflow.launcher [-] Launcher soak-1 started; 0 '
                  'unfinished flows resumed')
         self.start(long_ago=60)
-        self.log('fleetflow.runner [-] [node 1] Resuming flow delete-1 '
-                 '(SUSPENDED)')
+        self.log('fleetflow.execution.local [-] [node 1] Resuming flow '
+                 'delete-1 (SUSPENDED)')
         # The line of the process before it does not count.
         self.assertEqual([], self.launchers.up())
         self.log('fleetflow.launcher [-] Launcher soak-1 started; 1 '
@@ -203,8 +204,8 @@ class TestLaunchers(testtools.TestCase):
 
     def test_a_launcher_that_never_starts_is_named_with_its_figures(self):
         self.start(long_ago=300)
-        self.log('fleetflow.runner [-] [node 1] Resuming flow delete-1 '
-                 '(SUSPENDED)')
+        self.log('fleetflow.execution.local [-] [node 1] Resuming flow '
+                 'delete-1 (SUSPENDED)')
         late = self.launchers.not_started(soak.START_LIMIT)
         self.assertEqual(['soak-1'], list(late))
         self.assertEqual(os.getpid(), late['soak-1']['pid'])
@@ -276,7 +277,7 @@ class TestChecker(base.TestCase):
         self.requests = soak.Requests(self.ff.store, random.Random(1), args)
         self.checker = soak.Checker(
             self.ff.ctx, self.ff.driver,
-            {models.BUILDING: 60, models.DELETING: 60}, leak_grace=5,
+            {node_states.BUILDING: 60, node_states.DELETING: 60}, leak_grace=5,
             max_logbook_rows=30)
 
     def check(self, now=None):
@@ -321,8 +322,8 @@ class TestChecker(base.TestCase):
     def test_instance_of_an_in_use_node_deleted(self):
         node = self.ff.create_node()
         instance = self.launch(node)
-        self.ff.store.update_node(node['id'], state=models.IN_USE,
-                                  external_id=instance.external_id)
+        self.ff.force_state(node['id'], node_states.IN_USE,
+                            external_id=instance.external_id)
         self.check()
         self.ff.driver.delete_instance(instance.external_id)
         e = self.assertRaises(soak.Violation, self.check)
@@ -335,8 +336,8 @@ class TestChecker(base.TestCase):
         self.assertEqual('stuck', e.evidence['kind'])
 
     def fulfil(self, request_id, node):
-        self.ff.store.update_node(node['id'], state=models.READY,
-                                  request_id=request_id)
+        self.ff.force_state(node['id'], node_states.READY,
+                            request_id=request_id)
         self.ff.store.set_request_state(request_id, models.PENDING)
         self.assertTrue(self.ff.store.fulfil_request(request_id,
                                                      [node['id']]))
@@ -387,10 +388,10 @@ class TestChecker(base.TestCase):
 
     def test_logbook_rows_bounded(self):
         node = self.ff.create_node()
-        flows = ff_runner.Runner(self.ff.ctx, workers=1)
+        flows = local.LocalRunner(self.ff.ctx, workers=1)
         self.addCleanup(flows.stop)
         for _ in range(5):
-            flows.record_flow(node['id'], delete_flows.get_delete_flow,
+            flows.record_flow(node['id'], 'delete',
                               dict(node_id=node['id'],
                                    provider=node['provider'],
                                    delete_timeout=30))

@@ -12,6 +12,8 @@ from fleetflow.db import api
 from fleetflow.db import migration
 from fleetflow.db import models
 from fleetflow import exceptions
+from fleetflow import node_states
+from tests import base
 from tests import db_urls
 
 TABLES = {'fleetflow_nodes', 'fleetflow_requests',
@@ -46,36 +48,36 @@ class StoreTests:
         node = self.store.create_node('small', 'p', 'main',
                                       username='zuul', host_keys=['k a'])
         got = self.store.get_node(node['id'])
-        self.assertEqual(('small', 'p', 'main', models.BUILDING, 'zuul',
+        self.assertEqual(('small', 'p', 'main', node_states.BUILDING, 'zuul',
                           ['k a'], 0),
                          (got['label'], got['provider'], got['pool'],
                           got['state'], got['username'], got['host_keys'],
                           got['launch_attempts']))
         self.assertIsNone(got['ready_at'])
-        self.store.set_node_state(node['id'], models.READY,
-                                  expected=[models.BUILDING])
+        self.store.set_node_state(node['id'], node_states.READY,
+                                  expected=[node_states.BUILDING])
         self.assertIsNotNone(self.store.get_node(node['id'])['ready_at'])
 
     def test_compare_and_set_refuses_wrong_state(self):
         node = self.store.create_node('small', 'p', 'main')
         self.assertRaises(exceptions.NodeStateConflict,
                           self.store.set_node_state, node['id'],
-                          models.IN_USE, expected=[models.READY])
-        self.assertEqual(models.BUILDING,
+                          node_states.IN_USE, expected=[node_states.READY])
+        self.assertEqual(node_states.BUILDING,
                          self.store.get_node(node['id'])['state'])
 
     def test_update_only_in_expected_states(self):
         node = self.store.create_node('small', 'p', 'main')
         self.assertTrue(self.store.update_node(
-            node['id'], expected=[models.BUILDING], external_id='i-1'))
-        self.store.set_node_state(node['id'], models.READY)
+            node['id'], expected=[node_states.BUILDING], external_id='i-1'))
+        self.store.set_node_state(node['id'], node_states.READY)
         self.assertFalse(self.store.update_node(
-            node['id'], expected=[models.BUILDING], external_id=None))
+            node['id'], expected=[node_states.BUILDING], external_id=None))
         self.assertEqual('i-1', self.store.get_node(node['id'])['external_id'])
 
     def test_only_one_thread_takes_a_node(self):
         nodes = [self.store.create_node('small', 'p', 'main',
-                                        state=models.READY)
+                                        state=node_states.READY)
                  for _ in range(5)]
         wins = []
         barrier = threading.Barrier(8)
@@ -100,15 +102,15 @@ class StoreTests:
 
     def test_concurrent_state_changes_have_one_winner(self):
         node = self.store.create_node('small', 'p', 'main',
-                                      state=models.READY)
+                                      state=node_states.READY)
         outcomes = []
         barrier = threading.Barrier(8)
 
         def worker():
             barrier.wait()
             try:
-                self.store.set_node_state(node['id'], models.IN_USE,
-                                          expected=[models.READY])
+                self.store.set_node_state(node['id'], node_states.IN_USE,
+                                          expected=[node_states.READY])
                 outcomes.append('won')
             except exceptions.NodeStateConflict:
                 outcomes.append('lost')
@@ -127,11 +129,11 @@ class StoreTests:
         self.assertEqual([high['id'], later['id'], low['id']],
                          [r['id'] for r in self.store.list_requests()])
         node = self.store.create_node('small', 'p', 'main',
-                                      state=models.IN_USE,
+                                      state=node_states.IN_USE,
                                       request_id=high['id'])
         self.store.release_request(high['id'])
         released = self.store.get_node(node['id'])
-        self.assertEqual((models.USED, None),
+        self.assertEqual((node_states.USED, None),
                          (released['state'], released['request_id']))
         self.assertRaises(exceptions.FleetflowError,
                           self.store.get_request, high['id'])
@@ -140,7 +142,7 @@ class StoreTests:
         first = self.store.create_request(['small', 'small'])
         second = self.store.create_request(['small'])
         spare, taken = [self.store.create_node('small', 'p', 'main',
-                                               state=models.READY)
+                                               state=node_states.READY)
                         for _ in range(2)]
         self.assertTrue(self.store.assign_node(taken['id'], 'other'))
 
@@ -160,7 +162,7 @@ class StoreTests:
                           for nodes in served])
         self.assertEqual(first['id'],
                          self.store.get_node(spare['id'])['request_id'])
-        building = self.store.list_nodes(states=[models.BUILDING])
+        building = self.store.list_nodes(states=[node_states.BUILDING])
         self.assertEqual(sorted([first['id'], second['id']]),
                          sorted(node['request_id'] for node in building))
         self.assertEqual({'host-a'}, {n['launcher'] for n in building})
@@ -173,38 +175,41 @@ class StoreTests:
         request = self.store.create_request(['small', 'small'])
         self.store.set_request_state(request['id'], models.PENDING)
         nodes = [self.store.create_node('small', 'p', 'main',
-                                        state=models.READY,
+                                        state=node_states.READY,
                                         request_id=request['id'])
                  for _ in range(2)]
         ids = [node['id'] for node in nodes]
-        self.store.set_node_state(ids[1], models.USED)
+        self.store.set_node_state(ids[1], node_states.USED)
         self.assertFalse(self.store.fulfil_request(request['id'], ids))
-        self.assertEqual(models.READY, self.store.get_node(ids[0])['state'])
+        self.assertEqual(node_states.READY,
+                         self.store.get_node(ids[0])['state'])
         self.assertEqual(models.PENDING,
                          self.store.get_request(request['id'])['state'])
-        self.store.set_node_state(ids[1], models.READY)
+        base.force_node_state(self.store, ids[1], node_states.READY)
         self.assertTrue(self.store.fulfil_request(request['id'], ids))
-        self.assertEqual([models.IN_USE] * 2, [
+        self.assertEqual([node_states.IN_USE] * 2, [
             self.store.get_node(node_id)['state'] for node_id in ids])
         self.assertEqual(models.FULFILLED,
                          self.store.get_request(request['id'])['state'])
         # Fulfilled once: a second time finds it no longer pending.
-        self.store.set_node_state(ids[0], models.READY)
-        self.store.set_node_state(ids[1], models.READY)
+        base.force_node_state(self.store, ids[0], node_states.READY)
+        base.force_node_state(self.store, ids[1], node_states.READY)
         self.assertFalse(self.store.fulfil_request(request['id'], ids))
-        self.assertEqual(models.READY, self.store.get_node(ids[0])['state'])
+        self.assertEqual(node_states.READY,
+                         self.store.get_node(ids[0])['state'])
 
     def test_lists_filter_by_state_and_columns_in_order(self):
         made = [self.store.create_node('small', provider, 'main')
                 for provider in ('p1', 'p2', 'p1')]
-        self.store.set_node_state(made[2]['id'], models.READY)
+        self.store.set_node_state(made[2]['id'], node_states.READY)
         ids = lambda nodes: [node['id'] for node in nodes]  # noqa: E731
         self.assertEqual(ids(made), ids(self.store.list_nodes()))
         self.assertEqual([made[0]['id']], ids(self.store.list_nodes(
-            states=[models.BUILDING], provider='p1')))
+            states=[node_states.BUILDING], provider='p1')))
         self.assertEqual([made[0]['id'], made[2]['id']], ids(
-            self.store.list_nodes(states=[models.BUILDING, models.READY],
-                                  provider='p1')))
+            self.store.list_nodes(
+                states=[node_states.BUILDING, node_states.READY],
+                provider='p1')))
         self.assertEqual([], self.store.list_nodes(states=[]))
         self.assertEqual([], self.store.list_nodes(label='large'))
 

@@ -12,9 +12,9 @@ from taskflow import retry as tf_retry
 from taskflow.types import failure as tf_failure
 
 from fleetflow import context
-from fleetflow.db import models
 from fleetflow.drivers import base as driver_base
 from fleetflow import exceptions
+from fleetflow import node_states
 from fleetflow import retries
 from fleetflow.tasks import instances
 from fleetflow.tasks import keyscan
@@ -52,12 +52,11 @@ class TaskTestCase(base.TestCase):
         self.ctx.worker_backlog = 0
         self.store = self.ctx.store
         self.store.find_node.return_value = {'id': NODE, 'request_id': None,
-                                             'state': models.BUILDING}
+                                             'state': node_states.BUILDING}
         self.cloud = mock.Mock(name='provider')
         self.ctx.provider.return_value = self.cloud
         self.driver = self.cloud.driver
         self.cache = self.cloud.cache
-        self.cache.wait_gone.return_value = True
         self.cache.interval = 0.05
         self.useFixture(fixtures.MockPatchObject(
             context, '_current', self.ctx))
@@ -128,23 +127,30 @@ class TestCreateInstance(TaskTestCase):
         self.task.revert(node_id=NODE, provider=PROVIDER, result=result,
                          flow_failures={})
 
-    def test_revert_deletes_and_waits_gone(self):
+    def test_revert_records_the_instance_then_asks_its_delete(self):
+        calls = mock.Mock()
+        calls.attach_mock(self.store.update_node, 'update_node')
+        calls.attach_mock(self.driver.delete_instance, 'delete_instance')
         self.revert({'external_id': 'i-1', 'created_at': 1.0})
-        self.driver.delete_instance.assert_called_once_with('i-1')
-        self.cache.wait_gone.assert_called_once_with('i-1', mock.ANY)
-        self.assertLessEqual(self.cache.wait_gone.call_args[0][1], 30)
+        self.assertEqual([
+            mock.call.update_node(NODE, expected=[node_states.BUILDING],
+                                  external_id='i-1'),
+            mock.call.delete_instance('i-1')], calls.mock_calls)
+        # It does not wait: the next attempt, or the delete flow, does.
+        self.cloud.cache.watch.assert_not_called()
 
     def test_revert_leaves_the_instance_of_a_node_another_run_readied(self):
         # A conductor frozen past its claim wakes up and reverts its copy
         # of a launch that another conductor finished meanwhile.
-        for state in (models.READY, models.IN_USE):
+        self.store.update_node.return_value = False
+        for state in (node_states.READY, node_states.IN_USE):
             self.store.find_node.return_value = {'id': NODE,
                                                  'state': state}
             self.revert({'external_id': 'i-1', 'created_at': 1.0})
         self.driver.delete_instance.assert_not_called()
-        self.cache.wait_gone.assert_not_called()
 
     def test_revert_deletes_the_instance_of_a_gone_node(self):
+        self.store.update_node.return_value = False
         self.store.find_node.return_value = None
         self.revert({'external_id': 'i-1', 'created_at': 1.0})
         self.driver.delete_instance.assert_called_once_with('i-1')
@@ -153,31 +159,104 @@ class TestCreateInstance(TaskTestCase):
         self.revert(failure_of(driver_base.DriverError('create failed')))
         self.revert(None)
         self.driver.delete_instance.assert_not_called()
-        self.cache.wait_gone.assert_not_called()
+        self.store.update_node.assert_not_called()
 
     def test_revert_of_a_gone_instance(self):
         self.driver.delete_instance.side_effect = driver_base.NotFound('x')
         self.revert({'external_id': 'i-1', 'created_at': 1.0})
-        self.cache.wait_gone.assert_not_called()
+        self.driver.delete_instance.assert_called_once_with('i-1')
 
-    def test_revert_tries_a_failed_delete_again(self):
-        self.ctx.conf.launcher.poll_attempt = 0.01
-        self.driver.delete_instance.side_effect = [
-            driver_base.DriverError('boom'),
-            driver_base.RateLimitError('slow down', time.time() + 0.01),
-            None]
-        self.revert({'external_id': 'i-1', 'created_at': 1.0})
-        self.assertEqual(3, self.driver.delete_instance.call_count)
-        self.cache.wait_gone.assert_called_once()
-
-    def test_revert_gives_up_at_the_delete_timeout(self):
-        self.ctx.conf.launcher.delete_timeout = 0.5
+    def test_revert_whose_delete_fails_asks_once(self):
         self.driver.delete_instance.side_effect = driver_base.DriverError(
             'boom')
         self.revert({'external_id': 'i-1', 'created_at': 1.0})
-        self.assertGreater(self.driver.delete_instance.call_count, 1)
-        self.cache.wait_gone.assert_not_called()
-        self.assertIn('leak cleanup deletes it later', self.logger.output)
+        self.driver.delete_instance.assert_called_once_with('i-1')
+        self.assertIn('asked again while it is waited for',
+                      self.logger.output)
+
+
+class TestWaitForLastInstanceGone(TaskTestCase):
+
+    def setUp(self):
+        super().setUp()
+        self.task = instances.WaitForLastInstanceGone(
+            name='wait-last-instance-gone', poll_timeout=30)
+        self.store.get_node.return_value = {
+            'id': NODE, 'external_id': 'i-1', 'launch_attempts': 1}
+
+    def execute(self, known, current, attempt=2):
+        self.cache.lookup.return_value = (known, current)
+        return self.task.execute(NODE, PROVIDER, attempt,
+                                 time.time() + 30)
+
+    def test_nothing_to_wait_for(self):
+        self.store.get_node.return_value = {
+            'id': NODE, 'external_id': None, 'launch_attempts': 1}
+        self.assertIsNone(self.execute(True, instance()))
+        self.assertIsNone(self.task.waiting(NODE, PROVIDER, 2,
+                                            time.time() + 30))
+        self.cache.lookup.assert_not_called()
+
+    def test_the_first_attempt_reads_nothing(self):
+        self.assertIsNone(self.task.execute(NODE, PROVIDER, 1,
+                                            time.time() + 30))
+        self.store.get_node.assert_not_called()
+        self.cache.lookup.assert_not_called()
+
+    def test_an_attempt_that_created_already_waits_for_nothing(self):
+        self.store.get_node.return_value = {
+            'id': NODE, 'external_id': 'i-1', 'launch_attempts': 2}
+        self.assertIsNone(self.execute(True, instance(), attempt=2))
+        self.cache.lookup.assert_not_called()
+
+    def test_gone_forgets_the_instance(self):
+        self.execute(True, None)
+        self.store.update_node.assert_called_once_with(
+            NODE, expected=[node_states.BUILDING], external_id=None)
+        self.driver.delete_instance.assert_not_called()
+
+    def test_still_listed_waits(self):
+        e = self.assertRaises(exceptions.StillWaiting, self.execute, True,
+                              instance())
+        self.assertEqual('i-1', e.external_id)
+        self.assertEqual(driver_base.ACTIVE, e.seen_state)
+        # The revert asked for the delete just now.
+        self.driver.delete_instance.assert_not_called()
+        self.store.update_node.assert_not_called()
+
+    def test_still_listed_a_poll_attempt_later_asks_the_delete_again(self):
+        # The wait began 120 s before its deadline, 30 s from now: 90 s
+        # ago, more than poll_attempt (5 s).
+        self.task.poll_timeout = 120
+        self.cache.lookup.return_value = (True, instance())
+        deadline = time.time() + 30
+        self.assertIsNone(self.task.waiting(NODE, PROVIDER, 2, deadline))
+        self.assertRaises(exceptions.StillWaiting, self.task.execute, NODE,
+                          PROVIDER, 2, deadline)
+        self.driver.delete_instance.assert_called_once_with('i-1')
+
+    def test_being_deleted_or_not_listed_yet_is_not_asked_again(self):
+        self.task.poll_timeout = 120
+        for known, current in ((True, instance(driver_base.DELETING)),
+                               (False, None)):
+            self.assertRaises(exceptions.StillWaiting, self.execute, known,
+                              current)
+            self.assertIsInstance(
+                self.task.waiting(NODE, PROVIDER, 2, time.time() + 30),
+                exceptions.StillWaiting)
+        self.driver.delete_instance.assert_not_called()
+
+    def test_waiting_reads_the_listing_after_the_wait_began(self):
+        self.cache.lookup.return_value = (True, instance())
+        deadline = time.time() + 30
+        reason = self.task.waiting(NODE, PROVIDER, 2, deadline)
+        self.assertIsInstance(reason, exceptions.StillWaiting)
+        self.cache.lookup.assert_called_once_with('i-1', deadline - 30)
+
+    def test_still_there_at_the_deadline_fails_the_attempt(self):
+        self.cache.lookup.return_value = (True, instance())
+        self.assertRaises(driver_base.DriverError, self.task.execute, NODE,
+                          PROVIDER, 2, time.time() - 1)
 
 
 class TestWaitForInstanceActive(TaskTestCase):
@@ -331,7 +410,7 @@ class TestNodeTasks(TaskTestCase):
     def test_mark_building(self):
         nodes.MarkNodeBuilding().execute(NODE)
         self.store.set_node_state.assert_called_once_with(
-            NODE, models.BUILDING, expected=[models.BUILDING],
+            NODE, node_states.BUILDING, expected=[node_states.BUILDING],
             launcher='host-1')
 
     def revert_building(self, *errors, result=None):
@@ -343,7 +422,7 @@ class TestNodeTasks(TaskTestCase):
     def test_mark_building_revert_fails_the_node(self):
         self.revert_building(exceptions.InstanceErrorState('went to ERROR'))
         self.store.set_node_state.assert_called_once_with(
-            NODE, models.FAILED, expected=[models.BUILDING],
+            NODE, node_states.FAILED, expected=[node_states.BUILDING],
             failure='went to ERROR')
 
     def test_mark_building_revert_for_quota_or_capacity_aborts(self):
@@ -352,7 +431,7 @@ class TestNodeTasks(TaskTestCase):
             self.store.reset_mock()
             self.revert_building(error)
             self.store.set_node_state.assert_called_once_with(
-                NODE, models.ABORTED, expected=[models.BUILDING],
+                NODE, node_states.ABORTED, expected=[node_states.BUILDING],
                 failure=str(error))
 
     def test_mark_building_revert_after_own_failure(self):
@@ -374,7 +453,7 @@ class TestNodeTasks(TaskTestCase):
         task.revert(NODE, result=None)
         fields = dict(self.store.update_node.call_args[1])
         # Only a node still building: not one another run readied.
-        self.assertEqual([models.BUILDING], fields.pop('expected'))
+        self.assertEqual([node_states.BUILDING], fields.pop('expected'))
         self.assertEqual({f: None for f in fields}, fields)
         self.assertIn('external_id', fields)
         self.assertIn('interface_ip', fields)
@@ -390,21 +469,20 @@ class TestNodeTasks(TaskTestCase):
         self.store.update_node.reset_mock()
         task.revert(NODE, result=None)
         self.store.update_node.assert_called_once_with(
-            NODE, expected=[models.BUILDING], host_keys=[])
+            NODE, expected=[node_states.BUILDING], host_keys=[])
         self.store.update_node.reset_mock()
         task.revert(NODE, result=failure_of(RuntimeError('x')))
         self.store.update_node.assert_not_called()
 
     def test_mark_ready(self):
-        self.store.get_node.return_value = {'state': models.BUILDING,
+        self.store.get_node.return_value = {'state': node_states.BUILDING,
                                             'external_id': 'i-1'}
         nodes.MarkNodeReady().execute(NODE)
         self.store.set_node_state.assert_called_once_with(
-            NODE, models.READY, expected=[models.BUILDING])
+            NODE, node_states.READY, expected=[node_states.BUILDING])
 
     def test_mark_ready_again_is_a_no_op(self):
-        for state in (models.READY, models.IN_USE, models.USED, models.HOLD,
-                      models.DELETING):
+        for state in node_states.PAST_READY:
             self.store.get_node.return_value = {'state': state,
                                                 'external_id': 'i-1'}
             nodes.MarkNodeReady().execute(NODE)
@@ -413,18 +491,18 @@ class TestNodeTasks(TaskTestCase):
     def test_mark_ready_of_an_aborted_node_is_left_to_the_store(self):
         # an aborted node was not made ready by an earlier run: the store
         # refuses the change (only a building node becomes ready)
-        self.store.get_node.return_value = {'state': models.ABORTED,
+        self.store.get_node.return_value = {'state': node_states.ABORTED,
                                             'external_id': 'i-1'}
         nodes.MarkNodeReady().execute(NODE)
         self.store.set_node_state.assert_called_once_with(
-            NODE, models.READY, expected=[models.BUILDING])
+            NODE, node_states.READY, expected=[node_states.BUILDING])
 
     def test_mark_deleting(self):
         self.store.find_node.return_value = {'id': NODE,
                                              'external_id': 'i-1'}
         self.assertEqual('i-1', nodes.MarkNodeDeleting().execute(NODE))
         self.store.set_node_state.assert_called_once_with(
-            NODE, models.DELETING, expected=nodes.MarkNodeDeleting.DELETABLE)
+            NODE, node_states.DELETING, expected=node_states.DELETE_FLOW)
 
     def test_mark_deleting_a_gone_node(self):
         self.store.find_node.return_value = None

@@ -49,14 +49,7 @@ class ToyDriver(base.Driver):
             external_id = 'toy-%d' % next(_IDS)
             CLOUD[external_id] = {'metadata': dict(metadata),
                                   'created': time.time()}
-        return self.get_instance(external_id)
-
-    def get_instance(self, external_id):
-        with _LOCK:
-            record = CLOUD.get(external_id)
-            if record is None:
-                raise base.NotFound('no toy instance %s' % external_id)
-            return self._instance(external_id, record)
+            return self._instance(external_id, CLOUD[external_id])
 
     def list_instances(self):
         with _LOCK:

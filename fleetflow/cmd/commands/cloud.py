@@ -4,9 +4,9 @@
 import collections
 
 from fleetflow.cmd.commands import base
-from fleetflow.db import models
 from fleetflow.drivers import base as driver_base
 from fleetflow import exceptions
+from fleetflow import node_states
 from fleetflow import quota
 
 
@@ -18,7 +18,7 @@ def owns(node, instance):
     """
     return node is not None and (
         node['external_id'] in (None, instance.external_id)
-        or node['state'] == models.BUILDING)
+        or node['state'] == node_states.BUILDING)
 
 
 class InstanceList(base.Lister):
@@ -86,8 +86,9 @@ class LabelList(base.Lister):
         for name in list(labels) + sorted(set(counts) - set(labels)):
             states = counts[name]
             rows.append((name, labels.get(name, {}).get('min-ready', 0),
-                         states[models.READY], states[models.BUILDING],
-                         states[models.IN_USE], states[models.HOLD],
+                         states[node_states.READY],
+                         states[node_states.BUILDING],
+                         states[node_states.IN_USE], states[node_states.HOLD],
                          sum(states.values())))
         return self.COLUMNS, rows
 

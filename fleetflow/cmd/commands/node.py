@@ -2,7 +2,7 @@
 
 from fleetflow import client as ff_client
 from fleetflow.cmd.commands import base
-from fleetflow.db import models
+from fleetflow import node_states
 
 #: The fields of ``node show``, in order.
 SHOW_FIELDS = ('id', 'label', 'provider', 'pool', 'state', 'external_id',
@@ -36,7 +36,7 @@ class NodeList(base.Lister):
     def get_parser(self, prog_name):
         parser = super().get_parser(prog_name)
         parser.add_argument('--state', action='append',
-                            choices=models.NODE_STATES,
+                            choices=node_states.ALL,
                             help='Only nodes in this state (may be '
                                  'repeated).')
         parser.add_argument('--provider', help='Only nodes of this '

@@ -21,6 +21,7 @@ from fleetflow.drivers import local_server
 from fleetflow import exceptions
 from fleetflow import keyscan
 from fleetflow import layout
+from tests import base as test_base
 from tests.unit import ssh_fixture
 
 NODE_META = {base.META_NODE_ID: 'node-1', base.META_POOL: 'main',
@@ -101,7 +102,7 @@ class LocalDriverTestCase(testtools.TestCase):
         driver = driver or self.driver
         deadline = time.monotonic() + 30
         while True:
-            instance = driver.get_instance(external_id)
+            instance = test_base.listed(driver, external_id)
             if instance.state == base.ACTIVE:
                 return instance
             self.assertEqual(base.BUILDING, instance.state, instance.fault)
@@ -145,8 +146,8 @@ class TestLocalDriver(LocalDriverTestCase):
         keys = self.wait_ssh(instance, scanner)
         self.assertEqual(['ecdsa-sha2-nistp256', 'ssh-ed25519', 'ssh-rsa'],
                          [k.split()[0] for k in keys])
-        self.assertEqual(keys, self.driver.get_instance(
-            instance.external_id).host_keys)
+        self.assertEqual(keys, test_base.listed(
+            self.driver, instance.external_id).host_keys)
 
         status, out = local.run_command(
             '127.0.0.1', instance.connection_port, 'zuul', self.key, keys,
@@ -250,8 +251,7 @@ class TestLocalDriver(LocalDriverTestCase):
         self.driver.delete_instance(instance.external_id)
         self.assertFalse(pid_running(pid))
         self.assertFalse(os.path.exists(directory))
-        self.assertRaises(base.NotFound, self.driver.get_instance,
-                          instance.external_id)
+        self.assertIsNone(test_base.listed(self.driver, instance.external_id))
         self.assertRaises(base.NotFound, self.driver.delete_instance,
                           instance.external_id)
         self.assertRaises(exceptions.HostUnreachable,
@@ -269,12 +269,13 @@ class TestLocalDriver(LocalDriverTestCase):
         pid = self.driver._read_info(instance.external_id)['pid']
         os.killpg(pid, signal.SIGKILL)
         deadline = time.monotonic() + 10
-        while self.driver.get_instance(
-                instance.external_id).state != base.ERROR:
+        while True:
+            listed = test_base.listed(self.driver, instance.external_id)
+            if listed.state == base.ERROR:
+                break
             self.assertLess(time.monotonic(), deadline)
             time.sleep(0.05)
-        self.assertIn('not running',
-                      self.driver.get_instance(instance.external_id).fault)
+        self.assertIn('not running', listed.fault)
         self.driver.delete_instance(instance.external_id)
 
     def test_quota(self):
@@ -301,7 +302,6 @@ class TestLocalDriver(LocalDriverTestCase):
 
     def test_not_found(self):
         for bad in ('0' * 32, '../etc', '', None):
-            self.assertRaises(base.NotFound, self.driver.get_instance, bad)
             self.assertRaises(base.NotFound, self.driver.delete_instance,
                               bad)
 
@@ -314,7 +314,7 @@ class TestLocalDriver(LocalDriverTestCase):
         # as between the port file and the key files of a booting server
         os.rename(os.path.join(directory, 'ssh_host_rsa_key.pub'),
                   os.path.join(directory, 'rsa.pub'))
-        instance = self.driver.get_instance(instance.external_id)
+        instance = test_base.listed(self.driver, instance.external_id)
         self.assertEqual(base.BUILDING, instance.state)
         self.assertIsNone(instance.host_keys)
 

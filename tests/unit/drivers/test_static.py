@@ -14,6 +14,7 @@ from fleetflow.drivers import static
 from fleetflow import exceptions
 from fleetflow import keyscan
 from fleetflow import layout
+from tests import base as test_base
 from tests.unit import ssh_fixture
 
 
@@ -128,8 +129,8 @@ class TestStaticDriver(StaticDriverTestCase):
         self.assertEqual('ssh', instance.connection_type)
         self.assertEqual([self.two.keys[0]], instance.host_keys)
         self.assertEqual('node-1', instance.node_id)
-        self.assertEqual(instance, self.driver.get_instance(
-            instance.external_id))
+        self.assertEqual(instance, test_base.listed(
+            self.driver, instance.external_id))
 
     def test_same_node_gets_same_allocation(self):
         first = self.create('node-1')
@@ -174,8 +175,7 @@ class TestStaticDriver(StaticDriverTestCase):
         instance = self.create('node-1', 'big')
         self.driver.delete_instance(instance.external_id)
         self.assertEqual(1, self.cleanups(self.two))
-        self.assertRaises(base.NotFound, self.driver.get_instance,
-                          instance.external_id)
+        self.assertIsNone(test_base.listed(self.driver, instance.external_id))
         self.assertRaises(base.NotFound, self.driver.delete_instance,
                           instance.external_id)
         self.create('node-2', 'big')
@@ -189,8 +189,8 @@ class TestStaticDriver(StaticDriverTestCase):
         self.assertFalse(os.path.exists(
             os.path.join(self.three.directory, 'cleaned-by-provider')))
         # the slot stays taken until a cleanup succeeds
-        self.assertEqual(base.DELETING, self.driver.get_instance(
-            instance.external_id).state)
+        self.assertEqual(base.DELETING, test_base.listed(
+            self.driver, instance.external_id).state)
         self.assertRaises(base.QuotaError, self.create, 'other', 'odd', 'odd')
 
     def test_failed_cleanup_keeps_the_slot(self):
@@ -203,7 +203,7 @@ class TestStaticDriver(StaticDriverTestCase):
         self.assertIn('exited 3', str(e))
         self.assertIn('broken', str(e))
         self.assertEqual(base.DELETING,
-                         driver.get_instance(instance.external_id).state)
+                         test_base.listed(driver, instance.external_id).state)
         self.assertRaises(base.QuotaError, self.create, 'node-2', 'big',
                           driver=driver)
 
