@@ -818,11 +818,12 @@ class ZuulRequests(Requests):
             super().release_due(now)
 
     def create(self, labels):
+        # Asked before, connected: a session expires only after ZooKeeper
+        # was unreachable for seconds, and the request is made at once.
+        session = self.call('session')
         request_id = self.call('request', labels=labels, requestor='soak')
-        # Asked after: a session expires only after ZooKeeper was down for
-        # seconds, and a request is made in the session it answered in.
         return {'id': request_id, 'labels': labels,
-                'state': models.REQUESTED, 'session': self.call('session')}
+                'state': models.REQUESTED, 'session': session}
 
     def refresh(self, now):
         if self.paused:
@@ -865,10 +866,18 @@ class ZuulRequests(Requests):
         return request['session'] == self.call('session')
 
     def release(self, request_id):
-        nodes = self.held.pop(request_id, [])
+        """Use the request's nodes and give them back, one by one.
+
+        A call that fails (ZooKeeper unreachable) is made again at the
+        next :meth:`release_due`, for the nodes not given back yet.
+        """
+        nodes = self.held.get(request_id, [])
         if nodes and self.session_lives(self.mine[request_id]):
             self.call('use', nodes=nodes)
-            self.call('give_back', nodes=nodes)
+            while nodes:
+                self.call('give_back', nodes=nodes[:1])
+                nodes.pop(0)
+        self.held.pop(request_id, None)
 
     def lose_session(self):
         """End the requester's session without a word.

@@ -235,14 +235,17 @@ class Zuul:
         self.client.client.close()
 
     def session(self):
-        """The id of this side's ZooKeeper session, or None.
+        """The id of this side's ZooKeeper session.
 
         A session that expires (ZooKeeper down for longer than its
         timeout) takes this side's requests (ephemeral) and node locks
-        with it; the client goes on with a new one.
+        with it; the client goes on with a new one. Disconnected, kazoo
+        does not tell whether the session lives: an error, to ask again.
         """
         client_id = self.client.client.client_id
-        return client_id[0] if client_id else None
+        if client_id is None:
+            raise ConnectionError('not connected to ZooKeeper')
+        return client_id[0]
 
 
 class ZuulClient:

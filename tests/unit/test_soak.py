@@ -413,6 +413,8 @@ class FakeZuul:
         #: its ZooKeeper session (a new one once it expired)
         self.session = 1
         self.made = 0
+        #: the calls that fail as if ZooKeeper did not answer
+        self.unreachable = set()
         #: the child process: alive
         self.proc = mock.Mock(**{'poll.return_value': None})
 
@@ -426,6 +428,8 @@ class FakeZuul:
             return request_id
         if op == 'request_data':
             return self.requests.get(args['id'])
+        if op in self.unreachable:
+            raise zk_requester.RequesterError('%s: not connected' % op)
         if op == 'session':
             return self.session
         if op == 'accept':
@@ -516,6 +520,29 @@ class TestZuulRequests(testtools.TestCase):
         del zuul.requests[new]
         self.requests.refresh(time.time())
         self.assertEqual([new], self.requests.lost)
+
+    def test_release_while_zookeeper_is_unreachable_is_made_again(self):
+        request_id = self.submit(1)[0]
+        zuul = self.zuuls[-1]
+        zuul.requests[request_id].update(
+            state='fulfilled', nodes=[('n1', 'small', request_id),
+                                      ('n2', 'small', request_id)])
+        self.requests.refresh(time.time())
+        zuul.unreachable = {'session'}
+        self.assertRaises(zk_requester.RequesterError,
+                          self.requests.release_due, time.time())
+        zuul.unreachable = {'give_back'}
+        self.assertRaises(zk_requester.RequesterError,
+                          self.requests.release_due, time.time())
+        zuul.unreachable = set()
+        self.requests.release_due(time.time())
+        # n1's failed, then n1's again and n2's.
+        self.assertEqual([{'nodes': ['n1']}, {'nodes': ['n1']},
+                          {'nodes': ['n2']}],
+                         [args for op, args in zuul.calls
+                          if op == 'give_back'])
+        self.assertEqual(1, self.requests.outcomes['released'])
+        self.assertEqual({}, self.requests.held)
 
     def test_session_loss_abandons_requests_and_starts_a_requester(self):
         self.submit(3)
