@@ -127,27 +127,28 @@ class Database:
         (``pool_pre_ping``, :func:`fleetflow.db.api.create_engine`).
         """
         error_class = self.engine.dialect.loaded_dbapi.Error
-        try:
-            connection = self.engine.raw_connection()
-        except error_class as error:
-            raise sa_exc.DBAPIError.instance(
-                None, None, error, error_class) from error
-        transaction = Transaction(connection.cursor())
-        try:
+        with self._turn:
             try:
-                yield transaction
-                if transaction.writes:
-                    connection.commit()
-            except BaseException:
-                connection.rollback()
-                raise
+                connection = self.engine.raw_connection()
+            except error_class as error:
+                raise sa_exc.DBAPIError.instance(
+                    None, None, error, error_class) from error
+            transaction = Transaction(connection.cursor())
+            try:
+                try:
+                    yield transaction
+                    if transaction.writes:
+                        connection.commit()
+                except BaseException:
+                    connection.rollback()
+                    raise
+                finally:
+                    transaction.cursor.close()
+            except error_class as error:
+                raise sa_exc.DBAPIError.instance(
+                    transaction.sql, None, error, error_class) from error
             finally:
-                transaction.cursor.close()
-        except error_class as error:
-            raise sa_exc.DBAPIError.instance(
-                transaction.sql, None, error, error_class) from error
-        finally:
-            connection.close()
+                connection.close()
         with self._lock:
             self.commits += bool(transaction.writes)
             self.statements += transaction.statements

@@ -9,6 +9,7 @@ from taskflow.persistence import models as tf_models
 from taskflow import states
 from taskflow import storage as tf_storage
 
+from fleetflow import exceptions
 from fleetflow.execution import taskflow_overrides
 from fleetflow import flowinfo
 from fleetflow.flows import registry
@@ -119,7 +120,18 @@ class FlowRunner(metaclass=abc.ABCMeta):
         detail.add(_injector(inputs))
         for atom_detail in taskflow_overrides.atom_details(flow):
             detail.add(atom_detail)
-        store = self.ctx.store
+        starts_from = registry.factory(kind).starts_from
+
+        def point_at_it(tx=None):
+            # A row read before another flow moved the node on (a launch
+            # that readied it, a delete that removed it) starts nothing.
+            if not self.ctx.store.update_node(node_id, tx=tx,
+                                              expected=starts_from,
+                                              flow_id=detail.uuid):
+                raise exceptions.NodeStateConflict(
+                    'node %s is not %s: no %s flow recorded' % (
+                        node_id, ' or '.join(sorted(starts_from)), kind))
+
         # A new logbook object: saving it adds to the node's book, if any.
         book = tf_models.LogBook('node-%s' % node_id, uuid=node_id)
         with contextlib.closing(self.ctx.persistence.get_connection()) \
@@ -127,12 +139,11 @@ class FlowRunner(metaclass=abc.ABCMeta):
             add_flow = getattr(conn, 'add_flow', None)
             if add_flow is not None:
                 # The node store shares the flows' database: one transaction.
-                add_flow(book, detail, also=lambda tx: store.update_node(
-                    node_id, tx=tx, flow_id=detail.uuid), keep=FLOWS_KEPT)
+                add_flow(book, detail, also=point_at_it, keep=FLOWS_KEPT)
                 return flow, detail, book
+            point_at_it()
             book.add(detail)
             conn.save_logbook(book)
-        store.update_node(node_id, flow_id=detail.uuid)
         return flow, detail, book
 
     @abc.abstractmethod

@@ -69,16 +69,21 @@ class Factory:
     :param build: the factory.
     :param inputs: ``{input name: check}``; every input is required.
     :param node_states: the states a node may be in while the flow runs.
+    :param starts_from: the states a node may be in for a new flow to be
+        recorded (a row read before another flow moved the node on must
+        not start one).
     :param inputs_for: ``inputs_for(ctx, node)``: the inputs of the flow
         of a node row, from the node and the layout.
     """
 
-    def __init__(self, kind, build, inputs, node_states, inputs_for):
+    def __init__(self, kind, build, inputs, node_states, starts_from,
+                 inputs_for):
         self.kind = kind
         self.build = build
         self.name = reflection.get_callable_name(build)
         self.inputs = inputs
         self.node_states = frozenset(node_states)
+        self.starts_from = frozenset(starts_from)
         self.inputs_for = inputs_for
 
     def check(self, inputs):
@@ -133,10 +138,12 @@ FACTORIES = {factory.name: factory for factory in (
     # A launch flow that saved the node ready but not its own end is
     # resumed with the node ready.
     Factory('launch', launch.get_launch_flow, _LAUNCH_INPUTS,
-            node_states.LAUNCH_FLOW, _launch_inputs_for),
+            node_states.LAUNCH_FLOW, {node_states.BUILDING},
+            _launch_inputs_for),
     # What the launcher deletes, and the delete flow's own state.
     Factory('delete', delete.get_delete_flow, _DELETE_INPUTS,
-            node_states.DELETE_FLOW, _delete_inputs_for),
+            node_states.DELETE_FLOW, node_states.DELETE_FLOW,
+            _delete_inputs_for),
 )}
 #: the same factories by kind (``launch``, ``delete``): what runners start
 KINDS = {factory.kind: factory for factory in FACTORIES.values()}

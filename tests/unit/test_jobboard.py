@@ -584,8 +584,12 @@ class BoardTests:
                 as conn:
             conn.update_flow_details(old)
         current = self.record_delete(used)
-        # A delete flow of the in-use node (none is run while it is).
+        # A delete flow of the in-use node (none is run while it is, nor
+        # recorded: planted as one who can write the tables could).
+        base.force_node_state(self.ff.store, victim['id'], node_states.USED)
         premature = self.record_delete(victim)
+        base.force_node_state(self.ff.store, victim['id'],
+                              node_states.IN_USE)
         self.forge(used['id'], old.uuid, store={'node_id': victim['id']})
         self.forge(victim['id'], current.uuid)
         self.forge(used['id'], current.uuid, node_id=victim['id'])

@@ -14,6 +14,7 @@ import uuid
 
 from taskflow.persistence import models as tf_models
 
+from fleetflow import exceptions
 from fleetflow.execution import base as exec_base
 from fleetflow import flowinfo
 from fleetflow.flows import registry
@@ -152,9 +153,26 @@ class TestRegistry(base.TestCase):
                           dict(launch_inputs(node), launch_timeout=-1))
         self.assertIsNone(ff.node(node['id'])['flow_id'])
 
+    def test_a_row_read_before_the_node_moved_on_records_no_flow(self):
+        ff = self.useFixture(base.FleetflowFixture())
+        node, run = ff.launch()
+        self.assertEqual(node_states.READY, node['state'])
+        # The launcher read the row while the launch still ran.
+        stale = dict(node, state=node_states.BUILDING)
+        for kind in ('launch', 'delete'):
+            self.assertRaises(exceptions.NodeStateConflict,
+                              ff.runner.record_flow, node['id'], kind,
+                              ff.runner.inputs(stale, kind))
+        self.assertEqual(run.flow_id, ff.node(node['id'])['flow_id'])
+        self.assertEqual(
+            [('launch-%s' % node['id'], 'SUCCESS')],
+            [(flow['name'], flow['state'])
+             for flow in flowinfo.describe_flows(ff.ctx, node['id'])])
+        self.assertEqual(node_states.READY, ff.node(node['id'])['state'])
+
     def test_recorded_flows_are_rebuilt(self):
         ff = self.useFixture(base.FleetflowFixture())
-        node = ff.create_node()
+        node = ff.create_node(state=node_states.USED)
         flow, detail, _book = ff.runner.record_flow(
             node['id'], 'delete',
             dict(node_id=node['id'], provider='fake-1', delete_timeout=30))

@@ -387,7 +387,7 @@ class TestChecker(base.TestCase):
         self.check()
 
     def test_logbook_rows_bounded(self):
-        node = self.ff.create_node()
+        node = self.ff.create_node(state=node_states.USED)
         flows = local.LocalRunner(self.ff.ctx, workers=1)
         self.addCleanup(flows.stop)
         for _ in range(5):
