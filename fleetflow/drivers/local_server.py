@@ -112,11 +112,17 @@ def read_public_keys(text):
     return keys
 
 
+#: how long after accepting an exec request its channel is closed at the
+#: soonest (see :meth:`CommandRunner.run`)
+REPLY_GRACE = 0.2
+
+
 class CommandRunner(threading.Thread):
     """Runs one exec request and streams its output to the channel."""
 
     def __init__(self, channel, command, cwd, env):
         super().__init__(daemon=True, name='exec-%s' % channel.get_id())
+        self.accepted = time.monotonic()
         self.channel = channel
         self.command = command
         self.cwd = cwd
@@ -170,6 +176,11 @@ class CommandRunner(threading.Thread):
             for pump in pumps:
                 pump.join()
             LOG.info('exec %r exited %d', command, status)
+        # paramiko replies to the exec request on the transport's thread
+        # once check_channel_exec_request returned, and has no hook for
+        # after it: a command done at once would close the channel before
+        # that reply, which the client takes for a refusal.
+        time.sleep(max(0.0, self.accepted + REPLY_GRACE - time.monotonic()))
         try:
             self.channel.send_exit_status(status if status >= 0 else 255)
             self.channel.shutdown_write()
