@@ -12,10 +12,8 @@ import time
 
 from taskflow import states
 
-from fleetflow.db import locks
 from fleetflow.db import models
 from fleetflow.execution import base as exec_base
-from fleetflow.execution import board as ff_board
 from fleetflow.execution import conductor as ff_conductor
 from fleetflow.execution import local
 from fleetflow.execution import posting
@@ -23,7 +21,6 @@ from fleetflow import flowinfo
 from fleetflow import launcher as ff_launcher
 from fleetflow import node_states
 from tests import base
-from tests import board_servers
 from tests import db_urls
 from tests.unit import test_jobboard
 
@@ -264,21 +261,9 @@ class JobboardScenarios(ExecutionScenarios):
     backend = None
 
     def fleet(self, **kwargs):
-        where = board_servers.address(self, self.backend)
-        self.ff = self.useFixture(base.FleetflowFixture(
-            runner=False, db_url=db_urls.postgres_url(self),
-            conf_overrides=test_jobboard.jobboard_overrides(
-                self, enabled=True, backend=self.backend, hosts=[where],
-                namespace=board_servers.namespace(self, self.backend,
-                                                  where),
-                claim_expiry=4, conductor_workers=4),
-            **kwargs))
-        self.board = ff_board.Board(self.ff.conf, self.ff.ctx.persistence)
-        self.board.connect()
-        self.addCleanup(self.board.close)
-        self.runner = posting.JobboardRunner(
-            self.ff.ctx, self.board, locks.PassLock(self.ff.ctx.engine))
-        self.addCleanup(self.runner.stop)
+        self.ff, self.board, self.runner = test_jobboard.board_fleet(
+            self, self.backend, 4, db_url=db_urls.postgres_url(self),
+            **kwargs)
         self.conductor = self.new_conductor()
         return self.ff
 

@@ -337,6 +337,27 @@ class TestSharedStateOnPostgres(base.TestCase):
             self.assertEqual([True], [r for r in self.race(assign) if r])
 
 
+def board_fleet(testcase, backend, claim_expiry, **kwargs):
+    """A fleet whose flows go through the jobboard of ``backend``.
+
+    :returns: ``(fixture, connected board, jobboard runner)``
+    """
+    where = board_servers.address(testcase, backend)
+    ff = testcase.useFixture(base.FleetflowFixture(
+        runner=False, conf_overrides=jobboard_overrides(
+            testcase, enabled=True, backend=backend, hosts=[where],
+            namespace=board_servers.namespace(testcase, backend, where),
+            claim_expiry=claim_expiry, conductor_workers=4),
+        **kwargs))
+    board = ff_board.Board(ff.conf, ff.ctx.persistence)
+    board.connect()
+    testcase.addCleanup(board.close)
+    runner = posting.JobboardRunner(ff.ctx, board,
+                                    locks.PassLock(ff.ctx.engine))
+    testcase.addCleanup(runner.stop)
+    return ff, board, runner
+
+
 class BoardTests:
     """In-process runner and conductor on the backend ``backend`` names."""
 
@@ -345,20 +366,8 @@ class BoardTests:
 
     def setUp(self):
         super().setUp()
-        where = board_servers.address(self, self.backend)
-        self.ff = self.useFixture(base.FleetflowFixture(
-            runner=False, create_latency=1.5,
-            conf_overrides=jobboard_overrides(
-                self, enabled=True, backend=self.backend, hosts=[where],
-                namespace=board_servers.namespace(self, self.backend,
-                                                  where),
-                claim_expiry=self.claim_expiry, conductor_workers=4)))
-        self.board = ff_board.Board(self.ff.conf, self.ff.ctx.persistence)
-        self.board.connect()
-        self.addCleanup(self.board.close)
-        self.runner = posting.JobboardRunner(
-            self.ff.ctx, self.board, locks.PassLock(self.ff.ctx.engine))
-        self.addCleanup(self.runner.stop)
+        self.ff, self.board, self.runner = board_fleet(
+            self, self.backend, self.claim_expiry, create_latency=1.5)
 
     def conductor(self, **kwargs):
         conductor = ff_conductor.Conductor(self.ff.ctx, self.board, **kwargs)
