@@ -313,6 +313,17 @@ class TestZooKeeperFake(ZooKeeperTestCase):
         zuul.call('give_back', nodes=[node['id']])
         self.wait_gone(zuul, [node['id']])
 
+    def mark_pending(self, request_id):
+        """Leave a NodeRequest pending, as a launcher that died does.
+
+        :returns: the NodeRequest's path.
+        """
+        path = '%s/nodepool/requests/%s' % (self.chroot, request_id)
+        raw, _ = self.admin.get(path)
+        self.admin.set(path, json.dumps(dict(
+            json.loads(raw), state='pending')).encode())
+        return path
+
     def test_request_fulfilled_in_the_store_only_then_gone(self):
         # A launcher took the NodeRequest and died; its session still
         # holds the lock while the next launcher fulfils the store
@@ -321,10 +332,7 @@ class TestZooKeeperFake(ZooKeeperTestCase):
         self.start_zk(launch=False)
         zuul = self.zuul()
         request_id = zuul.call('request', labels=['small'])
-        path = '%s/nodepool/requests/%s' % (self.chroot, request_id)
-        raw, _ = self.admin.get(path)
-        self.admin.set(path, json.dumps(dict(
-            json.loads(raw), state='pending')).encode())
+        path = self.mark_pending(request_id)
         lock = connection.try_lock(self.admin, '%s/nodepool/requests-lock/%s'
                                    % (self.chroot, request_id))
         self.assertIsNotNone(lock)
@@ -394,10 +402,7 @@ class TestZooKeeperFake(ZooKeeperTestCase):
         request_id = zuul.call('request', labels=['small'])
         # A launcher that died left it pending, and the lock of a request
         # that is gone.
-        path = '%s/nodepool/requests/%s' % (self.chroot, request_id)
-        raw, _ = self.admin.get(path)
-        self.admin.set(path, json.dumps(dict(
-            json.loads(raw), state='pending')).encode())
+        self.mark_pending(request_id)
         stale = '%s/nodepool/requests-lock/100-0000009999' % self.chroot
         self.admin.create(stale + '/0123456789abcdef__lock__0000000000',
                           makepath=True)
