@@ -27,12 +27,12 @@ import collections
 import contextlib
 import functools
 import logging
+import logging.handlers
 import multiprocessing
 import os
 import threading
 
 from oslo_config import cfg
-from oslo_log import log as oslo_log
 from taskflow import states
 
 from fleetflow import conf as ff_conf
@@ -174,22 +174,31 @@ def _relay_listings(ctx):
         provider.cache = RelayedListing(provider.cache.interval)
 
 
-def serve(values, layout, pipe):
+class _LogsToLauncher:
+    """Where a flow process's log records go: to its launcher's logging."""
+
+    def __init__(self, send):
+        self.put_nowait = lambda record: send(('log', record))
+
+
+def serve(values, layout, log_level, pipe):
     """A flow process: runs what its launcher sends on ``pipe``."""
-    conf = _conf_from(values)
-    oslo_log.setup(conf, 'fleetflow')
-    ctx = context.Context(conf, layout)
-    _relay_listings(ctx)
-    # Never 0: a poll never waits in its task here, it is parked at once.
-    ctx.worker_backlog = 1
-    context.set_current(ctx)
-    ctx.start()
     lock = threading.Lock()
 
     def send(message):
         with lock, contextlib.suppress(OSError):
             pipe.send(message)
 
+    root = logging.getLogger()
+    root.setLevel(log_level)
+    root.addHandler(logging.handlers.QueueHandler(_LogsToLauncher(send)))
+    conf = _conf_from(values)
+    ctx = context.Context(conf, layout)
+    _relay_listings(ctx)
+    # Never 0: a poll never waits in its task here, it is parked at once.
+    ctx.worker_backlog = 1
+    context.set_current(ctx)
+    ctx.start()
     worker = _Worker(ctx, send)
     send(('ready', ctx.store.transactions))
     while True:
@@ -273,7 +282,7 @@ class _Process:
         self.process = processes.Process(
             target=serve, name='fleetflow-flows-%d' % self.index,
             args=(conf_values(self.runner.ctx.conf), self.runner.ctx.layout,
-                  theirs),
+                  logging.getLogger().getEffectiveLevel(), theirs),
             daemon=True)
         self.process.start()
         theirs.close()
@@ -289,6 +298,13 @@ class _Process:
             except OSError as e:
                 LOG.warning('Flow process %d: %s not sent: %s',
                             self.index, message[0], e)
+
+
+def _log(record):
+    """Log a flow process's record as the launcher's own are logged."""
+    logger = logging.getLogger(record.name)
+    if logger.isEnabledFor(record.levelno):
+        logger.handle(record)
 
 
 class ProcessRunner(base.FlowRunner):
@@ -367,6 +383,8 @@ class ProcessRunner(base.FlowRunner):
             elif kind == 'done':
                 process.count(args[-1])
                 self._done(*args[:-1])
+            elif kind == 'log':
+                _log(*args)
             elif kind == 'ready':
                 process.count(args[0])
                 process.ready.set()

@@ -325,6 +325,15 @@ class TestProcessRunner(ExecutionScenarios, base.TestCase):
         self.assertEqual(2, sum(process.process.is_alive()
                                 for process in self.runner._processes))
 
+    def test_the_flow_processes_log_through_this_process(self):
+        self.fleet()
+        node, state = self.launch()
+        self.assertEqual(states.SUCCESS, state)
+        # A task's line, logged by the flow process's worker thread.
+        self.assertRegex(self.logger.output,
+                         r'fleetflow-flow_\d+ fleetflow.tasks.nodes INFO '
+                         r'\[node %s\] ' % node['id'])
+
     def test_a_reloaded_layout_reaches_the_flow_processes(self):
         self.fleet()
         data = dict(self.ff.layout_data)
