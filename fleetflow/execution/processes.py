@@ -26,6 +26,7 @@ an old process still runs.
 import collections
 import contextlib
 import functools
+import gc
 import logging
 import logging.handlers
 import multiprocessing
@@ -49,6 +50,10 @@ LOG = logging.getLogger(__name__)
 _NOT_COPIED = ('config_file', 'config_dir', 'config_source')
 #: instances a flow process keeps of those its launcher sent
 RELAYED = 4096
+#: allocations between young-generation collections in a launcher and its
+#: flow processes (Python's default is 700): flows allocate many
+#: short-lived objects, few of them in cycles
+GC_THRESHOLD = (10000, 50, 100)
 #: seconds a stopping flow process has to stop its flows at a task boundary
 STOP_TIMEOUT = 60
 
@@ -183,6 +188,7 @@ class _LogsToLauncher:
 
 def serve(values, layout, log_level, pipe):
     """A flow process: runs what its launcher sends on ``pipe``."""
+    gc.set_threshold(*GC_THRESHOLD)
     lock = threading.Lock()
 
     def send(message):
