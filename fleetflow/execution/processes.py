@@ -32,6 +32,7 @@ import logging
 import logging.handlers
 import multiprocessing
 import os
+import signal
 import threading
 
 from oslo_config import cfg
@@ -222,6 +223,10 @@ class _LogsToLauncher:
 
 def serve(values, layout, log_level, pipe):
     """A flow process: runs what its launcher sends on ``pipe``."""
+    # Its launcher stops it: a Ctrl-C or a signal to the process group
+    # must not kill flows mid-task, nor stop it before its launcher asks.
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, signal.SIG_IGN)
     gc.set_threshold(*GC_THRESHOLD)
     lock = threading.Lock()
 

@@ -7,6 +7,7 @@ a holder killed with SIGKILL must not keep a new launcher from starting.
 """
 
 import os
+import signal
 import socket
 
 from fleetflow import client as ff_client
@@ -86,6 +87,27 @@ class OneLauncherTests:
         # launcher resumes.
         wait_for(lambda: not any(map(alive, flow_processes)), timeout=10,
                  message='flow processes outlived their launcher')
+        second = self.start_launcher('launcher-2')
+        done = self.client.wait_for_request(request['id'], timeout=60)
+        self.assertEqual('fulfilled', done['state'], done)
+        self.assertIsNone(second.proc.poll())
+        self.assertEqual(1, self.creates())
+
+    def test_ctrl_c_stops_the_launcher_and_its_flow_processes(self):
+        self.start_fleet(create_latency=1.0, flow_processes=2)
+        request = self.client.create_request(['small'])
+        wait_for(lambda: len(self.history()) == 1,
+                 message='the launcher created no instance')
+        flow_processes = descendants(self.launcher.proc.pid)
+        # A terminal's Ctrl-C signals the whole process group: the flow
+        # processes leave the stop to their launcher.
+        os.killpg(self.launcher.proc.pid, signal.SIGINT)
+        self.assertEqual(0, self.launcher.proc.wait(60))
+        wait_for(lambda: not any(map(alive, flow_processes)), timeout=10,
+                 message='flow processes outlived their launcher')
+        log = self.launcher.read_log()
+        self.assertNotIn('Traceback', log)
+        self.assertNotIn('Flow process', log)
         second = self.start_launcher('launcher-2')
         done = self.client.wait_for_request(request['id'], timeout=60)
         self.assertEqual('fulfilled', done['state'], done)
