@@ -73,7 +73,11 @@ def flow_processes(conf):
     the launcher's own process).
     """
     wanted = conf.launcher.flow_processes
-    return wanted or len(os.sched_getaffinity(0))
+    if wanted:
+        return wanted
+    if hasattr(os, 'sched_getaffinity'):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
 
 
 def conf_values(conf):
