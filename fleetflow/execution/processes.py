@@ -49,6 +49,9 @@ from fleetflow.execution import waits
 
 LOG = logging.getLogger(__name__)
 
+#: flow processes started at most for ``flow_processes = 0``: the flows'
+#: writes to one database take turns, so more gain little
+AUTO_MAX = 4
 #: options a flow process does not take from its launcher's
 _NOT_COPIED = ('config_file', 'config_dir', 'config_source')
 #: instances a flow process keeps of those its launcher sent
@@ -69,15 +72,15 @@ STOP_TIMEOUT = 60
 def flow_processes(conf):
     """How many flow processes ``[launcher] flow_processes`` asks for.
 
-    0: one per CPU this process may run on. 1 or less: none (flows run in
-    the launcher's own process).
+    0: one per CPU this process may run on, :data:`AUTO_MAX` at most. 1:
+    none (flows run in the launcher's own process).
     """
     wanted = conf.launcher.flow_processes
     if wanted:
         return wanted
     if hasattr(os, 'sched_getaffinity'):
-        return len(os.sched_getaffinity(0))
-    return os.cpu_count() or 1
+        return min(AUTO_MAX, len(os.sched_getaffinity(0)))
+    return min(AUTO_MAX, os.cpu_count() or 1)
 
 
 def conf_values(conf):
