@@ -51,6 +51,8 @@ LOG = logging.getLogger(__name__)
 TICK = 0.05
 #: seconds between looks at the layout file
 LAYOUT_CHECK = 1.0
+#: seconds between checks that this launcher still owns its database
+OWNER_CHECK = 5.0
 #: on a database whose commits only a query shows, the longest time
 #: between two reads of the request marker while nothing changes
 IDLE_MARKER_SPACING = 1.0
@@ -103,6 +105,12 @@ class Launcher:
         self._scheduler = ff_scheduler.Scheduler()
         self._scheduler.add_periodic(self._tick, TICK)
         self._scheduler.add_periodic(self._check_layout, LAYOUT_CHECK)
+        self._scheduler.add_periodic(self._check_owner, OWNER_CHECK)
+        #: whether another launcher took the database: this one stopped
+        #: its flows and passes
+        self.lost = False
+        #: called when that happens (``fleetflow-launcher`` exits)
+        self.on_lost = None
 
     def _owns(self, launcher):
         """Whether this launcher looks after what ``launcher`` started."""
@@ -123,10 +131,31 @@ class Launcher:
                  self.host, resumed)
         self._scheduler.start()
 
+    def _check_owner(self):
+        """Stop running flows if another launcher took the database.
+
+        On PostgreSQL the owner lock is lost with its connection; it is
+        taken again, unless another launcher started meanwhile.
+        """
+        if self._owner is None or self.lost:
+            return
+        try:
+            self._owner.check()
+        except locks.LockHeld as e:
+            LOG.critical('Launcher %s stops its flows and passes: %s',
+                         self.host, e)
+            self.lost = True
+            self.runner.stop()
+            if self.on_lost is not None:
+                self.on_lost()
+        except Exception as e:
+            LOG.warning('The owner lock was not checked: %s', e)
+
     def stop(self):
         """Start no new flow; stop running flows at a task boundary."""
         self._scheduler.stop()
-        self.runner.stop()
+        if not self.lost:
+            self.runner.stop()
         self.ctx.stop()
         self.store.engine.dispose()
         if self._owner is not None:
@@ -193,6 +222,8 @@ class Launcher:
         return False
 
     def _tick(self):
+        if self.lost:
+            return
         if self._reload.is_set():
             self._reload.clear()
             self.reload_layout()

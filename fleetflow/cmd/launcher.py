@@ -54,6 +54,9 @@ def main(argv=None):
     gc.freeze()
     gc.set_threshold(*processes.GC_THRESHOLD)
     stopping = threading.Event()
+    if hasattr(launcher, 'on_lost'):
+        # Another launcher took the database: exit 1.
+        launcher.on_lost = stopping.set
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stopping.set())
     # SIGHUP reloads the layout (as a change of its file does)
@@ -81,7 +84,7 @@ def main(argv=None):
     if frontend is not None:
         frontend.stop()
     launcher.stop()
-    return 0
+    return 1 if getattr(launcher, 'lost', False) else 0
 
 
 if __name__ == '__main__':

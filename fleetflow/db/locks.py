@@ -186,7 +186,9 @@ class OwnerLock:
     - PostgreSQL: a session advisory lock, named after the schema, taken on
       a connection of its own (in autocommit: no transaction stays open),
       freed by the server when that connection ends; the holder's host and
-      pid are the connection's ``application_name``.
+      pid are the connection's ``application_name``. When that connection
+      is lost (the server restarted), :meth:`check` takes the lock again,
+      or says that another process took it meanwhile.
     - Other databases: not held (a warning says so).
     """
 
@@ -197,6 +199,8 @@ class OwnerLock:
         self.dialect = engine.dialect.name
         self.holder = '%s pid %d' % (socket.gethostname(), os.getpid())
         self._conn = None
+        #: whether the lock was taken on PostgreSQL (and is to be kept)
+        self._advisory = False
         self._file_lock = None
         self._thread_lock = None
         self._path = None
@@ -217,7 +221,29 @@ class OwnerLock:
             LOG.warning('Database %s: no lock keeps a second launcher from '
                         'running its flows', self.dialect)
 
+    def check(self):
+        """Take the lock again if its PostgreSQL connection was lost.
+
+        :raises LockHeld: when another process took it meanwhile.
+        :raises sqlalchemy.exc.DBAPIError: when the server does not answer
+            (asked again at the next check).
+        """
+        if not self._advisory:
+            return
+        if self._conn is not None:
+            try:
+                self._conn.execute(sa.text('SELECT 1'))
+                return
+            except sa_exc.DBAPIError:
+                _drop(self._conn)
+                self._conn = None
+        LOG.warning('The %s lock\'s database connection was lost: taking '
+                    'the lock again', self.name)
+        self._acquire_advisory()
+        LOG.warning('The %s lock is held again', self.name)
+
     def release(self):
+        self._advisory = False
         if self._file_lock is not None:
             self._file_lock.release()
             self._thread_lock.release()
@@ -265,6 +291,7 @@ class OwnerLock:
                     'SELECT pg_try_advisory_lock(hashtext(:lock), '
                     'hashtext(current_schema()))'), key).scalar():
                 self._conn = conn
+                self._advisory = True
                 return
             holder = conn.execute(sa.text(
                 "SELECT a.application_name, a.client_addr FROM pg_locks l "

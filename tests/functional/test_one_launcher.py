@@ -10,6 +10,8 @@ import os
 import signal
 import socket
 
+import sqlalchemy as sa
+
 from fleetflow import client as ff_client
 from tests import base
 from tests import db_urls
@@ -151,4 +153,48 @@ class TestOneLauncherPostgres(OneLauncherTests,
                               test_launcher.LauncherTestCase):
 
     def db_url(self):
-        return db_urls.postgres_url(self)
+        if not hasattr(self, '_db_url'):
+            self._db_url = db_urls.postgres_url(self)
+        return self._db_url
+
+    def end_lock_connection(self):
+        """End the launcher lock's connection, as a server restart does."""
+        engine = sa.create_engine(self.db_url(), poolclass=sa.pool.NullPool)
+        self.addCleanup(engine.dispose)
+        with engine.connect() as conn:
+            ended = conn.execute(sa.text(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE application_name = :holder"), {
+                    'holder': 'fleetflow-launcher %s pid %d' % (
+                        socket.gethostname(), self.launcher.proc.pid)}).all()
+        self.assertEqual(1, len(ended))
+        return engine
+
+    def test_a_lost_lock_connection_is_taken_again(self):
+        self.start_fleet(create_latency=0.2)
+        wait_for(lambda: 'Launcher test-host started'
+                 in self.launcher.read_log())
+        self.end_lock_connection()
+        wait_for(lambda: 'lock is held again' in self.launcher.read_log(),
+                 timeout=30, message='the lock was not taken again')
+        second = self.start_launcher('launcher-2')
+        self.assertEqual(1, second.proc.wait(60))
+        request = self.client.create_request(['small'])
+        done = self.client.wait_for_request(request['id'], timeout=60)
+        self.assertEqual('fulfilled', done['state'], done)
+
+    def test_a_launcher_whose_lock_was_taken_exits(self):
+        self.start_fleet(create_latency=0.2)
+        wait_for(lambda: 'Launcher test-host started'
+                 in self.launcher.read_log())
+        engine = self.end_lock_connection()
+        # Another process takes the lock before the launcher looks again.
+        other = engine.connect()
+        self.addCleanup(other.close)
+        self.assertTrue(other.execute(sa.text(
+            "SELECT pg_try_advisory_lock(hashtext('fleetflow-launcher'), "
+            "hashtext(current_schema()))")).scalar())
+        self.assertEqual(1, self.launcher.proc.wait(60))
+        self.assertIn('Launcher test-host stops its flows and passes: '
+                      'another launcher runs the flows of this database',
+                      self.launcher.read_log())
