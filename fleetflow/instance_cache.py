@@ -9,17 +9,25 @@ When it lists adapts to what waits:
 
 - A waiter could be ready at its *hint*: the time it started waiting (an
   instance's creation, its delete) plus the shortest time such a change
-  took lately in this provider (learnt from the listings; none at first).
-  A listing is made when the earliest hint comes.
+  took lately in this provider (learnt from the listings). A listing is
+  made when the earliest hint comes; what is learnt moves the hints of
+  those already waiting too.
 - A waiter that a listing after its hint still showed unchanged waits for
   a listing ``floor`` seconds after the last one, then twice as long after
   each listing that woke nobody, up to ``interval``; a listing that woke
   someone starts again from ``floor``.
+- While nothing is learnt of its kind of change (a process's first
+  creates, or deletes), a waiter has no hint and is listed as one past its
+  hint, except that the wait grows past ``interval`` to an eighth of the
+  time the listings have shown no change (since one last woke someone, or
+  since the wait began): a first change is seen at most that much late,
+  and a thousand instances that take minutes to boot cost a few listings,
+  not one per interval.
+- An instance not listed yet that the next listing shows building is
+  still awaited: that listing does not wake its waiter.
 - Two listings are never less than ``floor`` apart, and over any stretch
   of time there are at most ``BURST`` more listings than one per
-  ``interval`` (a token bucket): never more calls than listing every
-  ``interval``, as the cache did before it adapted, and far fewer when the
-  hints say nothing could have changed.
+  ``interval`` (a token bucket).
 """
 
 import collections
@@ -38,6 +46,8 @@ BURST = 10
 LEARNT = 20
 #: the kinds of change a waiter waits for
 UP, DOWN = 'up', 'gone'
+#: with nothing learnt, listings wait up to this fraction of the quiet time
+QUIET = 1 / 8
 
 
 class InstanceCache:
@@ -46,7 +56,8 @@ class InstanceCache:
     :param driver: the provider's driver.
     :param scheduler: a :class:`fleetflow.scheduler.Scheduler` on which the
         listings run.
-    :param interval: the longest time between listings while anyone waits.
+    :param interval: the longest time between listings while anyone waits
+        past the hint learnt for it (longer while nothing is learnt).
     :param floor: the shortest time between two listings (at most
         ``interval``; default ``interval``).
     """
@@ -65,6 +76,8 @@ class InstanceCache:
         self._took = {UP: collections.deque(maxlen=LEARNT),
                       DOWN: collections.deque(maxlen=LEARNT)}
         self._spacing = self.floor
+        #: when the listings last showed a change, or the wait began
+        self._quiet_since = 0.0
         self._tokens = float(BURST)
         self._tokens_at = time.time()
         self._next_at = None
@@ -90,29 +103,31 @@ class InstanceCache:
 
         ``seen_state`` is the state the caller saw (None when unknown, or
         :data:`GONE`); a watch with ``seen_state`` None fires on the first
-        listing after it. With ``interrupt``, it also fires when the
-        process stops (:meth:`stop_waits`). Returns a :class:`Watch` that
-        can be cancelled.
+        listing after it, unless that listing shows the instance building
+        (then taken as the state seen). With ``interrupt``, it also fires
+        when the process stops (:meth:`stop_waits`). Returns a
+        :class:`Watch` that can be cancelled.
         """
         with self._lock:
             watch = Watch(seen_state, callback, interrupt,
-                          *self._hint(external_id, seen_state))
+                          *self._kind(external_id, seen_state))
             stopped = interrupt and self._stopping
             if not stopped:
+                if not self._watchers:
+                    self._quiet_since = time.time()
+                    self._spacing = self.floor
                 self._watchers.setdefault(external_id, []).append(watch)
-                self._schedule(self._wanted(watch))
+                self._schedule(self._wanted(watch, self._shortest()))
         if stopped:
             callback()
         return watch
 
-    def _hint(self, external_id, seen_state):
-        """``(kind of change, since, hint)`` of a new waiter."""
+    def _kind(self, external_id, seen_state):
+        """``(kind of change, since)`` of a new waiter."""
         if seen_state is None:
             seen_state = state_of(self._instances.get(external_id))
         kind = UP if seen_state in (driver_base.BUILDING, GONE) else DOWN
-        since = self._since.get(external_id, time.time())
-        took = self._took[kind]
-        return kind, since, since + (min(took) if took else 0.0)
+        return kind, self._since.get(external_id, time.time())
 
     def wait_change(self, external_id, seen_state, timeout):
         """Block until a listing shows another state, at most ``timeout``.
@@ -147,10 +162,18 @@ class InstanceCache:
 
     # When to list
 
-    def _wanted(self, watch):
+    def _shortest(self):
+        """The shortest change time learnt of each kind (lock held)."""
+        return {kind: min(took) for kind, took in self._took.items() if took}
+
+    def _wanted(self, watch, shortest):
         """When ``watch`` wants a listing (lock held)."""
-        if watch.hint > self._listed_at:
-            return watch.hint
+        if watch.kind not in shortest:
+            quiet = self._listed_at - self._quiet_since
+            return self._listed_at + max(self._spacing, quiet * QUIET)
+        hint = watch.since + shortest[watch.kind]
+        if hint > self._listed_at:
+            return hint
         return self._listed_at + self._spacing
 
     def _schedule(self, wanted):
@@ -205,11 +228,17 @@ class InstanceCache:
             else:
                 fire = []
                 self._spacing = min(self.interval, 2 * self._spacing)
-            wanted = min((self._wanted(watch)
+            shortest = self._shortest()
+            wanted = min((self._wanted(watch, shortest)
                           for entries in self._watchers.values()
                           for watch in entries), default=None)
             if wanted is not None:
                 self._schedule(wanted)
+            LOG.debug('Listed provider %s: %s instances, %d waiters woken, '
+                      '%d waiting, next listing at %s', self.driver.name,
+                      'no' if instances is None else len(instances),
+                      len(fire), sum(map(len, self._watchers.values())),
+                      self._next_at)
         for callback in fire:
             callback()
 
@@ -224,6 +253,9 @@ class InstanceCache:
             for watch in entries:
                 if watch.cancelled:
                     continue
+                if watch.seen_state is None and watch.kind == UP and \
+                        state == driver_base.BUILDING:
+                    watch.seen_state = state   # not listed yet: no news
                 if watch.seen_state == state:
                     keep.setdefault(external_id, []).append(watch)
                     continue
@@ -235,6 +267,8 @@ class InstanceCache:
         self._watchers = keep
         self._since = {external_id: since for external_id, since
                        in self._since.items() if external_id in keep}
+        if fire:
+            self._quiet_since = started
         self._spacing = self.floor if fire else min(self.interval,
                                                     2 * self._spacing)
         return fire
@@ -244,16 +278,14 @@ class Watch:
     """A pending :meth:`InstanceCache.watch`."""
 
     def __init__(self, seen_state, callback, interrupt=False, kind=UP,
-                 since=0.0, hint=0.0):
+                 since=0.0):
         self.seen_state = seen_state
         self.callback = callback
         #: whether :meth:`InstanceCache.stop_waits` ends it
         self.interrupt = interrupt
-        #: the change awaited (:data:`UP` or :data:`DOWN`), since when,
-        #: and when it could have happened
+        #: the change awaited (:data:`UP` or :data:`DOWN`), and since when
         self.kind = kind
         self.since = since
-        self.hint = hint
         self.cancelled = False
 
     def cancel(self):

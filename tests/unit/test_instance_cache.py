@@ -136,9 +136,58 @@ class TestWhenToList(testtools.TestCase):
         self.cloud.create('i-1')
         self.wait_active('i-1')
         self.run_until(self.cloud.now + 4.0)
-        self.assertEqual([0.1, 0.2, 0.4, 0.8, 1.0, 1.0],
-                         self.gaps(self.cloud.listed_at)[:6])
+        # The first listing shows i-1 building: no news, it woke nobody.
+        self.assertEqual([0.2, 0.4, 0.8, 1.0, 1.0],
+                         self.gaps(self.cloud.listed_at)[:5])
         self.assertEqual(set(), self.active)
+
+    def test_a_building_instance_does_not_wake_who_never_saw_it(self):
+        self.cloud.create('i-1')
+        fired = []
+        self.cache.watch('i-1', None, lambda: fired.append('i-1'))
+        self.cache.refresh()
+        self.assertEqual([], fired)
+        self.cloud.now += self.cloud.latency
+        self.cache.refresh()
+        self.assertEqual(['i-1'], fired)
+
+    def test_a_long_quiet_wait_costs_few_listings(self):
+        # Nothing learnt yet: instances created over 10 s, active after
+        # 120 s. Listing every interval would cost about 130 listings.
+        self.cloud.latency = 120.0
+        start = self.cloud.now
+        for index in range(100):
+            self.cloud.create('i-%d' % index)
+            self.wait_active('i-%d' % index)
+            self.run_until(self.cloud.now + 0.1)
+        self.run_until(start + 140)
+        self.assertEqual(100, len(self.active))
+        listed = self.cloud.listed_at
+        first_seen = next(at for at in listed if at - start >= 120)
+        # The first change is seen at most an eighth of the quiet time
+        # late (the listings had shown no change since the first wait).
+        self.assertLessEqual(first_seen - start, 120 * (1 + 1 / 8))
+        quiet = [at for at in listed if at < first_seen]
+        self.assertLess(len(quiet), 40)
+        # Once learnt, the others are listed at their hints.
+        self.assertLessEqual(listed[-1] - start, 130 + self.INTERVAL)
+
+    def test_a_learnt_change_time_moves_the_hints_of_those_waiting(self):
+        self.cloud.create('i-1')
+        self.wait_active('i-1')
+        self.cloud.now += 2.0
+        self.cloud.create('i-2')
+        self.wait_active('i-2')
+        self.run_until(self.cloud.created['i-1'] + 6.0)
+        self.assertEqual({'i-1'}, self.active)
+        learnt = min(self.cache._took[instance_cache.UP])
+        # i-2 began to wait before anything was learnt; it is listed
+        # when it could be active by what i-1 took, not sooner.
+        before = len(self.cloud.listed_at)
+        self.run_until(self.cloud.created['i-2'] + learnt + 5.0)
+        self.assertEqual({'i-1', 'i-2'}, self.active)
+        self.assertEqual([self.cloud.created['i-2'] + learnt],
+                         self.cloud.listed_at[before:])
 
     def test_lists_when_a_waiter_could_be_ready(self):
         self.cloud.create('i-1')
