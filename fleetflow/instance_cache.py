@@ -81,6 +81,7 @@ class InstanceCache:
         self._tokens = float(BURST)
         self._tokens_at = time.time()
         self._next_at = None
+        self._listing = False
         self._stopping = False
         #: listings made
         self.listings = 0
@@ -101,6 +102,8 @@ class InstanceCache:
     def watch(self, external_id, seen_state, callback, interrupt=False):
         """Call ``callback()`` once a listing shows another state.
 
+        A listing that began before the wait did (before the time given
+        to :meth:`lookup`) does not count.
         ``seen_state`` is the state the caller saw (None when unknown, or
         :data:`GONE`); a watch with ``seen_state`` None fires on the first
         listing after it, unless that listing shows the instance building
@@ -180,8 +183,11 @@ class InstanceCache:
         """Have a listing made at ``wanted``, or later (lock held).
 
         Not before ``floor`` after the last listing, nor before the
-        bucket has a token; not later than one already planned.
+        bucket has a token; not later than one already planned. While a
+        listing is under way, its end plans the next one.
         """
+        if self._listing:
+            return
         if self._tokens < 1:
             wanted = max(wanted, self._tokens_at
                          + (1 - self._tokens) * self.interval)
@@ -215,6 +221,7 @@ class InstanceCache:
                 return
             started = time.time()
             self._take_token(started)
+            self._listing = True
         try:
             instances = self.driver.list_instances()
         except Exception:
@@ -222,6 +229,7 @@ class InstanceCache:
                           self.driver.name)
             instances = None
         with self._lock:
+            self._listing = False
             self.listings += 1
             if instances is not None:
                 fire = self._update(instances, started)
@@ -252,6 +260,10 @@ class InstanceCache:
             state = state_of(self._instances.get(external_id))
             for watch in entries:
                 if watch.cancelled:
+                    continue
+                if watch.since > started:
+                    # The listing began before the wait: it cannot tell.
+                    keep.setdefault(external_id, []).append(watch)
                     continue
                 if watch.seen_state is None and watch.kind == UP and \
                         state == driver_base.BUILDING:

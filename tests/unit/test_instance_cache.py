@@ -151,6 +151,32 @@ class TestWhenToList(testtools.TestCase):
         self.cache.refresh()
         self.assertEqual(['i-1'], fired)
 
+    def test_a_wait_that_begins_during_a_listing_waits_for_the_next(self):
+        self.cloud.create('i-1')
+        self.wait_active('i-1')
+        fired = []
+        list_instances = self.cloud.list_instances
+
+        def list_while_a_wait_begins():
+            self.cloud.list_instances = list_instances
+            instances = list_instances()
+            self.cloud.now += 0.05
+            self.cloud.create('i-2')
+            self.cache.lookup('i-2', self.cloud.now)
+            self.cache.watch('i-2', None, lambda: fired.append('i-2'))
+            return instances
+
+        self.cloud.list_instances = list_while_a_wait_begins
+        started = self.cloud.now
+        self.run_until(started + self.FLOOR / 2)
+        # One listing, and it did not answer for i-2, which it predates.
+        self.assertEqual([started], self.cloud.listed_at)
+        self.assertEqual([], fired)
+        self.run_until(started + self.cloud.latency + 2 * self.INTERVAL)
+        self.assertEqual(['i-2'], fired)
+        self.assertGreaterEqual(min(self.gaps(self.cloud.listed_at)),
+                                self.FLOOR - 1e-9)
+
     def test_a_long_quiet_wait_costs_few_listings(self):
         # Nothing learnt yet: instances created over 10 s, active after
         # 120 s. Listing every interval would cost about 130 listings.
