@@ -102,14 +102,14 @@ class InstanceCache:
     def watch(self, external_id, seen_state, callback, interrupt=False):
         """Call ``callback()`` once a listing shows another state.
 
-        A listing that began before the wait did (before the time given
-        to :meth:`lookup`) does not count.
         ``seen_state`` is the state the caller saw (None when unknown, or
         :data:`GONE`); a watch with ``seen_state`` None fires on the first
         listing after it, unless that listing shows the instance building
-        (then taken as the state seen). With ``interrupt``, it also fires
-        when the process stops (:meth:`stop_waits`). Returns a
-        :class:`Watch` that can be cancelled.
+        (then taken as the state seen). A listing that began before the
+        wait did (the time given to :meth:`lookup`) does not count. With
+        ``interrupt``, it also fires when the process stops
+        (:meth:`stop_waits`). Returns a :class:`Watch` that can be
+        cancelled.
         """
         with self._lock:
             watch = Watch(seen_state, callback, interrupt,
