@@ -99,6 +99,11 @@ class InstanceCache:
                 return False, None
             return True, self._instances.get(external_id)
 
+    def last_seen(self, external_id):
+        """``(when the last listing started, the instance it showed)``."""
+        with self._lock:
+            return self._listed_at, self._instances.get(external_id)
+
     def watch(self, external_id, seen_state, callback, interrupt=False):
         """Call ``callback()`` once a listing shows another state.
 

@@ -39,7 +39,7 @@ from fleetflow.db import locks
 from fleetflow.db import models
 from fleetflow.drivers import base as driver_base
 from fleetflow import exceptions
-from fleetflow.execution import local
+from fleetflow.execution import processes
 from fleetflow import layout as ff_layout
 from fleetflow import logutils
 from fleetflow import node_states
@@ -74,7 +74,7 @@ class Launcher:
         #: called when a request is fulfilled or fails (the ZooKeeper
         #: front end mirrors it)
         self.on_settled = None
-        self.runner = runner or local.LocalRunner(ctx)
+        self.runner = runner or processes.make_runner(ctx)
         self.runner.on_done = self._flow_done
         self._wake = threading.Event()
         self._marker = None
@@ -147,6 +147,7 @@ class Launcher:
     def reload_layout(self):
         """Reload the layout (see :func:`reload_layout`); a pass is due."""
         if reload_layout(self.ctx):
+            self.runner.use_layout(self.ctx.layout)
             self.wake()
 
     def _flow_done(self, run):

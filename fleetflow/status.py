@@ -62,6 +62,10 @@ def leaked_counts(leaked):
 def make_app(launcher):
     """The endpoint's WSGI application."""
     ctx = launcher.ctx
+
+    def transactions():
+        return ctx.store.transactions + launcher.runner.transactions
+
     routes = {
         '/health': lambda: {'status': 'ok', 'host': ctx.conf.host,
                             'passes': launcher.passes,
@@ -69,7 +73,7 @@ def make_app(launcher):
                             'leaked': leaked_counts(launcher.leaked),
                             'flows_running': launcher.runner.running(),
                             'flow_parks': launcher.runner.parks,
-                            'db_transactions': ctx.store.transactions,
+                            'db_transactions': transactions(),
                             'time': time.time()},
         '/nodes': lambda: ctx.store.list_nodes(),
         '/requests': lambda: ctx.store.list_requests(),

@@ -70,6 +70,8 @@ def make_conf(state_path, db_url=None, persistence='sql',
                       'launcher')
     conf.set_override('poll_attempt', poll_attempt, 'launcher')
     conf.set_override('delete_timeout', delete_timeout, 'launcher')
+    # Flows run in the test's own process unless a test asks otherwise.
+    conf.set_override('flow_processes', 1, 'launcher')
     for (group, name), value in (overrides or {}).items():
         conf.set_override(name, value, group)
     return conf

@@ -67,6 +67,9 @@ def parse_args(argv):
                         help='[launcher] instance_list_floor (default: the '
                              'launcher\'s)')
     parser.add_argument('--workers', type=int, default=16)
+    parser.add_argument('--flow-processes', type=int,
+                        help='[launcher] flow_processes (default: the '
+                             'launcher\'s)')
     parser.add_argument('--launchers', type=int, default=1,
                         help='launcher processes on one database and one '
                              'jobboard (more than one implies --jobboard '
@@ -115,12 +118,7 @@ def free_port():
         return sock.getsockname()[1]
 
 
-def proc_stats(pid):
-    """CPU seconds, peak RSS and threads of a process.
-
-    :raises ProcessLookupError: it is gone, or a zombie (it has no memory
-        left to measure).
-    """
+def _one_process(pid):
     with open('/proc/%d/stat' % pid) as f:
         fields = f.read().rsplit(')', 1)[1].split()
     cpu = (int(fields[11]) + int(fields[12])) / CLK_TCK
@@ -133,6 +131,38 @@ def proc_stats(pid):
         raise ProcessLookupError('process %d exited' % pid)
     return {'cpu': cpu, 'peak_rss_mb': int(status['VmHWM'].split()[0]) / 1024,
             'threads': int(status['Threads'])}
+
+
+def _children(pid):
+    children = []
+    for task in os.listdir('/proc/%d/task' % pid):
+        with open('/proc/%d/task/%s/children' % (pid, task)) as f:
+            children.extend(int(child) for child in f.read().split())
+    return children
+
+
+def proc_stats(pid):
+    """CPU seconds, peak RSS and threads of a process and its children.
+
+    The figures of its child processes (a launcher's flow processes) are
+    added to its own: the peak RSS is the sum of each one's peak.
+
+    :raises ProcessLookupError: it is gone, or a zombie (it has no memory
+        left to measure).
+    """
+    try:
+        total = _one_process(pid)
+        children = _children(pid)
+    except FileNotFoundError:
+        raise ProcessLookupError('process %d exited' % pid)
+    for child in children:
+        try:
+            stats = proc_stats(child)
+        except ProcessLookupError:
+            continue   # it exited meanwhile
+        for key in total:
+            total[key] += stats[key]
+    return total
 
 
 def write_config(tmp, args, port, name=None, db_url=None, namespace=None):
@@ -163,7 +193,8 @@ def write_config(tmp, args, port, name=None, db_url=None, namespace=None):
                 % (os.path.join(tmp, 'layout.yaml'), args.workers))
         for option, value in (('instance_refresh_interval',
                                args.refresh_interval),
-                              ('instance_list_floor', args.list_floor)):
+                              ('instance_list_floor', args.list_floor),
+                              ('flow_processes', args.flow_processes)):
             if value is not None:
                 f.write('%s = %s\n' % (option, value))
         f.write('[persistence]\nbackend = %s\n'

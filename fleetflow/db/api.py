@@ -6,6 +6,7 @@ for one node only one wins and the other gets :class:`NodeStateConflict`.
 """
 
 import contextlib
+import fcntl
 import os
 import threading
 import time
@@ -93,7 +94,34 @@ def create_engine(url, pool_size=10, busy_timeout=30):
             cursor.execute('PRAGMA synchronous=NORMAL')
             cursor.execute('PRAGMA busy_timeout=%d' % (busy_timeout * 1000))
             cursor.close()
+        _take_turns(engine, url)
     return engine
+
+
+def _take_turns(engine, url):
+    """Have this engine's connection take turns with other processes'.
+
+    A writer that finds a SQLite file locked sleeps in growing steps; the
+    processes of one launcher (its flow processes) queue instead on a
+    lock file beside the database, held while a connection is checked
+    out of an engine's pool.
+    """
+    path = sa.engine.make_url(url).database
+    if not path or path == ':memory:' or path.startswith('file:'):
+        return
+    turn = {}
+
+    @event.listens_for(engine, 'checkout')
+    def _take(dbapi_conn, record, proxy):
+        if 'fd' not in turn:
+            turn['fd'] = os.open(path + '.turn',
+                                 os.O_RDWR | os.O_CREAT, 0o600)
+        fcntl.flock(turn['fd'], fcntl.LOCK_EX)
+
+    @event.listens_for(engine, 'checkin')
+    def _give(dbapi_conn, record):
+        if 'fd' in turn:
+            fcntl.flock(turn['fd'], fcntl.LOCK_UN)
 
 
 def _state_in(table, count):

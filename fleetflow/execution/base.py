@@ -2,6 +2,7 @@
 
 import abc
 import contextlib
+import logging
 import uuid
 
 from taskflow import engines
@@ -14,6 +15,8 @@ from fleetflow.execution import taskflow_overrides
 from fleetflow import flowinfo
 from fleetflow.flows import registry
 from fleetflow import stats
+
+LOG = logging.getLogger(__name__)
 
 FINISHED = (states.SUCCESS, states.REVERTED, states.FAILURE)
 #: finished flows kept in a node's logbook when another is recorded (what
@@ -60,6 +63,37 @@ def forget_logbook(ctx, node_id):
             conn.destroy_logbook(node_id)
 
 
+def resume_unfinished(ctx, resume):
+    """Call ``resume(book, detail)`` for every flow that did not finish.
+
+    A flow the registry refuses is logged and skipped; the logbook of a
+    node that is gone is removed. Returns how many were resumed.
+    """
+    resumed = 0
+    with contextlib.closing(ctx.persistence.get_connection()) as conn:
+        books = list(conn.get_logbooks(lazy=False))
+    for book in books:
+        unfinished = [fd for fd in book if fd.state not in FINISHED]
+        if not unfinished:
+            if ctx.store.find_node(book.uuid) is None:
+                forget_logbook(ctx, book.uuid)
+            continue
+        for detail in unfinished:
+            LOG.info('[node %s] Resuming flow %s (%s)', book.uuid,
+                     detail.name, detail.state)
+            try:
+                # Checked now, so that a refused flow is not started.
+                registry.recorded(detail, book.uuid)
+                resume(book, detail)
+            except exceptions.FleetflowError as e:
+                # One node's bad logbook must not stop the others.
+                LOG.error('[node %s] Flow %s not resumed: %s',
+                          book.uuid, detail.name, e)
+                continue
+            resumed += 1
+    return resumed
+
+
 class FlowRunner(metaclass=abc.ABCMeta):
     """Runs the launch and delete flows of nodes; one flow per node.
 
@@ -77,6 +111,11 @@ class FlowRunner(metaclass=abc.ABCMeta):
         self.on_done = on_done
         #: how many times a flow was parked
         self.parks = 0
+
+    @property
+    def transactions(self):
+        """Database transactions made by processes the runner started."""
+        return 0
 
     # Starting flows
 
@@ -158,6 +197,9 @@ class FlowRunner(metaclass=abc.ABCMeta):
         Only one launcher may run a database's flows in its own process.
         """
         return None
+
+    def use_layout(self, layout):
+        """The launcher reloaded its layout: flows started now use it."""
 
     def pass_turn(self):
         """A context manager around a launcher's pass."""

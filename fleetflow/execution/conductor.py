@@ -354,6 +354,9 @@ class Conductor:
     :param on_done: called with the job of each flow that finished.
     """
 
+    #: database transactions of processes it started (it starts none)
+    transactions = 0
+
     def __init__(self, ctx, board, on_done=None):
         self.ctx = ctx
         self.board = board

@@ -13,7 +13,6 @@ is woken.
 
 import collections
 from concurrent import futures
-import contextlib
 import functools
 import logging
 import threading
@@ -24,7 +23,6 @@ from fleetflow.db import locks
 from fleetflow import exceptions
 from fleetflow.execution import base
 from fleetflow.execution import waits
-from fleetflow.flows import registry
 from fleetflow import logutils
 
 LOG = logging.getLogger(__name__)
@@ -84,31 +82,12 @@ class LocalRunner(base.FlowRunner):
         return base.load_engine(self.ctx, book, detail, flow=flow)
 
     def resume_all(self):
-        resumed = 0
-        with contextlib.closing(self.ctx.persistence.get_connection()) \
-                as conn:
-            books = list(conn.get_logbooks(lazy=False))
-        for book in books:
-            unfinished = [fd for fd in book if fd.state not in base.FINISHED]
-            if not unfinished:
-                if self.ctx.store.find_node(book.uuid) is None:
-                    base.forget_logbook(self.ctx, book.uuid)
-                continue
-            for detail in unfinished:
-                LOG.info('[node %s] Resuming flow %s (%s)', book.uuid,
-                         detail.name, detail.state)
-                try:
-                    # Checked now, so that a refused flow is not started.
-                    registry.recorded(detail, book.uuid)
-                    self._start(book.uuid, detail.name, functools.partial(
-                        base.load_engine, self.ctx, book, detail))
-                except exceptions.FleetflowError as e:
-                    # One node's bad logbook must not stop the others.
-                    LOG.error('[node %s] Flow %s not resumed: %s',
-                              book.uuid, detail.name, e)
-                    continue
-                resumed += 1
-        return resumed
+        return base.resume_unfinished(self.ctx, self.resume)
+
+    def resume(self, book, detail):
+        """Run the unfinished flow ``detail`` of the node's ``book``."""
+        self._start(book.uuid, detail.name, functools.partial(
+            base.load_engine, self.ctx, book, detail))
 
     def _start(self, node_id, name, load):
         run = FlowRun(node_id, name, load)

@@ -8,6 +8,8 @@ then ZooKeeper) with a conductor, on PostgreSQL. Each test says what the
 database and the cloud show, never how the runner got there.
 """
 
+import os
+import signal
 import time
 
 from taskflow import states
@@ -17,8 +19,10 @@ from fleetflow.execution import base as exec_base
 from fleetflow.execution import conductor as ff_conductor
 from fleetflow.execution import local
 from fleetflow.execution import posting
+from fleetflow.execution import processes
 from fleetflow import flowinfo
 from fleetflow import launcher as ff_launcher
+from fleetflow import layout as ff_layout
 from fleetflow import node_states
 from tests import base
 from tests import db_urls
@@ -253,6 +257,95 @@ class TestLocalRunner(ExecutionScenarios, base.TestCase):
         self.runner.stop()
         self.runner = self.new_runner()
         self.assertEqual(1, self.runner.resume_all())
+
+
+class TestProcessRunner(ExecutionScenarios, base.TestCase):
+    """Flows in two flow processes of this process, on SQLite."""
+
+    # Scripted faults patch this process's driver, which the flow
+    # processes do not share; the faults configured in the layout reach
+    # them (test_launch_retries_exhausted).
+    test_create_error_then_success = None
+    test_quota_error_aborts_without_spending_an_attempt = None
+    test_no_capacity_aborts_without_spending_an_attempt = None
+    test_revert_deletes_even_when_a_delete_fails = None
+    test_delete_error_leaves_node_deleting = None
+
+    def fleet(self, **kwargs):
+        self.ff = self.useFixture(base.FleetflowFixture(runner=False,
+                                                        **kwargs))
+        self.runner = self.new_runner()
+        return self.ff
+
+    def new_runner(self):
+        runner = processes.ProcessRunner(self.ff.ctx, 2)
+        self.addCleanup(runner.stop)
+        runner.start()
+        return runner
+
+    def restart(self):
+        self.runner.stop()
+        self.runner = self.new_runner()
+        self.assertEqual(1, self.runner.resume_all())
+
+    def process_of(self, node_id):
+        """The flow process that runs the node's flow."""
+        return self.runner._runs[node_id].process.process
+
+    def test_flows_are_spread_and_only_the_launcher_lists(self):
+        self.fleet(create_latency=0.3, delete_latency=0.1)
+        nodes = [self.ff.create_node() for _ in range(6)]
+        for node in nodes:
+            self.runner.launch(node)
+        pids = {self.process_of(node['id']).pid for node in nodes}
+        for node in nodes:
+            self.assertEqual(states.SUCCESS, self.wait_flow(node['id']))
+            self.delete(self.ff.node(node['id']))
+        # Both processes ran flows, and each flow waited for its instance
+        # in this process, on its one listing: no flow process listed.
+        self.assertEqual(2, len(pids))
+        self.assertNotIn(os.getpid(), pids)
+        self.assertGreaterEqual(self.runner.parks, len(nodes))
+        self.assertEqual(self.ff.provider.cache.listings,
+                         self.ff.driver.call_counts()['list'])
+        self.assertNoInstances()
+
+    def test_a_killed_flow_process_is_started_again_and_resumes(self):
+        self.fleet(create_latency=1.5)
+        node = self.ff.create_node()
+        self.runner.launch(node)
+        self.ff.wait_for(lambda: self.ff.driver.call_counts().get('create'))
+        killed = self.process_of(node['id'])
+        os.kill(killed.pid, signal.SIGKILL)
+        self.assertEqual(states.SUCCESS, self.wait_flow(node['id']))
+        self.assertEqual(node_states.READY, self.ff.node(node['id'])['state'])
+        # The resumed flow found the instance it had made: no second one.
+        self.assertEqual(1, self.ff.driver.call_counts()['create'])
+        self.assertFalse(killed.is_alive())
+        self.assertEqual(2, sum(process.process.is_alive()
+                                for process in self.runner._processes))
+
+    def test_the_flow_processes_log_through_this_process(self):
+        self.fleet()
+        node, state = self.launch()
+        self.assertEqual(states.SUCCESS, state)
+        # A task's line, logged by the flow process's worker thread.
+        self.assertRegex(self.logger.output,
+                         r'fleetflow-flow_\d+ fleetflow.tasks.nodes INFO '
+                         r'\[node %s\] ' % node['id'])
+
+    def test_a_reloaded_layout_reaches_the_flow_processes(self):
+        self.fleet()
+        data = dict(self.ff.layout_data)
+        data['providers'] = data['providers'] + [base.fake_provider(
+            name='fake-2', cloud_path=self.ff.cloud_path)]
+        layout = ff_layout.Layout(data)
+        self.ff.ctx.apply_layout(layout)
+        self.runner.use_layout(layout)
+        node = self.ff.create_node(provider='fake-2')
+        self.runner.launch(node)
+        self.assertEqual(states.SUCCESS, self.wait_flow(node['id']))
+        self.assertEqual('fake-2', self.ff.node(node['id'])['provider'])
 
 
 class JobboardScenarios(ExecutionScenarios):
