@@ -94,7 +94,8 @@ class InstanceCache:
         did not hold it (it is gone, or was never created).
         """
         with self._lock:
-            self._since.setdefault(external_id, not_before)
+            self._since[external_id] = max(
+                not_before, self._since.get(external_id, not_before))
             if self._listed_at < not_before:
                 return False, None
             return True, self._instances.get(external_id)
@@ -135,7 +136,7 @@ class InstanceCache:
         if seen_state is None:
             seen_state = state_of(self._instances.get(external_id))
         kind = UP if seen_state in (driver_base.BUILDING, GONE) else DOWN
-        return kind, self._since.get(external_id, time.time())
+        return kind, self._since.setdefault(external_id, time.time())
 
     def wait_change(self, external_id, seen_state, timeout):
         """Block until a listing shows another state, at most ``timeout``.
@@ -260,7 +261,7 @@ class InstanceCache:
         self._instances = {i.external_id: i for i in instances}
         self._listed_at = started
         watchers, self._watchers = self._watchers, {}
-        fire, keep = [], {}
+        fire, keep, changed = [], {}, set()
         for external_id, entries in watchers.items():
             state = state_of(self._instances.get(external_id))
             for watch in entries:
@@ -281,9 +282,14 @@ class InstanceCache:
                         driver_base.BUILDING, GONE) or \
                         watch.kind == DOWN and state == GONE:
                     self._took[watch.kind].append(started - watch.since)
+                    changed.add(external_id)
         self._watchers = keep
+        # A wait's start is kept until the change awaited is seen: a flow
+        # woken by its timer and parked again still waits since then.
         self._since = {external_id: since for external_id, since
-                       in self._since.items() if external_id in keep}
+                       in self._since.items() if external_id in keep
+                       or external_id in self._instances
+                       and external_id not in changed}
         if fire:
             self._quiet_since = started
         self._spacing = self.floor if fire else min(self.interval,

@@ -177,6 +177,22 @@ class TestWhenToList(testtools.TestCase):
         self.assertGreaterEqual(min(self.gaps(self.cloud.listed_at)),
                                 self.FLOOR - 1e-9)
 
+    def test_a_wait_parked_again_is_learnt_from_its_start(self):
+        # A flow in another process: no lookup here, and its timer ends
+        # its watch before the change; it is parked again.
+        self.cloud.create('i-1')
+        fired = []
+        watch = self.cache.watch('i-1', None, lambda: fired.append(1))
+        self.run_until(self.cloud.now + 3.0)
+        watch.cancel()
+        self.cache.refresh()   # a listing while it is not watched
+        self.cache.watch('i-1', driver_base.BUILDING,
+                         lambda: fired.append(2))
+        self.run_until(self.cloud.created['i-1'] + 10.0)
+        self.assertEqual([2], fired)
+        self.assertGreaterEqual(min(self.cache._took[instance_cache.UP]),
+                                self.cloud.latency)
+
     def test_a_long_quiet_wait_costs_few_listings(self):
         # Nothing learnt yet: instances created over 10 s, active after
         # 120 s. Listing every interval would cost about 130 listings.
