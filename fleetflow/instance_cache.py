@@ -18,11 +18,11 @@ When it lists adapts to what waits:
   someone starts again from ``floor``.
 - While nothing is learnt of its kind of change (a process's first
   creates, or deletes), a waiter has no hint and is listed as one past its
-  hint, except that the wait grows past ``interval`` to an eighth of the
+  hint, except that the wait grows past ``interval`` to a quarter of the
   time the listings have shown no change (since one last woke someone, or
   since the wait began): a first change is seen at most that much late,
-  and a thousand instances that take minutes to boot cost a few listings,
-  not one per interval.
+  and instances that take minutes to boot cost a few listings, not one
+  per interval.
 - An instance not listed yet that the next listing shows building is
   still awaited: that listing does not wake its waiter.
 - Two listings are never less than ``floor`` apart, and over any stretch
@@ -47,7 +47,7 @@ LEARNT = 20
 #: the kinds of change a waiter waits for
 UP, DOWN = 'up', 'gone'
 #: with nothing learnt, listings wait up to this fraction of the quiet time
-QUIET = 1 / 8
+QUIET = 1 / 4
 
 
 class InstanceCache:
