@@ -129,8 +129,13 @@ def _one_process(pid):
             status[key] = value.strip()
     if 'VmHWM' not in status:
         raise ProcessLookupError('process %d exited' % pid)
+    pss = 0
+    with open('/proc/%d/smaps_rollup' % pid) as f:
+        for line in f:
+            if line.startswith('Pss:'):
+                pss = int(line.split()[1])
     return {'cpu': cpu, 'peak_rss_mb': int(status['VmHWM'].split()[0]) / 1024,
-            'threads': int(status['Threads'])}
+            'pss_mb': pss / 1024, 'threads': int(status['Threads'])}
 
 
 def _children(pid):
@@ -142,10 +147,12 @@ def _children(pid):
 
 
 def proc_stats(pid):
-    """CPU seconds, peak RSS and threads of a process and its children.
+    """CPU seconds, peak RSS, PSS and threads of a process and children.
 
     The figures of its child processes (a launcher's flow processes) are
-    added to its own: the peak RSS is the sum of each one's peak.
+    added to its own: the peak RSS is the sum of each one's peak, which
+    counts the pages they share once per process; the PSS (now, not at
+    the peak) counts each shared page once over all of them.
 
     :raises ProcessLookupError: it is gone, or a zombie (it has no memory
         left to measure).
@@ -324,7 +331,31 @@ def _sum_stats(procs):
     stats = [proc_stats(proc.pid) for proc in procs]
     return {'cpu': sum(s['cpu'] for s in stats),
             'peak_rss_mb': max(s['peak_rss_mb'] for s in stats),
+            'pss_mb': max(s['pss_mb'] for s in stats),
             'threads': sum(s['threads'] for s in stats)}
+
+
+class Peaks:
+    """The peak threads and PSS of processes, as sampled while they run.
+
+    The PSS is the largest of one launcher's (its flow processes'
+    included), like the peak RSS.
+    """
+
+    def __init__(self, procs):
+        self.procs = procs
+        self.threads = 0
+        self.pss_mb = 0.0
+        self.sample()
+
+    def sample(self):
+        stats = _sum_stats(self.procs)
+        self.threads = max(self.threads, stats['threads'])
+        self.pss_mb = max(self.pss_mb, stats['pss_mb'])
+
+    def figures(self):
+        return {'peak_pss_mb': round(self.pss_mb, 1),
+                'peak_threads': self.threads}
 
 
 def _counters(ports):
@@ -339,15 +370,12 @@ def measure(args, conf, cloud, procs, ports):
          'the launchers to start')
     start = _sum_stats(procs)
     transactions0, parks0 = _counters(ports)
-    peak = {'threads': start['threads']}
-
-    def sample():
-        peak['threads'] = max(peak['threads'], _sum_stats(procs)['threads'])
+    peaks = Peaks(procs)
 
     if args.zookeeper:
-        figures = through_zookeeper(args, sample)
+        figures = through_zookeeper(args, peaks.sample)
     else:
-        figures = _through_client(args, conf, sample)
+        figures = _through_client(args, conf, peaks.sample)
     end = _sum_stats(procs)
     transactions, parks = _counters(ports)
     transactions -= transactions0
@@ -366,7 +394,7 @@ def measure(args, conf, cloud, procs, ports):
     }, **latency_figures(args.nodes, **figures), **{
         'launcher_cpu_s': round(end['cpu'] - start['cpu'], 3),
         'peak_rss_mb': round(end['peak_rss_mb'], 1),
-        'peak_threads': peak['threads'],
+        **peaks.figures(),
         'cloud_calls': calls,
         'db_transactions_per_node': round(transactions / args.nodes, 1),
         'flow_parks_per_node': round(parks / args.nodes, 1),

@@ -243,19 +243,14 @@ def run(args):
                                for kind in ('launcher', 'pool')),
                    120, 'nodepool\'s launcher to start')
         start = bench.proc_stats(launcher.pid)
-        peak = {'threads': start['threads']}
-
-        def sample():
-            peak['threads'] = max(peak['threads'],
-                                  bench.proc_stats(launcher.pid)['threads'])
-
-        figures = bench.through_zookeeper(args, sample)
+        peaks = bench.Peaks([launcher])
+        figures = bench.through_zookeeper(args, peaks.sample)
         end = bench.proc_stats(launcher.pid)
     return dict({'system': 'nodepool 11.0.0', 'nodes': args.nodes},
                 **bench.latency_figures(args.nodes, **figures), **{
                     'launcher_cpu_s': round(end['cpu'] - start['cpu'], 3),
                     'peak_rss_mb': round(end['peak_rss_mb'], 1),
-                    'peak_threads': peak['threads']})
+                    **peaks.figures()})
 
 
 def launcher(instances, argv):

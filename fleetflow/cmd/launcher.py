@@ -14,15 +14,13 @@ from fleetflow.cmd import manage
 from fleetflow import context
 from fleetflow.db import migration
 from fleetflow import exceptions
+from fleetflow.execution import processes
 from fleetflow.execution import service
 from fleetflow import status
 from fleetflow.zk import frontend as zk_frontend
 
 LOG = log.getLogger(__name__)
 PROG = 'fleetflow-launcher'
-#: allocations between young-generation collections (Python's default is
-#: 700): flows allocate many short-lived objects, few of them in cycles
-GC_THRESHOLD = (10000, 50, 100)
 
 
 def check_database(ctx):
@@ -54,7 +52,7 @@ def main(argv=None):
     # What was loaded so far lives as long as the process: the collector
     # need not look at it again.
     gc.freeze()
-    gc.set_threshold(*GC_THRESHOLD)
+    gc.set_threshold(*processes.GC_THRESHOLD)
     stopping = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stopping.set())

@@ -7,12 +7,12 @@ one; a node's flow stays in its process until it ends.
 
 Each flow process runs its flows as the in-process runner does
 (:class:`~fleetflow.execution.local.LocalRunner`, on the same database,
-recording and loading flows from the registry only), but never waits on
-its own: a flow that must wait is suspended and parked in the launcher
-(:mod:`fleetflow.execution.waits`), on the launcher's one shared listing
-per provider, so that spreading flows adds no cloud call. A flow woken by
-a listing is sent back to its process with its instance as that listing
-showed it.
+recording and loading flows from the registry only), but waits on the
+launcher's listings: a flow that must wait is suspended and parked in the
+launcher (:mod:`fleetflow.execution.waits`), and a poll that waits a
+little in its task waits for the launcher's listing, so that spreading
+flows adds no cloud call. A flow woken by a listing is sent back to its
+process with its instance as that listing showed it.
 
 Flow processes are forked from a server process that imported what they
 run (``multiprocessing``'s forkserver): they share its memory pages, and
@@ -26,10 +26,13 @@ an old process still runs.
 import collections
 import contextlib
 import functools
+import gc
+import itertools
 import logging
 import logging.handlers
 import multiprocessing
 import os
+import signal
 import threading
 
 from oslo_config import cfg
@@ -49,6 +52,12 @@ LOG = logging.getLogger(__name__)
 _NOT_COPIED = ('config_file', 'config_dir', 'config_source')
 #: instances a flow process keeps of those its launcher sent
 RELAYED = 4096
+#: allocations between young-generation collections in a launcher and its
+#: flow processes (Python's default is 700): flows allocate many
+#: short-lived objects, few of them in cycles
+GC_THRESHOLD = (10000, 50, 100)
+#: tokens of a flow process's waits on its launcher's listings
+_TOKENS = itertools.count()
 #: seconds a stopping flow process has to stop its flows at a task boundary
 STOP_TIMEOUT = 60
 
@@ -88,13 +97,17 @@ def _conf_from(values):
 class RelayedListing:
     """A flow process's view of its launcher's listing of one provider.
 
-    It holds what the launcher sent with each woken flow: the instance as
-    the listing that woke it showed it. It never lists.
+    It holds what the launcher sent: the instance as the listing that
+    woke a flow, or ended a wait here, showed it. It never lists.
     """
 
-    def __init__(self, interval):
+    def __init__(self, name, interval, send):
+        self.name = name
         self.interval = interval
+        self._send = send
         self._seen = collections.OrderedDict()
+        self._waits = {}
+        self._stopping = False
         self._lock = threading.Lock()
 
     def lookup(self, external_id, not_before):
@@ -112,11 +125,37 @@ class RelayedListing:
             if len(self._seen) > RELAYED:
                 self._seen.popitem(last=False)
 
+    def wait_change(self, external_id, seen_state, timeout):
+        """As :meth:`InstanceCache.wait_change`, on the launcher's listing."""
+        changed = threading.Event()
+        with self._lock:
+            if self._stopping:
+                return
+            token = next(_TOKENS)
+            self._waits[token] = changed
+        self._send(('watch', token, self.name, external_id, seen_state))
+        if not changed.wait(timeout):
+            self._send(('unwatch', token))
+        with self._lock:
+            self._waits.pop(token, None)
+
+    def changed(self, token, external_id, listed_at, instance):
+        """The launcher's listing ended the wait ``token``."""
+        self.relay(external_id, listed_at, instance)
+        with self._lock:
+            changed = self._waits.pop(token, None)
+        if changed is not None:
+            changed.set()
+
     def waiting(self):
         return False
 
     def stop_waits(self):
-        pass
+        with self._lock:
+            self._stopping = True
+            waits, self._waits = list(self._waits.values()), {}
+        for changed in waits:
+            changed.set()
 
 
 class _Worker(local.LocalRunner):
@@ -169,9 +208,10 @@ def _parked(node_id, reason):
             getattr(reason, 'seen_state', None))
 
 
-def _relay_listings(ctx):
+def _relay_listings(ctx, send):
     for provider in ctx.providers.values():
-        provider.cache = RelayedListing(provider.cache.interval)
+        provider.cache = RelayedListing(provider.name, provider.cache.interval,
+                                        send)
 
 
 class _LogsToLauncher:
@@ -183,6 +223,11 @@ class _LogsToLauncher:
 
 def serve(values, layout, log_level, pipe):
     """A flow process: runs what its launcher sends on ``pipe``."""
+    # Its launcher stops it: a Ctrl-C or a signal to the process group
+    # must not kill flows mid-task, nor stop it before its launcher asks.
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, signal.SIG_IGN)
+    gc.set_threshold(*GC_THRESHOLD)
     lock = threading.Lock()
 
     def send(message):
@@ -194,9 +239,7 @@ def serve(values, layout, log_level, pipe):
     root.addHandler(logging.handlers.QueueHandler(_LogsToLauncher(send)))
     conf = _conf_from(values)
     ctx = context.Context(conf, layout)
-    _relay_listings(ctx)
-    # Never 0: a poll never waits in its task here, it is parked at once.
-    ctx.worker_backlog = 1
+    _relay_listings(ctx, send)
     context.set_current(ctx)
     ctx.start()
     worker = _Worker(ctx, send)
@@ -218,7 +261,9 @@ def serve(values, layout, log_level, pipe):
                 worker.wake(*args)
             elif kind == 'layout':
                 ctx.apply_layout(*args)
-                _relay_listings(ctx)
+                _relay_listings(ctx, send)
+            elif kind == 'changed':
+                ctx.provider(args[0]).cache.changed(*args[1:])
             elif kind == 'stop':
                 break
         except Exception as e:
@@ -261,6 +306,8 @@ class _Process:
         self.process = None
         self.reader = None
         self.ready = threading.Event()
+        #: its flows' waits on this process's listings, by token
+        self.watches = {}
         #: database transactions its flows made, in its earlier lives
         self._before = 0
         #: and in this one, as it said last
@@ -276,6 +323,10 @@ class _Process:
 
     def start(self):
         self.ready.clear()
+        for watch in self.watches.values():
+            if watch is not None:
+                watch.cancel()
+        self.watches.clear()
         self._before, self._now = self.transactions, 0
         processes = _multiprocessing()
         self.pipe, theirs = processes.Pipe()
@@ -380,6 +431,10 @@ class ProcessRunner(base.FlowRunner):
             kind, args = message[0], message[1:]
             if kind == 'parked':
                 self._park(*args)
+            elif kind == 'watch':
+                self._watch(process, *args)
+            elif kind == 'unwatch':
+                self._unwatch(process, *args)
             elif kind == 'done':
                 process.count(args[-1])
                 self._done(*args[:-1])
@@ -413,6 +468,32 @@ class ProcessRunner(base.FlowRunner):
                 reason.provider).cache.last_seen(reason.external_id)
         run.process.send('wake', run.node_id, reason.provider,
                          reason.external_id, listed_at, instance)
+
+    def _watch(self, process, token, provider, external_id, seen_state):
+        """A flow of ``process`` waits in its task for its instance."""
+        if provider not in self.ctx.providers:
+            return
+        cache = self.ctx.provider(provider).cache
+
+        def changed():
+            with self._lock:
+                waiting = process.watches.pop(token, False) is not False
+            if waiting:
+                process.send('changed', provider, token, external_id,
+                             *cache.last_seen(external_id))
+
+        with self._lock:
+            process.watches[token] = None
+        watch = cache.watch(external_id, seen_state, changed)
+        with self._lock:
+            if token in process.watches:
+                process.watches[token] = watch
+
+    def _unwatch(self, process, token):
+        with self._lock:
+            watch = process.watches.pop(token, None)
+        if watch is not None:
+            watch.cancel()
 
     def _done(self, node_id, name, state):
         with self._lock:

@@ -67,7 +67,9 @@ class LauncherProcess(functional_cli.LauncherProcess):
         self.proc = subprocess.Popen(
             functional_cli.script('fleetflow-launcher')
             + ['--config-file', self.env.conf_path],
-            stdout=self.log, stderr=subprocess.STDOUT)
+            stdout=self.log, stderr=subprocess.STDOUT,
+            # a process group of its own, as a terminal's or a unit's
+            start_new_session=True)
         self.addCleanup(self.stop)
         self.addDetail(self.name + '-log', content.content_from_file(
             self.log_path, buffer_now=False))

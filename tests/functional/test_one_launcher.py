@@ -7,6 +7,7 @@ a holder killed with SIGKILL must not keep a new launcher from starting.
 """
 
 import os
+import signal
 import socket
 
 from fleetflow import client as ff_client
@@ -22,9 +23,11 @@ class OneLauncherTests:
     def db_url(self):
         return None
 
-    def start_fleet(self, create_latency):
+    def start_fleet(self, create_latency, flow_processes=1):
         url = self.db_url()
-        conf = {'database': {'connection': url}} if url else None
+        conf = {'launcher': {'flow_processes': flow_processes}}
+        if url:
+            conf['database'] = {'connection': url}
         self.start(create_latency=create_latency, conf=conf)
         if url:
             # The client on the same database as the launchers.
@@ -68,6 +71,67 @@ class OneLauncherTests:
         self.assertEqual('fulfilled', done['state'], done)
         self.assertIsNone(second.proc.poll())
         self.assertEqual(1, self.creates())
+
+    def test_flow_processes_exit_with_a_killed_launcher(self):
+        self.start_fleet(create_latency=1.0, flow_processes=2)
+        request = self.client.create_request(['small'])
+        wait_for(lambda: len(self.history()) == 1,
+                 message='the first launcher created no instance')
+        flow_processes = descendants(self.launcher.proc.pid)
+        # Two flow processes, the server they are forked from, and
+        # Python's resource tracker.
+        self.assertGreaterEqual(len(flow_processes), 3)
+        self.launcher.proc.kill()
+        self.launcher.proc.wait()
+        # They stop at once, as it did: none runs a flow that the next
+        # launcher resumes.
+        wait_for(lambda: not any(map(alive, flow_processes)), timeout=10,
+                 message='flow processes outlived their launcher')
+        second = self.start_launcher('launcher-2')
+        done = self.client.wait_for_request(request['id'], timeout=60)
+        self.assertEqual('fulfilled', done['state'], done)
+        self.assertIsNone(second.proc.poll())
+        self.assertEqual(1, self.creates())
+
+    def test_ctrl_c_stops_the_launcher_and_its_flow_processes(self):
+        self.start_fleet(create_latency=1.0, flow_processes=2)
+        request = self.client.create_request(['small'])
+        wait_for(lambda: len(self.history()) == 1,
+                 message='the launcher created no instance')
+        flow_processes = descendants(self.launcher.proc.pid)
+        # A terminal's Ctrl-C signals the whole process group: the flow
+        # processes leave the stop to their launcher.
+        os.killpg(self.launcher.proc.pid, signal.SIGINT)
+        self.assertEqual(0, self.launcher.proc.wait(60))
+        wait_for(lambda: not any(map(alive, flow_processes)), timeout=10,
+                 message='flow processes outlived their launcher')
+        log = self.launcher.read_log()
+        self.assertNotIn('Traceback', log)
+        self.assertNotIn('Flow process', log)
+        second = self.start_launcher('launcher-2')
+        done = self.client.wait_for_request(request['id'], timeout=60)
+        self.assertEqual('fulfilled', done['state'], done)
+        self.assertIsNone(second.proc.poll())
+        self.assertEqual(1, self.creates())
+
+
+def descendants(pid):
+    """The pids of a process's children, theirs, and so on."""
+    found = []
+    for task in os.listdir('/proc/%d/task' % pid):
+        with open('/proc/%d/task/%s/children' % (pid, task)) as f:
+            for child in map(int, f.read().split()):
+                found += [child] + descendants(child)
+    return found
+
+
+def alive(pid):
+    """Whether ``pid`` runs (a zombie does not)."""
+    try:
+        with open('/proc/%d/stat' % pid) as f:
+            return f.read().rsplit(')', 1)[1].split()[0] != 'Z'
+    except FileNotFoundError:
+        return False
 
 
 class TestOneLauncherSQLite(OneLauncherTests,

@@ -293,7 +293,9 @@ class TestProcessRunner(ExecutionScenarios, base.TestCase):
         return self.runner._runs[node_id].process.process
 
     def test_flows_are_spread_and_only_the_launcher_lists(self):
-        self.fleet(create_latency=0.3, delete_latency=0.1)
+        # One worker each: flows queue, and those that wait are parked.
+        self.fleet(create_latency=0.3, delete_latency=0.1,
+                   conf_overrides={('launcher', 'workers'): 1})
         nodes = [self.ff.create_node() for _ in range(6)]
         for node in nodes:
             self.runner.launch(node)
@@ -301,11 +303,12 @@ class TestProcessRunner(ExecutionScenarios, base.TestCase):
         for node in nodes:
             self.assertEqual(states.SUCCESS, self.wait_flow(node['id']))
             self.delete(self.ff.node(node['id']))
-        # Both processes ran flows, and each flow waited for its instance
-        # in this process, on its one listing: no flow process listed.
+        # Both processes ran flows, and the flows waited for their
+        # instances in this process, on its one listing: parked here, or
+        # in their tasks on it; no flow process listed.
         self.assertEqual(2, len(pids))
         self.assertNotIn(os.getpid(), pids)
-        self.assertGreaterEqual(self.runner.parks, len(nodes))
+        self.assertGreater(self.runner.parks, 0)
         self.assertEqual(self.ff.provider.cache.listings,
                          self.ff.driver.call_counts()['list'])
         self.assertNoInstances()
