@@ -34,6 +34,7 @@ import multiprocessing
 import os
 import signal
 import threading
+import time
 
 from oslo_config import cfg
 from taskflow import states
@@ -58,6 +59,9 @@ RELAYED = 4096
 GC_THRESHOLD = (10000, 50, 100)
 #: tokens of a flow process's waits on its launcher's listings
 _TOKENS = itertools.count()
+#: shortest time between two starts of one flow process (one that dies
+#: at once, again and again, is not started in a loop)
+RESTART_SPACING = 5.0
 #: seconds a stopping flow process has to stop its flows at a task boundary
 STOP_TIMEOUT = 60
 
@@ -69,7 +73,11 @@ def flow_processes(conf):
     the launcher's own process).
     """
     wanted = conf.launcher.flow_processes
-    return wanted or len(os.sched_getaffinity(0))
+    if wanted:
+        return wanted
+    if hasattr(os, 'sched_getaffinity'):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
 
 
 def conf_values(conf):
@@ -223,9 +231,9 @@ class _LogsToLauncher:
 
 def serve(values, layout, log_level, pipe):
     """A flow process: runs what its launcher sends on ``pipe``."""
-    # Its launcher stops it: a Ctrl-C or a signal to the process group
-    # must not kill flows mid-task, nor stop it before its launcher asks.
-    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+    # Its launcher stops it, and reloads the layout: a terminal's Ctrl-C
+    # or a SIGHUP to the process group is the launcher's to act on.
+    for signum in (signal.SIGINT, signal.SIGHUP):
         signal.signal(signum, signal.SIG_IGN)
     gc.set_threshold(*GC_THRESHOLD)
     lock = threading.Lock()
@@ -306,6 +314,7 @@ class _Process:
         self.process = None
         self.reader = None
         self.ready = threading.Event()
+        self.started_at = None
         #: its flows' waits on this process's listings, by token
         self.watches = {}
         #: database transactions its flows made, in its earlier lives
@@ -322,6 +331,7 @@ class _Process:
         self._now = max(self._now, transactions)
 
     def start(self):
+        self.started_at = time.monotonic()
         self.ready.clear()
         for watch in self.watches.values():
             if watch is not None:
@@ -379,7 +389,8 @@ class ProcessRunner(base.FlowRunner):
         :raises FleetflowError: when one did not start.
         """
         for process in self._processes:
-            process.start()
+            if process.process is None:
+                process.start()
         for process in self._processes:
             process.ready.wait(STOP_TIMEOUT)
             if not process.ready.is_set():
@@ -517,6 +528,10 @@ class ProcessRunner(base.FlowRunner):
                 if run.parked is not None:
                     run.parked.cancel()
                     run.parked = None
+        time.sleep(max(0.0, process.started_at + RESTART_SPACING
+                       - time.monotonic()))
+        if self._stopping:
+            return
         process.start()
         for run in lost:
             node = self.ctx.store.find_node(run.node_id)
