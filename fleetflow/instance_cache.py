@@ -8,21 +8,22 @@ a listing shows its instance in another state than the one it saw.
 When it lists adapts to what waits:
 
 - A waiter could be ready at its *hint*: the time it started waiting (an
-  instance's creation, its delete) plus the shortest time such a change
-  took lately in this provider (learnt from the listings). A listing is
-  made when the earliest hint comes; what is learnt moves the hints of
-  those already waiting too.
+  instance's creation, its delete; a wait parked again counts from its
+  first start) plus the shortest time such a change took lately in this
+  provider (learnt from the listings). A listing is made when the
+  earliest hint comes; what is learnt moves the hints of those already
+  waiting too.
 - A waiter that a listing after its hint still showed unchanged waits for
   a listing ``floor`` seconds after the last one, then twice as long after
   each listing that woke nobody, up to ``interval``; a listing that woke
   someone starts again from ``floor``.
 - While nothing is learnt of its kind of change (a process's first
-  creates, or deletes), a waiter has no hint and is listed as one past its
-  hint, except that the wait grows past ``interval`` to a quarter of the
-  time the listings have shown no change (since one last woke someone, or
-  since the wait began): a first change is seen at most that much late,
-  and instances that take minutes to boot cost a few listings, not one
-  per interval.
+  creates, or first deletes), a waiter has no hint and is listed as one
+  past its hint, except that the wait grows past ``interval`` to a
+  quarter of the time the listings have shown no change (since one last
+  woke someone, or since the wait began): a first change is seen at most
+  that much late, and instances that take minutes to boot cost a few
+  listings, not one per interval.
 - An instance not listed yet that the next listing shows building is
   still awaited: that listing does not wake its waiter.
 - Two listings are never less than ``floor`` apart, and over any stretch
