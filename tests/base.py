@@ -303,26 +303,11 @@ class FleetflowFixture(fixtures.Fixture):
         """Decide the next checks of fault ``kind`` in order.
 
         ``outcomes`` is a list of booleans, one per check of that kind
-        (True injects the fault); once it is used up, the configured rate
-        decides again. Returns the list, which shrinks as checks use it.
+        (True injects the fault), made in any process on the fake cloud;
+        once it is used up, the configured rate decides again.
         """
         driver = self.ctx.provider(provider or self.provider.name).driver
-        scripts = getattr(driver, '_test_fault_scripts', None)
-        if scripts is None:
-            scripts = driver._test_fault_scripts = {}
-            random_fault = driver._fault
-
-            def fault(name):
-                script = scripts.get(name)
-                if script:
-                    return script.pop(0)
-                return random_fault(name)
-
-            self.useFixture(fixtures.MockPatchObject(
-                driver, '_fault', side_effect=fault))
-        outcomes = list(outcomes)
-        scripts[kind] = outcomes
-        return outcomes
+        driver.script_faults(kind, outcomes)
 
 
 class TestCase(testtools.TestCase):

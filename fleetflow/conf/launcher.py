@@ -22,10 +22,10 @@ launcher_opts = [
     cfg.IntOpt('flow_processes', default=0, min=0, max=64,
                help='Processes that run the flows of a launcher without '
                     'a jobboard, each with its own workers: 0 is one per '
-                    'CPU this launcher may use, 1 runs them in the '
-                    'launcher\'s own process. Waiting flows are parked in '
-                    'the launcher, on its one listing per provider, '
-                    'whichever process runs them.'),
+                    'CPU this launcher may use (4 at most), 1 runs them in '
+                    'the launcher\'s own process. Waiting flows are '
+                    'parked in the launcher, on its one listing per '
+                    'provider, whichever process runs them.'),
     cfg.FloatOpt('request_interval', default=5.0, min=0.05, max=600,
                  help='Longest time between two passes over requests; a '
                       'new request or a finished flow wakes the launcher '

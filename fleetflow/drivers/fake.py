@@ -47,6 +47,9 @@ CREATE TABLE IF NOT EXISTS calls (
     provider TEXT NOT NULL, call TEXT NOT NULL, count INTEGER NOT NULL,
     PRIMARY KEY (provider, call));
 CREATE INDEX IF NOT EXISTS ix_instances_live ON instances (provider, gone_at);
+CREATE TABLE IF NOT EXISTS scripted_faults (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT, provider TEXT NOT NULL,
+    kind TEXT NOT NULL, inject INTEGER NOT NULL);
 """
 
 
@@ -123,6 +126,7 @@ class FakeDriver(base.Driver):
         the fault that made it fail.
         """
         self._local.fault = None
+        self._local.scripted = []
         try:
             with self._transaction() as db:
                 self._count(db, call)
@@ -130,16 +134,45 @@ class FakeDriver(base.Driver):
         except BaseException:
             db = self._connection()
             self._count(db, call)
+            # The rollback undid the use of the scripted outcomes it used.
+            db.executemany('DELETE FROM scripted_faults WHERE seq = ?',
+                           [(seq,) for seq in self._local.scripted])
             if self._local.fault:
                 self._count(db, FAULT_CALL + self._local.fault)
             raise
 
+    def script_faults(self, kind, outcomes):
+        """Decide the next checks of fault ``kind`` in order.
+
+        ``outcomes`` holds booleans, one per check of that kind (True
+        injects the fault), in whichever process the check is made; once
+        they are used up, the configured rate decides again.
+        """
+        with self._transaction() as db:
+            db.execute('DELETE FROM scripted_faults WHERE provider = ? AND '
+                       'kind = ?', (self.name, kind))
+            db.executemany('INSERT INTO scripted_faults (provider, kind, '
+                           'inject) VALUES (?, ?, ?)',
+                           [(self.name, kind, int(bool(outcome)))
+                            for outcome in outcomes])
+
     def _fault(self, kind):
-        """Whether to inject fault ``kind`` now (noted for the count)."""
-        if self._random.random() < self.faults.get(kind, 0):
+        """Whether to inject fault ``kind`` now (noted for the count).
+
+        Called in an API call's transaction.
+        """
+        row = self._connection().execute(
+            'DELETE FROM scripted_faults WHERE seq = (SELECT min(seq) FROM '
+            'scripted_faults WHERE provider = ? AND kind = ?) '
+            'RETURNING seq, inject', (self.name, kind)).fetchone()
+        if row is not None:
+            self._local.scripted.append(row[0])
+            inject = bool(row[1])
+        else:
+            inject = self._random.random() < self.faults.get(kind, 0)
+        if inject:
             self._local.fault = kind
-            return True
-        return False
+        return inject
 
     def _error(self):
         """The ``error`` column of a new instance (:data:`ERRORS`)."""

@@ -49,6 +49,9 @@ from fleetflow.execution import waits
 
 LOG = logging.getLogger(__name__)
 
+#: flow processes started at most for ``flow_processes = 0``: the flows'
+#: writes to one database take turns, so more gain little
+AUTO_MAX = 4
 #: options a flow process does not take from its launcher's
 _NOT_COPIED = ('config_file', 'config_dir', 'config_source')
 #: instances a flow process keeps of those its launcher sent
@@ -69,15 +72,15 @@ STOP_TIMEOUT = 60
 def flow_processes(conf):
     """How many flow processes ``[launcher] flow_processes`` asks for.
 
-    0: one per CPU this process may run on. 1 or less: none (flows run in
-    the launcher's own process).
+    0: one per CPU this process may run on, :data:`AUTO_MAX` at most. 1:
+    none (flows run in the launcher's own process).
     """
     wanted = conf.launcher.flow_processes
     if wanted:
         return wanted
     if hasattr(os, 'sched_getaffinity'):
-        return len(os.sched_getaffinity(0))
-    return os.cpu_count() or 1
+        return min(AUTO_MAX, len(os.sched_getaffinity(0)))
+    return min(AUTO_MAX, os.cpu_count() or 1)
 
 
 def conf_values(conf):
@@ -314,6 +317,8 @@ class _Process:
         self.process = None
         self.reader = None
         self.ready = threading.Event()
+        #: whether it takes new flows (not while it is started again)
+        self.alive = False
         self.started_at = None
         #: its flows' waits on this process's listings, by token
         self.watches = {}
@@ -333,10 +338,6 @@ class _Process:
     def start(self):
         self.started_at = time.monotonic()
         self.ready.clear()
-        for watch in self.watches.values():
-            if watch is not None:
-                watch.cancel()
-        self.watches.clear()
         self._before, self._now = self.transactions, 0
         processes = _multiprocessing()
         self.pipe, theirs = processes.Pipe()
@@ -347,6 +348,7 @@ class _Process:
             daemon=True)
         self.process.start()
         theirs.close()
+        self.alive = True
         self.reader = threading.Thread(
             target=self.runner._read, args=(self, self.pipe),
             name='fleetflow-flows-%d-reader' % self.index, daemon=True)
@@ -425,9 +427,13 @@ class ProcessRunner(base.FlowRunner):
             if node_id in self._runs:
                 raise exceptions.FleetflowError(
                     'node %s already has a flow running' % node_id)
+            alive = [p for p in self._processes if p.alive]
+            if not alive:
+                raise exceptions.FleetflowError(
+                    'no flow process runs: node %s waits for one' % node_id)
             load = collections.Counter(run.process.index
                                        for run in self._runs.values())
-            process = min(self._processes, key=lambda p: load[p.index])
+            process = min(alive, key=lambda p: load[p.index])
             run = self._runs[node_id] = _Remote(node_id, name, process)
         return run
 
@@ -522,12 +528,17 @@ class ProcessRunner(base.FlowRunner):
                   'resuming its flows', process.index,
                   process.process.exitcode)
         with self._lock:
+            process.alive = False
             lost = [run for run in self._runs.values()
                     if run.process is process]
             for run in lost:
                 if run.parked is not None:
                     run.parked.cancel()
                     run.parked = None
+            watches, process.watches = process.watches, {}
+        for watch in watches.values():
+            if watch is not None:
+                watch.cancel()
         time.sleep(max(0.0, process.started_at + RESTART_SPACING
                        - time.monotonic()))
         if self._stopping:

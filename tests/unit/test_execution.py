@@ -262,15 +262,6 @@ class TestLocalRunner(ExecutionScenarios, base.TestCase):
 class TestProcessRunner(ExecutionScenarios, base.TestCase):
     """Flows in two flow processes of this process, on SQLite."""
 
-    # Scripted faults patch this process's driver, which the flow
-    # processes do not share; the faults configured in the layout reach
-    # them (test_launch_retries_exhausted).
-    test_create_error_then_success = None
-    test_quota_error_aborts_without_spending_an_attempt = None
-    test_no_capacity_aborts_without_spending_an_attempt = None
-    test_revert_deletes_even_when_a_delete_fails = None
-    test_delete_error_leaves_node_deleting = None
-
     def fleet(self, **kwargs):
         self.ff = self.useFixture(base.FleetflowFixture(runner=False,
                                                         **kwargs))
