@@ -8,18 +8,27 @@ a listing shows its instance in another state than the one it saw.
 When it lists adapts to what waits:
 
 - A waiter could be ready at its *hint*: the time it started waiting (an
-  instance's creation, its delete) plus the shortest time such a change
-  took lately in this provider (learnt from the listings; none at first).
-  A listing is made when the earliest hint comes.
+  instance's creation, its delete; a wait parked again counts from its
+  first start) plus the shortest time such a change took lately in this
+  provider (learnt from the listings). A listing is made when the
+  earliest hint comes; what is learnt moves the hints of those already
+  waiting too.
 - A waiter that a listing after its hint still showed unchanged waits for
   a listing ``floor`` seconds after the last one, then twice as long after
   each listing that woke nobody, up to ``interval``; a listing that woke
   someone starts again from ``floor``.
+- While nothing is learnt of its kind of change (a process's first
+  creates, or first deletes), a waiter has no hint and is listed as one
+  past its hint, except that the wait grows past ``interval`` to a
+  quarter of the time the listings have shown no change (since one last
+  woke someone, or since the wait began): a first change is seen at most
+  that much late, and instances that take minutes to boot cost a few
+  listings, not one per interval.
+- An instance not listed yet that the next listing shows building is
+  still awaited: that listing does not wake its waiter.
 - Two listings are never less than ``floor`` apart, and over any stretch
   of time there are at most ``BURST`` more listings than one per
-  ``interval`` (a token bucket): never more calls than listing every
-  ``interval``, as the cache did before it adapted, and far fewer when the
-  hints say nothing could have changed.
+  ``interval`` (a token bucket).
 """
 
 import collections
@@ -38,6 +47,8 @@ BURST = 10
 LEARNT = 20
 #: the kinds of change a waiter waits for
 UP, DOWN = 'up', 'gone'
+#: with nothing learnt, listings wait up to this fraction of the quiet time
+QUIET = 1 / 4
 
 
 class InstanceCache:
@@ -46,7 +57,8 @@ class InstanceCache:
     :param driver: the provider's driver.
     :param scheduler: a :class:`fleetflow.scheduler.Scheduler` on which the
         listings run.
-    :param interval: the longest time between listings while anyone waits.
+    :param interval: the longest time between listings while anyone waits
+        past the hint learnt for it (longer while nothing is learnt).
     :param floor: the shortest time between two listings (at most
         ``interval``; default ``interval``).
     """
@@ -65,9 +77,12 @@ class InstanceCache:
         self._took = {UP: collections.deque(maxlen=LEARNT),
                       DOWN: collections.deque(maxlen=LEARNT)}
         self._spacing = self.floor
+        #: when the listings last showed a change, or the wait began
+        self._quiet_since = 0.0
         self._tokens = float(BURST)
         self._tokens_at = time.time()
         self._next_at = None
+        self._listing = False
         self._stopping = False
         #: listings made
         self.listings = 0
@@ -80,7 +95,8 @@ class InstanceCache:
         did not hold it (it is gone, or was never created).
         """
         with self._lock:
-            self._since.setdefault(external_id, not_before)
+            self._since[external_id] = max(
+                not_before, self._since.get(external_id, not_before))
             if self._listed_at < not_before:
                 return False, None
             return True, self._instances.get(external_id)
@@ -95,29 +111,33 @@ class InstanceCache:
 
         ``seen_state`` is the state the caller saw (None when unknown, or
         :data:`GONE`); a watch with ``seen_state`` None fires on the first
-        listing after it. With ``interrupt``, it also fires when the
-        process stops (:meth:`stop_waits`). Returns a :class:`Watch` that
-        can be cancelled.
+        listing after it, unless that listing shows the instance building
+        (then taken as the state seen). A listing that began before the
+        wait did (the time given to :meth:`lookup`) does not count. With
+        ``interrupt``, it also fires when the process stops
+        (:meth:`stop_waits`). Returns a :class:`Watch` that can be
+        cancelled.
         """
         with self._lock:
             watch = Watch(seen_state, callback, interrupt,
-                          *self._hint(external_id, seen_state))
+                          *self._kind(external_id, seen_state))
             stopped = interrupt and self._stopping
             if not stopped:
+                if not self._watchers:
+                    self._quiet_since = time.time()
+                    self._spacing = self.floor
                 self._watchers.setdefault(external_id, []).append(watch)
-                self._schedule(self._wanted(watch))
+                self._schedule(self._wanted(watch, self._shortest()))
         if stopped:
             callback()
         return watch
 
-    def _hint(self, external_id, seen_state):
-        """``(kind of change, since, hint)`` of a new waiter."""
+    def _kind(self, external_id, seen_state):
+        """``(kind of change, since)`` of a new waiter."""
         if seen_state is None:
             seen_state = state_of(self._instances.get(external_id))
         kind = UP if seen_state in (driver_base.BUILDING, GONE) else DOWN
-        since = self._since.get(external_id, time.time())
-        took = self._took[kind]
-        return kind, since, since + (min(took) if took else 0.0)
+        return kind, self._since.setdefault(external_id, time.time())
 
     def wait_change(self, external_id, seen_state, timeout):
         """Block until a listing shows another state, at most ``timeout``.
@@ -152,18 +172,29 @@ class InstanceCache:
 
     # When to list
 
-    def _wanted(self, watch):
+    def _shortest(self):
+        """The shortest change time learnt of each kind (lock held)."""
+        return {kind: min(took) for kind, took in self._took.items() if took}
+
+    def _wanted(self, watch, shortest):
         """When ``watch`` wants a listing (lock held)."""
-        if watch.hint > self._listed_at:
-            return watch.hint
+        if watch.kind not in shortest:
+            quiet = self._listed_at - self._quiet_since
+            return self._listed_at + max(self._spacing, quiet * QUIET)
+        hint = watch.since + shortest[watch.kind]
+        if hint > self._listed_at:
+            return hint
         return self._listed_at + self._spacing
 
     def _schedule(self, wanted):
         """Have a listing made at ``wanted``, or later (lock held).
 
         Not before ``floor`` after the last listing, nor before the
-        bucket has a token; not later than one already planned.
+        bucket has a token; not later than one already planned. While a
+        listing is under way, its end plans the next one.
         """
+        if self._listing:
+            return
         if self._tokens < 1:
             wanted = max(wanted, self._tokens_at
                          + (1 - self._tokens) * self.interval)
@@ -197,6 +228,7 @@ class InstanceCache:
                 return
             started = time.time()
             self._take_token(started)
+            self._listing = True
         try:
             instances = self.driver.list_instances()
         except Exception:
@@ -204,17 +236,24 @@ class InstanceCache:
                           self.driver.name)
             instances = None
         with self._lock:
+            self._listing = False
             self.listings += 1
             if instances is not None:
                 fire = self._update(instances, started)
             else:
                 fire = []
                 self._spacing = min(self.interval, 2 * self._spacing)
-            wanted = min((self._wanted(watch)
+            shortest = self._shortest()
+            wanted = min((self._wanted(watch, shortest)
                           for entries in self._watchers.values()
                           for watch in entries), default=None)
             if wanted is not None:
                 self._schedule(wanted)
+            LOG.debug('Listed provider %s: %s instances, %d waiters woken, '
+                      '%d waiting, next listing at %s', self.driver.name,
+                      'no' if instances is None else len(instances),
+                      len(fire), sum(map(len, self._watchers.values())),
+                      self._next_at)
         for callback in fire:
             callback()
 
@@ -223,12 +262,19 @@ class InstanceCache:
         self._instances = {i.external_id: i for i in instances}
         self._listed_at = started
         watchers, self._watchers = self._watchers, {}
-        fire, keep = [], {}
+        fire, keep, changed = [], {}, set()
         for external_id, entries in watchers.items():
             state = state_of(self._instances.get(external_id))
             for watch in entries:
                 if watch.cancelled:
                     continue
+                if watch.since > started:
+                    # The listing began before the wait: it cannot tell.
+                    keep.setdefault(external_id, []).append(watch)
+                    continue
+                if watch.seen_state is None and watch.kind == UP and \
+                        state == driver_base.BUILDING:
+                    watch.seen_state = state   # not listed yet: no news
                 if watch.seen_state == state:
                     keep.setdefault(external_id, []).append(watch)
                     continue
@@ -237,9 +283,16 @@ class InstanceCache:
                         driver_base.BUILDING, GONE) or \
                         watch.kind == DOWN and state == GONE:
                     self._took[watch.kind].append(started - watch.since)
+                    changed.add(external_id)
         self._watchers = keep
+        # A wait's start is kept until the change awaited is seen: a flow
+        # woken by its timer and parked again still waits since then.
         self._since = {external_id: since for external_id, since
-                       in self._since.items() if external_id in keep}
+                       in self._since.items() if external_id in keep
+                       or external_id in self._instances
+                       and external_id not in changed}
+        if fire:
+            self._quiet_since = started
         self._spacing = self.floor if fire else min(self.interval,
                                                     2 * self._spacing)
         return fire
@@ -249,16 +302,14 @@ class Watch:
     """A pending :meth:`InstanceCache.watch`."""
 
     def __init__(self, seen_state, callback, interrupt=False, kind=UP,
-                 since=0.0, hint=0.0):
+                 since=0.0):
         self.seen_state = seen_state
         self.callback = callback
         #: whether :meth:`InstanceCache.stop_waits` ends it
         self.interrupt = interrupt
-        #: the change awaited (:data:`UP` or :data:`DOWN`), since when,
-        #: and when it could have happened
+        #: the change awaited (:data:`UP` or :data:`DOWN`), and since when
         self.kind = kind
         self.since = since
-        self.hint = hint
         self.cancelled = False
 
     def cancel(self):

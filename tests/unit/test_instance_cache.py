@@ -136,9 +136,103 @@ class TestWhenToList(testtools.TestCase):
         self.cloud.create('i-1')
         self.wait_active('i-1')
         self.run_until(self.cloud.now + 4.0)
-        self.assertEqual([0.1, 0.2, 0.4, 0.8, 1.0, 1.0],
-                         self.gaps(self.cloud.listed_at)[:6])
+        # The first listing shows i-1 building: no news, it woke nobody.
+        self.assertEqual([0.2, 0.4, 0.8, 1.0, 1.0],
+                         self.gaps(self.cloud.listed_at)[:5])
         self.assertEqual(set(), self.active)
+
+    def test_a_building_instance_does_not_wake_who_never_saw_it(self):
+        self.cloud.create('i-1')
+        fired = []
+        self.cache.watch('i-1', None, lambda: fired.append('i-1'))
+        self.cache.refresh()
+        self.assertEqual([], fired)
+        self.cloud.now += self.cloud.latency
+        self.cache.refresh()
+        self.assertEqual(['i-1'], fired)
+
+    def test_a_wait_that_begins_during_a_listing_waits_for_the_next(self):
+        self.cloud.create('i-1')
+        self.wait_active('i-1')
+        fired = []
+        list_instances = self.cloud.list_instances
+
+        def list_while_a_wait_begins():
+            self.cloud.list_instances = list_instances
+            instances = list_instances()
+            self.cloud.now += 0.05
+            self.cloud.create('i-2')
+            self.cache.lookup('i-2', self.cloud.now)
+            self.cache.watch('i-2', None, lambda: fired.append('i-2'))
+            return instances
+
+        self.cloud.list_instances = list_while_a_wait_begins
+        started = self.cloud.now
+        self.run_until(started + self.FLOOR / 2)
+        # One listing, and it did not answer for i-2, which it predates.
+        self.assertEqual([started], self.cloud.listed_at)
+        self.assertEqual([], fired)
+        self.run_until(started + self.cloud.latency + 2 * self.INTERVAL)
+        self.assertEqual(['i-2'], fired)
+        self.assertGreaterEqual(min(self.gaps(self.cloud.listed_at)),
+                                self.FLOOR - 1e-9)
+
+    def test_a_wait_parked_again_is_learnt_from_its_start(self):
+        # A flow in another process: no lookup here, and its timer ends
+        # its watch before the change; it is parked again.
+        self.cloud.create('i-1')
+        fired = []
+        watch = self.cache.watch('i-1', None, lambda: fired.append(1))
+        self.run_until(self.cloud.now + 3.0)
+        watch.cancel()
+        self.cache.refresh()   # a listing while it is not watched
+        self.cache.watch('i-1', driver_base.BUILDING,
+                         lambda: fired.append(2))
+        self.run_until(self.cloud.created['i-1'] + 10.0)
+        self.assertEqual([2], fired)
+        self.assertGreaterEqual(min(self.cache._took[instance_cache.UP]),
+                                self.cloud.latency)
+
+    def test_a_long_quiet_wait_costs_few_listings(self):
+        # Nothing learnt yet: instances created over 10 s, active after
+        # 120 s. Listing every interval would cost about 130 listings.
+        self.cloud.latency = 120.0
+        start = self.cloud.now
+        for index in range(100):
+            self.cloud.create('i-%d' % index)
+            self.wait_active('i-%d' % index)
+            self.run_until(self.cloud.now + 0.1)
+        self.run_until(start + 140)
+        self.assertEqual(100, len(self.active))
+        listed = self.cloud.listed_at
+        first_seen = next(at for at in listed if at - start >= 120)
+        # The first change is seen at most a quarter of the quiet time
+        # late (the listings had shown no change since the first wait).
+        self.assertLessEqual(first_seen - start,
+                             120 * (1 + instance_cache.QUIET))
+        quiet = [at for at in listed if at < first_seen]
+        self.assertLess(len(quiet), 25)
+        # Once learnt, the others are listed at their hints.
+        self.assertLessEqual(listed[-1] - start, 130 + self.INTERVAL)
+
+    def test_a_learnt_change_time_moves_the_hints_of_those_waiting(self):
+        self.cloud.create('i-1')
+        self.wait_active('i-1')
+        self.cloud.now += 2.0
+        self.cloud.create('i-2')
+        self.wait_active('i-2')
+        # i-1 is seen at most a quarter of its quiet wait late.
+        self.run_until(self.cloud.created['i-1']
+                       + self.cloud.latency * (1 + instance_cache.QUIET))
+        self.assertEqual({'i-1'}, self.active)
+        learnt = min(self.cache._took[instance_cache.UP])
+        # i-2 began to wait before anything was learnt; it is listed
+        # when it could be active by what i-1 took, not sooner.
+        before = len(self.cloud.listed_at)
+        self.run_until(self.cloud.created['i-2'] + learnt + 5.0)
+        self.assertEqual({'i-1', 'i-2'}, self.active)
+        self.assertEqual([self.cloud.created['i-2'] + learnt],
+                         self.cloud.listed_at[before:])
 
     def test_lists_when_a_waiter_could_be_ready(self):
         self.cloud.create('i-1')
