@@ -17,7 +17,6 @@ from fleetflow import exceptions
 from fleetflow.execution import processes
 from fleetflow.execution import service
 from fleetflow import status
-from fleetflow.zk import frontend as zk_frontend
 
 LOG = log.getLogger(__name__)
 PROG = 'fleetflow-launcher'
@@ -35,6 +34,22 @@ def check_database(ctx):
                                     manage.head_revision())
     if problem:
         common.fail(PROG, problem)
+
+
+def start_frontend(ctx, launcher):
+    """The ZooKeeper front end, when the layout names ZooKeeper, or None.
+
+    :raises ConfigError: when kazoo (the ``zookeeper`` extra) is missing.
+    """
+    if not getattr(ctx.layout, 'zookeeper', None):
+        return None
+    try:
+        from fleetflow.zk import frontend
+    except ImportError as e:
+        raise exceptions.ConfigError(
+            'the layout names zookeeper-servers, which needs the zookeeper '
+            'extra: pip install \'fleetflow[zookeeper]\' (%s)' % e)
+    return frontend.start_for(ctx, launcher)
 
 
 def main(argv=None):
@@ -68,7 +83,7 @@ def main(argv=None):
     except exceptions.FleetflowError as e:
         common.fail(PROG, e)
     try:
-        frontend = zk_frontend.start_for(ctx, launcher)
+        frontend = start_frontend(ctx, launcher)
     except exceptions.ConfigError as e:
         launcher.stop()
         common.fail(PROG, e)
