@@ -36,12 +36,16 @@ launcher_opts = [
     cfg.FloatOpt('instance_refresh_interval', default=1.0, min=0.01,
                  max=600,
                  help='Longest time between two listings of a '
-                      'provider\'s instances while a node waits for one; '
-                      'one listing serves every waiting node. Listings '
-                      'come sooner when a waiting instance could have '
-                      'changed (learnt from the changes seen lately), '
-                      'with at most 10 more listings than one per this '
-                      'interval over any stretch of time.'),
+                      'provider\'s instances while a node waits for one, '
+                      'once the provider\'s change times are learnt; one '
+                      'listing serves every waiting node. Listings come '
+                      'sooner when a waiting instance could have changed '
+                      '(learnt from the changes seen lately), with at most '
+                      '10 more listings than one per this interval over '
+                      'any stretch of time. Before a first change is seen, '
+                      'the time between listings that show no change grows '
+                      'past it, to a quarter of the time since one last '
+                      'did.'),
     cfg.FloatOpt('instance_list_floor', default=0.1, min=0.01, max=600,
                  help='Shortest time between two listings of a '
                       'provider\'s instances (at most '
