@@ -141,8 +141,11 @@ def _one_process(pid):
 def _children(pid):
     children = []
     for task in os.listdir('/proc/%d/task' % pid):
-        with open('/proc/%d/task/%s/children' % (pid, task)) as f:
-            children.extend(int(child) for child in f.read().split())
+        try:
+            with open('/proc/%d/task/%s/children' % (pid, task)) as f:
+                children.extend(int(child) for child in f.read().split())
+        except FileNotFoundError:
+            pass   # a thread that ended meanwhile
     return children
 
 
