@@ -390,8 +390,9 @@ class TestJobboardOnZooKeeper(JobboardScenarios, base.TestCase):
 
 class TestInterface(base.TestCase):
 
-    def test_the_interface_is_what_both_runners_share(self):
-        # Neither runner inherits from the other.
-        for runner in (local.LocalRunner, posting.JobboardRunner):
+    def test_the_interface_is_what_the_runners_share(self):
+        # No runner inherits from another.
+        for runner in (local.LocalRunner, processes.ProcessRunner,
+                       posting.JobboardRunner):
             self.assertEqual((runner, exec_base.FlowRunner, object),
                              runner.__mro__)
