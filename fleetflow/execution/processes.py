@@ -188,7 +188,7 @@ class _Worker(local.LocalRunner):
             run = self._runs.get(node_id)
         if run is None:
             return
-        reason = waits._ask(run.recheck, '[node %s] ' % node_id)
+        reason = waits.ask_again(run.recheck, '[node %s] ' % node_id)
         if reason is not None:
             self._send(_parked(node_id, reason))
             return
@@ -220,9 +220,11 @@ def _parked(node_id, reason):
 
 
 def _relay_listings(ctx, send):
+    """Have the providers new to this process wait on the launcher's."""
     for provider in ctx.providers.values():
-        provider.cache = RelayedListing(provider.name, provider.cache.interval,
-                                        send)
+        if not isinstance(provider.cache, RelayedListing):
+            provider.cache = RelayedListing(
+                provider.name, provider.cache.interval, send)
 
 
 class _LogsToLauncher:

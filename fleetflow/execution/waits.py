@@ -98,7 +98,7 @@ class Parked:
         return True
 
 
-def _ask(recheck, label):
+def ask_again(recheck, label=''):
     """What ``recheck()`` says the flow still waits for (None: nothing)."""
     if recheck is None:
         return None
@@ -134,7 +134,7 @@ class Waits:
         return parked
 
     def _woken(self, recheck, wake, label):
-        reason = _ask(recheck, label)
+        reason = ask_again(recheck, label)
         if reason is not None:
             self.park(reason, recheck, wake, label)
             return
@@ -165,7 +165,7 @@ class Waits:
                         and not self._stopping
             if not go_on:
                 return False
-            reason = _ask(recheck, '')
+            reason = ask_again(recheck)
         return True
 
     def stop_one(self, key):
