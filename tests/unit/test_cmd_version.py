@@ -14,6 +14,7 @@ from fleetflow import cmd
 from fleetflow.cmd import bench
 from fleetflow.cmd import launcher as cmd_launcher
 from fleetflow import exceptions
+import fleetflow.zk
 
 
 def console_scripts():
@@ -76,7 +77,11 @@ class TestWithoutExtras(testtools.TestCase):
     def test_zookeeper_without_its_extra_is_named(self):
         ctx = mock.Mock()
         ctx.layout.zookeeper = {'servers': [{'host': 'zk', 'port': 2281}]}
-        with mock.patch.dict(sys.modules, {'fleetflow.zk.frontend': None}):
+        # As if kazoo were missing: the front end cannot be imported (nor
+        # found on its package, where an earlier import leaves it).
+        with mock.patch.dict(sys.modules, {'fleetflow.zk.frontend': None}), \
+                mock.patch.dict(fleetflow.zk.__dict__):
+            fleetflow.zk.__dict__.pop('frontend', None)
             e = self.assertRaises(exceptions.ConfigError,
                                   cmd_launcher.start_frontend, ctx, None)
         self.assertIn("pip install 'fleetflow[zookeeper]'", str(e))
