@@ -3,6 +3,7 @@
 import abc
 import contextlib
 import logging
+import threading
 import uuid
 
 from taskflow import engines
@@ -10,6 +11,7 @@ from taskflow.persistence import models as tf_models
 from taskflow import states
 from taskflow import storage as tf_storage
 
+from fleetflow.db import locks
 from fleetflow import exceptions
 from fleetflow.execution import taskflow_overrides
 from fleetflow import flowinfo
@@ -61,37 +63,6 @@ def forget_logbook(ctx, node_id):
     with contextlib.closing(ctx.persistence.get_connection()) as conn:
         with contextlib.suppress(Exception):
             conn.destroy_logbook(node_id)
-
-
-def resume_unfinished(ctx, resume):
-    """Call ``resume(book, detail)`` for every flow that did not finish.
-
-    A flow the registry refuses is logged and skipped; the logbook of a
-    node that is gone is removed. Returns how many were resumed.
-    """
-    resumed = 0
-    with contextlib.closing(ctx.persistence.get_connection()) as conn:
-        books = list(conn.get_logbooks(lazy=False))
-    for book in books:
-        unfinished = [fd for fd in book if fd.state not in FINISHED]
-        if not unfinished:
-            if ctx.store.find_node(book.uuid) is None:
-                forget_logbook(ctx, book.uuid)
-            continue
-        for detail in unfinished:
-            LOG.info('[node %s] Resuming flow %s (%s)', book.uuid,
-                     detail.name, detail.state)
-            try:
-                # Checked now, so that a refused flow is not started.
-                registry.recorded(detail, book.uuid)
-                resume(book, detail)
-            except exceptions.FleetflowError as e:
-                # One node's bad logbook must not stop the others.
-                LOG.error('[node %s] Flow %s not resumed: %s',
-                          book.uuid, detail.name, e)
-                continue
-            resumed += 1
-    return resumed
 
 
 class FlowRunner(metaclass=abc.ABCMeta):
@@ -221,3 +192,73 @@ class FlowRunner(metaclass=abc.ABCMeta):
     @abc.abstractmethod
     def stop(self, timeout=None):
         """Stop at task boundaries; unfinished flows resume later."""
+
+
+class HostRunner(FlowRunner):
+    """A runner whose flows run on this host, in its own processes.
+
+    It knows each flow it runs by its node, and resumes every unfinished
+    flow of the database when it starts: only one launcher may run a
+    database's flows this way (its owner lock).
+    """
+
+    def __init__(self, ctx, on_done=None):
+        super().__init__(ctx, on_done=on_done)
+        self._runs = {}
+        self._lock = threading.Lock()
+
+    def owner_lock(self):
+        return locks.OwnerLock(self.ctx.engine)
+
+    def _claim(self, node_id, run):
+        """Make ``run`` the node's flow (the lock held).
+
+        :raises FleetflowError: when the node has a flow running.
+        """
+        if node_id in self._runs:
+            raise exceptions.FleetflowError(
+                'node %s already has a flow running' % node_id)
+        self._runs[node_id] = run
+
+    def resume_all(self):
+        """Resume every flow that did not finish; return how many.
+
+        A flow the registry refuses is logged and skipped; the logbook of
+        a node that is gone is removed.
+        """
+        resumed = 0
+        with contextlib.closing(self.ctx.persistence.get_connection()) \
+                as conn:
+            books = list(conn.get_logbooks(lazy=False))
+        for book in books:
+            unfinished = [fd for fd in book if fd.state not in FINISHED]
+            if not unfinished:
+                if self.ctx.store.find_node(book.uuid) is None:
+                    forget_logbook(self.ctx, book.uuid)
+                continue
+            for detail in unfinished:
+                LOG.info('[node %s] Resuming flow %s (%s)', book.uuid,
+                         detail.name, detail.state)
+                try:
+                    # Checked now, so that a refused flow is not started.
+                    registry.recorded(detail, book.uuid)
+                    self.resume(book, detail)
+                except exceptions.FleetflowError as e:
+                    # One node's bad logbook must not stop the others.
+                    LOG.error('[node %s] Flow %s not resumed: %s',
+                              book.uuid, detail.name, e)
+                    continue
+                resumed += 1
+        return resumed
+
+    @abc.abstractmethod
+    def resume(self, book, detail):
+        """Run the unfinished flow ``detail`` of the node's ``book``."""
+
+    def is_running(self, node_id):
+        with self._lock:
+            return node_id in self._runs
+
+    def running(self):
+        with self._lock:
+            return len(self._runs)

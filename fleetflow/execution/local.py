@@ -19,8 +19,6 @@ import threading
 
 from taskflow import states
 
-from fleetflow.db import locks
-from fleetflow import exceptions
 from fleetflow.execution import base
 from fleetflow.execution import waits
 from fleetflow import logutils
@@ -49,7 +47,7 @@ class FlowRun:
         self.done = threading.Event()
 
 
-class LocalRunner(base.FlowRunner):
+class LocalRunner(base.HostRunner):
     """Runs, parks and resumes flows; one flow per node at a time."""
 
     def __init__(self, ctx, workers=None, on_done=None):
@@ -60,14 +58,9 @@ class LocalRunner(base.FlowRunner):
             max_workers=workers or ctx.conf.launcher.workers,
             thread_name_prefix='fleetflow-flow')
         self._waits = waits.Waits(ctx)
-        self._runs = {}
         self._woken = collections.deque()
         self._new = collections.deque()
-        self._lock = threading.Lock()
         self._stopping = False
-
-    def owner_lock(self):
-        return locks.OwnerLock(self.ctx.engine)
 
     # Starting flows
 
@@ -81,21 +74,14 @@ class LocalRunner(base.FlowRunner):
         flow, detail, book = self.record_flow(node_id, kind, inputs)
         return base.load_engine(self.ctx, book, detail, flow=flow)
 
-    def resume_all(self):
-        return base.resume_unfinished(self.ctx, self.resume)
-
     def resume(self, book, detail):
-        """Run the unfinished flow ``detail`` of the node's ``book``."""
         self._start(book.uuid, detail.name, functools.partial(
             base.load_engine, self.ctx, book, detail))
 
     def _start(self, node_id, name, load):
         run = FlowRun(node_id, name, load)
         with self._lock:
-            if node_id in self._runs:
-                raise exceptions.FleetflowError(
-                    'node %s already has a flow running' % node_id)
-            self._runs[node_id] = run
+            self._claim(node_id, run)
         self._submit(run)
         return run
 
@@ -189,15 +175,7 @@ class LocalRunner(base.FlowRunner):
         if self.on_done is not None and state in base.FINISHED:
             self.on_done(run)
 
-    # Looking and stopping
-
-    def is_running(self, node_id):
-        with self._lock:
-            return node_id in self._runs
-
-    def running(self):
-        with self._lock:
-            return len(self._runs)
+    # Stopping
 
     def stop(self, timeout=None):
         with self._lock:

@@ -41,7 +41,6 @@ from taskflow import states
 
 from fleetflow import conf as ff_conf
 from fleetflow import context
-from fleetflow.db import locks
 from fleetflow import exceptions
 from fleetflow.execution import base
 from fleetflow.execution import local
@@ -317,7 +316,6 @@ class _Process:
         self.lock = threading.Lock()
         self.pipe = None
         self.process = None
-        self.reader = None
         self.ready = threading.Event()
         #: whether it takes new flows (not while it is started again)
         self.alive = False
@@ -351,10 +349,10 @@ class _Process:
         self.process.start()
         theirs.close()
         self.alive = True
-        self.reader = threading.Thread(
+        threading.Thread(
             target=self.runner._read, args=(self, self.pipe),
-            name='fleetflow-flows-%d-reader' % self.index, daemon=True)
-        self.reader.start()
+            name='fleetflow-flows-%d-reader' % self.index,
+            daemon=True).start()
 
     def send(self, *message):
         with self.lock:
@@ -372,7 +370,7 @@ def _log(record):
         logger.handle(record)
 
 
-class ProcessRunner(base.FlowRunner):
+class ProcessRunner(base.HostRunner):
     """Runs flows in ``processes`` flow processes; see the module doc."""
 
     def __init__(self, ctx, processes, on_done=None):
@@ -380,12 +378,7 @@ class ProcessRunner(base.FlowRunner):
         self._waits = waits.Waits(ctx)
         self._processes = [_Process(index, self)
                            for index in range(processes)]
-        self._runs = {}
-        self._lock = threading.Lock()
         self._stopping = False
-
-    def owner_lock(self):
-        return locks.OwnerLock(self.ctx.engine)
 
     def start(self):
         """Start the flow processes; return once each can run flows.
@@ -417,26 +410,21 @@ class ProcessRunner(base.FlowRunner):
         run.process.send('start', node_id, kind, inputs)
         return run
 
-    def resume_all(self):
-        return base.resume_unfinished(self.ctx, self.resume)
-
     def resume(self, book, detail):
         run = self._assign(book.uuid, detail.name)
         run.process.send('resume', book.uuid, detail.uuid)
 
     def _assign(self, node_id, name):
         with self._lock:
-            if node_id in self._runs:
-                raise exceptions.FleetflowError(
-                    'node %s already has a flow running' % node_id)
             alive = [p for p in self._processes if p.alive]
             if not alive:
                 raise exceptions.FleetflowError(
                     'no flow process runs: node %s waits for one' % node_id)
             load = collections.Counter(run.process.index
                                        for run in self._runs.values())
-            process = min(alive, key=lambda p: load[p.index])
-            run = self._runs[node_id] = _Remote(node_id, name, process)
+            run = _Remote(node_id, name,
+                          min(alive, key=lambda p: load[p.index]))
+            self._claim(node_id, run)
         return run
 
     # What the flow processes say
@@ -553,15 +541,7 @@ class ProcessRunner(base.FlowRunner):
                 continue
             process.send('resume', run.node_id, node['flow_id'])
 
-    # Looking and stopping
-
-    def is_running(self, node_id):
-        with self._lock:
-            return node_id in self._runs
-
-    def running(self):
-        with self._lock:
-            return len(self._runs)
+    # Stopping
 
     def stop(self, timeout=None):
         self._stopping = True

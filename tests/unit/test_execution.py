@@ -391,8 +391,10 @@ class TestJobboardOnZooKeeper(JobboardScenarios, base.TestCase):
 class TestInterface(base.TestCase):
 
     def test_the_interface_is_what_the_runners_share(self):
-        # No runner inherits from another.
-        for runner in (local.LocalRunner, processes.ProcessRunner,
-                       posting.JobboardRunner):
-            self.assertEqual((runner, exec_base.FlowRunner, object),
-                             runner.__mro__)
+        # No runner inherits from another; those whose flows run on this
+        # host share what knowing them by node takes.
+        for runner in (local.LocalRunner, processes.ProcessRunner):
+            self.assertEqual((runner, exec_base.HostRunner,
+                              exec_base.FlowRunner, object), runner.__mro__)
+        self.assertEqual((posting.JobboardRunner, exec_base.FlowRunner,
+                          object), posting.JobboardRunner.__mro__)
