@@ -138,15 +138,22 @@ def _one_process(pid):
             'pss_mb': pss / 1024, 'threads': int(status['Threads'])}
 
 
-def _children(pid):
-    children = []
-    for task in os.listdir('/proc/%d/task' % pid):
+def descendants(pid):
+    """The pids of a process's children, theirs, and so on (now)."""
+    found = []
+    try:
+        tasks = os.listdir('/proc/%d/task' % pid)
+    except FileNotFoundError:
+        return found   # it ended meanwhile
+    for task in tasks:
         try:
             with open('/proc/%d/task/%s/children' % (pid, task)) as f:
-                children.extend(int(child) for child in f.read().split())
+                children = [int(child) for child in f.read().split()]
         except FileNotFoundError:
-            pass   # a thread that ended meanwhile
-    return children
+            continue   # a thread that ended meanwhile
+        for child in children:
+            found += [child] + descendants(child)
+    return found
 
 
 def proc_stats(pid):
@@ -162,13 +169,12 @@ def proc_stats(pid):
     """
     try:
         total = _one_process(pid)
-        children = _children(pid)
     except FileNotFoundError:
         raise ProcessLookupError('process %d exited' % pid)
-    for child in children:
+    for child in descendants(pid):
         try:
-            stats = proc_stats(child)
-        except ProcessLookupError:
+            stats = _one_process(child)
+        except (ProcessLookupError, FileNotFoundError):
             continue   # it exited meanwhile
         for key in total:
             total[key] += stats[key]

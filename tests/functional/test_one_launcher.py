@@ -12,6 +12,7 @@ import socket
 
 import sqlalchemy as sa
 
+from fleetflow.bench import launcher as bench
 from fleetflow import client as ff_client
 from tests import base
 from tests import db_urls
@@ -61,25 +62,30 @@ class OneLauncherTests:
                              self.flow_states(node_id))
         self.assertIsNone(self.launcher.proc.poll())
 
-    def test_killed_holder_does_not_block_a_restart(self):
-        self.start_fleet(create_latency=1.0)
+    def launch_one(self, flow_processes=1):
+        """A request whose node's instance is being created; the request."""
+        self.start_fleet(create_latency=1.0, flow_processes=flow_processes)
         request = self.client.create_request(['small'])
         wait_for(lambda: len(self.history()) == 1,
                  message='the first launcher created no instance')
-        self.launcher.proc.kill()
-        self.launcher.proc.wait()
+        return request
+
+    def assert_the_next_launcher_finishes(self, request):
         second = self.start_launcher('launcher-2')
         done = self.client.wait_for_request(request['id'], timeout=60)
         self.assertEqual('fulfilled', done['state'], done)
         self.assertIsNone(second.proc.poll())
         self.assertEqual(1, self.creates())
 
+    def test_killed_holder_does_not_block_a_restart(self):
+        request = self.launch_one()
+        self.launcher.proc.kill()
+        self.launcher.proc.wait()
+        self.assert_the_next_launcher_finishes(request)
+
     def test_flow_processes_exit_with_a_killed_launcher(self):
-        self.start_fleet(create_latency=1.0, flow_processes=2)
-        request = self.client.create_request(['small'])
-        wait_for(lambda: len(self.history()) == 1,
-                 message='the first launcher created no instance')
-        flow_processes = descendants(self.launcher.proc.pid)
+        request = self.launch_one(flow_processes=2)
+        flow_processes = bench.descendants(self.launcher.proc.pid)
         # Two flow processes, the server they are forked from, and
         # Python's resource tracker.
         self.assertGreaterEqual(len(flow_processes), 3)
@@ -89,18 +95,11 @@ class OneLauncherTests:
         # launcher resumes.
         wait_for(lambda: not any(map(alive, flow_processes)), timeout=10,
                  message='flow processes outlived their launcher')
-        second = self.start_launcher('launcher-2')
-        done = self.client.wait_for_request(request['id'], timeout=60)
-        self.assertEqual('fulfilled', done['state'], done)
-        self.assertIsNone(second.proc.poll())
-        self.assertEqual(1, self.creates())
+        self.assert_the_next_launcher_finishes(request)
 
     def test_ctrl_c_stops_the_launcher_and_its_flow_processes(self):
-        self.start_fleet(create_latency=1.0, flow_processes=2)
-        request = self.client.create_request(['small'])
-        wait_for(lambda: len(self.history()) == 1,
-                 message='the launcher created no instance')
-        flow_processes = descendants(self.launcher.proc.pid)
+        request = self.launch_one(flow_processes=2)
+        flow_processes = bench.descendants(self.launcher.proc.pid)
         # A terminal's Ctrl-C signals the whole process group: the flow
         # processes leave the stop to their launcher.
         os.killpg(self.launcher.proc.pid, signal.SIGINT)
@@ -110,21 +109,7 @@ class OneLauncherTests:
         log = self.launcher.read_log()
         self.assertNotIn('Traceback', log)
         self.assertNotIn('Flow process', log)
-        second = self.start_launcher('launcher-2')
-        done = self.client.wait_for_request(request['id'], timeout=60)
-        self.assertEqual('fulfilled', done['state'], done)
-        self.assertIsNone(second.proc.poll())
-        self.assertEqual(1, self.creates())
-
-
-def descendants(pid):
-    """The pids of a process's children, theirs, and so on."""
-    found = []
-    for task in os.listdir('/proc/%d/task' % pid):
-        with open('/proc/%d/task/%s/children' % (pid, task)) as f:
-            for child in map(int, f.read().split()):
-                found += [child] + descendants(child)
-    return found
+        self.assert_the_next_launcher_finishes(request)
 
 
 def alive(pid):
