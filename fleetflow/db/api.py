@@ -53,7 +53,15 @@ def request_problem(labels, priority, max_nodes):
     return None
 
 
-def _private_sqlite_file(url):
+def _sqlite_file(url):
+    """The path of a SQLite URL's database file (None: in memory)."""
+    path = sa.engine.make_url(url).database
+    if not path or path == ':memory:' or path.startswith('file:'):
+        return None
+    return path
+
+
+def _private_sqlite_file(path):
     """Create a SQLite database file 0600, if its directory exists.
 
     SQLite would create it with the umask's mode; its journal files take
@@ -61,9 +69,6 @@ def _private_sqlite_file(url):
     closing any descriptor of a database file drops the POSIX locks that
     this process's SQLite connections hold on it.
     """
-    path = sa.engine.make_url(url).database
-    if not path or path == ':memory:' or path.startswith('file:'):
-        return
     try:
         os.close(os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600))
     except (FileExistsError, FileNotFoundError):
@@ -74,7 +79,9 @@ def create_engine(url, pool_size=10, busy_timeout=30):
     """Create an engine tuned for many short transactions from threads."""
     kwargs = {}
     if url.startswith('sqlite'):
-        _private_sqlite_file(url)
+        path = _sqlite_file(url)
+        if path:
+            _private_sqlite_file(path)
         # SQLite has one writer at a time, and a writer that finds the file
         # locked sleeps in growing steps. One connection, handed out in
         # turn by the pool, makes threads queue without sleeping.
@@ -94,34 +101,38 @@ def create_engine(url, pool_size=10, busy_timeout=30):
             cursor.execute('PRAGMA synchronous=NORMAL')
             cursor.execute('PRAGMA busy_timeout=%d' % (busy_timeout * 1000))
             cursor.close()
-        _take_turns(engine, url)
+        if path:
+            _take_turns(engine, path)
     return engine
 
 
-def _take_turns(engine, url):
+def _take_turns(engine, path):
     """Have this engine's connection take turns with other processes'.
 
     A writer that finds a SQLite file locked sleeps in growing steps; the
     processes of one launcher (its flow processes) queue instead on a
     lock file beside the database, held while a connection is checked
-    out of an engine's pool.
+    out of an engine's pool. Each connection has its own descriptor of
+    the lock file, closed with it.
     """
-    path = sa.engine.make_url(url).database
-    if not path or path == ':memory:' or path.startswith('file:'):
-        return
-    turn = {}
+    @event.listens_for(engine, 'connect')
+    def _open(dbapi_conn, record):
+        record.info['turn'] = os.open(path + '.turn',
+                                      os.O_RDWR | os.O_CREAT, 0o600)
+
+    @event.listens_for(engine, 'close')
+    def _close(dbapi_conn, record):
+        turn = record.info.pop('turn', None)
+        if turn is not None:
+            os.close(turn)
 
     @event.listens_for(engine, 'checkout')
     def _take(dbapi_conn, record, proxy):
-        if 'fd' not in turn:
-            turn['fd'] = os.open(path + '.turn',
-                                 os.O_RDWR | os.O_CREAT, 0o600)
-        fcntl.flock(turn['fd'], fcntl.LOCK_EX)
+        fcntl.flock(record.info['turn'], fcntl.LOCK_EX)
 
     @event.listens_for(engine, 'checkin')
     def _give(dbapi_conn, record):
-        if 'fd' in turn:
-            fcntl.flock(turn['fd'], fcntl.LOCK_UN)
+        fcntl.flock(record.info['turn'], fcntl.LOCK_UN)
 
 
 def _state_in(table, count):

@@ -282,6 +282,38 @@ class TestSQLiteStore(StoreTests, testtools.TestCase):
             self.assertEqual(0o600, os.stat(os.path.join(
                 directory, name)).st_mode & 0o777, name)
 
+    def test_engines_take_turns_on_the_database(self):
+        # As the flow processes' engines do: one waits while another
+        # holds a connection, without SQLite's sleeping retries.
+        directory = self.useFixture(fixtures.TempDir()).path
+        url = 'sqlite:///%s/fleetflow.sqlite' % directory
+        first, second = api.create_engine(url), api.create_engine(url)
+        self.addCleanup(first.dispose)
+        self.addCleanup(second.dispose)
+        took = threading.Event()
+
+        def take_a_turn():
+            with second.connect():
+                took.set()
+
+        with first.connect():
+            waiter = threading.Thread(target=take_a_turn)
+            waiter.start()
+            self.assertFalse(took.wait(0.5))
+        waiter.join(10)
+        self.assertTrue(took.is_set())
+
+    def test_an_engine_leaves_no_descriptor_open(self):
+        directory = self.useFixture(fixtures.TempDir()).path
+        before = len(os.listdir('/proc/self/fd'))
+        for _ in range(5):
+            engine = api.create_engine('sqlite:///%s/fleetflow.sqlite'
+                                       % directory)
+            with engine.connect():
+                pass
+            engine.dispose()
+        self.assertEqual(before, len(os.listdir('/proc/self/fd')))
+
     @testtools.skipUnless(os.path.exists('/proc/locks'), 'no /proc/locks')
     def test_a_new_engine_keeps_the_locks_of_open_connections(self):
         # Closing any descriptor of the database file would drop the POSIX
