@@ -317,8 +317,6 @@ class _Process:
         self.pipe = None
         self.process = None
         self.ready = threading.Event()
-        #: whether it takes new flows (not while it is started again)
-        self.alive = False
         self.started_at = None
         #: its flows' waits on this process's listings, by token
         self.watches = {}
@@ -326,6 +324,11 @@ class _Process:
         self._before = 0
         #: and in this one, as it said last
         self._now = 0
+
+    @property
+    def alive(self):
+        """Whether it runs: one that died takes no new flow."""
+        return self.process is not None and self.process.is_alive()
 
     @property
     def transactions(self):
@@ -348,7 +351,6 @@ class _Process:
             daemon=True)
         self.process.start()
         theirs.close()
-        self.alive = True
         threading.Thread(
             target=self.runner._read, args=(self, self.pipe),
             name='fleetflow-flows-%d-reader' % self.index,
@@ -518,7 +520,6 @@ class ProcessRunner(base.HostRunner):
                   'resuming its flows', process.index,
                   process.process.exitcode)
         with self._lock:
-            process.alive = False
             lost = [run for run in self._runs.values()
                     if run.process is process]
             for run in lost:
