@@ -319,6 +319,21 @@ class TestProcessRunner(ExecutionScenarios, base.TestCase):
         self.assertEqual(2, sum(process.process.is_alive()
                                 for process in self.runner._processes))
 
+    def test_their_database_transactions_are_counted(self):
+        self.fleet()
+        self.assertEqual(states.SUCCESS, self.launch()[1])
+        # The launch's own: its record, its atoms, its node's changes.
+        self.assertGreater(self.runner.transactions, 5)
+
+    def test_one_flow_process_per_cpu_by_default(self):
+        conf = self.fleet().conf
+        conf.set_override('flow_processes', 0, 'launcher')
+        self.assertEqual(min(processes.AUTO_MAX,
+                             len(os.sched_getaffinity(0))),
+                         processes.flow_processes(conf))
+        conf.set_override('flow_processes', 6, 'launcher')
+        self.assertEqual(6, processes.flow_processes(conf))
+
     def test_the_flow_processes_log_through_this_process(self):
         self.fleet()
         node, state = self.launch()
